@@ -1,0 +1,146 @@
+# kubectl-cz: build, local cluster, demo, tests, benchmarks.
+# The two commands a new machine needs: `make demo`, then `make test`.
+
+SHELL := /bin/bash
+GO ?= go
+PREFIX ?= /usr/local
+VERSION ?= v0.1.0-dev
+COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null)
+KUBE_VERSION := v1.37.2
+COREDNS_VERSION := v1.15.0
+
+STATE := .cz
+CZBIN := $(STATE)/bin
+IMAGES := $(STATE)/images
+CLUSTER := $(CZBIN)/cz-cluster
+export KUBECONFIG := $(CURDIR)/$(STATE)/cluster/kubeconfig/admin.conf
+# The cluster's own kubectl (v1.37.2) comes first, then our plugin.
+export PATH := $(CURDIR)/bin:$(CURDIR)/$(CZBIN):$(PATH)
+
+LDFLAGS := -s -w -X github.com/kubectl-cz/kubectl-cz/plugin.Version=$(VERSION) -X github.com/kubectl-cz/kubectl-cz/plugin.GitCommit=$(COMMIT)
+KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=37)
+APT_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2 fuse3 busybox-static
+GO_SOURCES := $(shell find . -name '*.go' -not -path './hack/kube/*' -not -path './$(STATE)/*') go.mod go.sum
+
+.PHONY: all build install deps kube coredns images cluster-up cluster-down cluster-purge cluster-status \
+	laptop-shell demo demo-deploy test test-unit test-e2e bench lint fmt clean
+
+all: build
+
+## build: the plugin binary in bin/
+build: bin/kubectl-cz
+
+bin/kubectl-cz: $(GO_SOURCES)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/kubectl-cz
+
+## install: put kubectl-cz on PATH ($(PREFIX)/bin), so that `kubectl cz` works
+install: bin/kubectl-cz
+	install -m 0755 bin/kubectl-cz $(PREFIX)/bin/kubectl-cz
+	@echo "installed $(PREFIX)/bin/kubectl-cz: try 'kubectl cz version'"
+
+## deps: Debian packages the local cluster needs (idempotent)
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+## kube: the Kubernetes components as one binary, built from k8s.io/kubernetes (cold: ~12-17 min)
+kube: $(CZBIN)/kube
+
+$(CZBIN)/kube: hack/kube/main.go hack/kube/go.mod hack/kube/go.sum
+	@mkdir -p $(CZBIN)
+	cd hack/kube && CGO_ENABLED=0 $(GO) build -trimpath -tags providerless -ldflags "$(KUBE_LDFLAGS)" -o $(CURDIR)/$@ .
+	ln -sf kube $(CZBIN)/kubectl
+
+## coredns: the cluster DNS server (cold: ~5 min)
+coredns: $(CZBIN)/coredns
+
+$(CZBIN)/coredns:
+	@mkdir -p $(CZBIN)
+	GOBIN=$(CURDIR)/$(CZBIN) CGO_ENABLED=0 $(GO) install -trimpath -ldflags "-s -w" github.com/coredns/coredns@$(COREDNS_VERSION)
+
+$(CZBIN)/%: $(GO_SOURCES)
+	@mkdir -p $(CZBIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./$(PKG_$*)
+
+PKG_cz-cluster := hack/cluster
+PKG_mkimage := hack/mkimage
+PKG_pause := hack/pause
+PKG_cz-demo := demo/cz-demo
+
+MKIMAGE = $(CZBIN)/mkimage
+BUSYBOX_APPLETS := sh tar find cat ls stat du mkdir rm cp mv head tail wc dd md5sum sha256sum grep sed touch chmod env id true false sleep echo xargs sort uniq
+
+## images: the container images the cluster runs, as archives in .cz/images
+images: $(IMAGES)/pause.tar $(IMAGES)/coredns.tar $(IMAGES)/demo.tar $(IMAGES)/toolbox.tar
+
+$(IMAGES)/pause.tar: $(CZBIN)/pause $(MKIMAGE)
+	@mkdir -p $(IMAGES)
+	$(MKIMAGE) -name kubectl-cz.local/pause:3.10 -o $@ -entrypoint /pause -user 65535:65535 $(CZBIN)/pause=/pause
+
+$(IMAGES)/coredns.tar: $(CZBIN)/coredns $(MKIMAGE)
+	@mkdir -p $(IMAGES)
+	$(MKIMAGE) -name kubectl-cz.local/coredns:$(COREDNS_VERSION) -o $@ -entrypoint /coredns $(CZBIN)/coredns=/coredns
+
+$(IMAGES)/demo.tar: $(CZBIN)/cz-demo $(MKIMAGE)
+	@mkdir -p $(IMAGES)
+	$(MKIMAGE) -name kubectl-cz.local/demo:dev -o $@ -entrypoint /cz-demo $(CZBIN)/cz-demo=/cz-demo
+
+# The toolbox has a shell and coreutils (busybox) besides cz-demo: kubectl cp
+# and exec need them, and the benchmarks compare against those.
+$(IMAGES)/toolbox.tar: $(CZBIN)/cz-demo $(MKIMAGE)
+	@mkdir -p $(IMAGES)
+	$(MKIMAGE) -name kubectl-cz.local/toolbox:dev -o $@ -entrypoint /bin/cz-demo \
+		$(foreach a,$(BUSYBOX_APPLETS),-link /bin/$(a)=busybox) $(CZBIN)/cz-demo=/bin/cz-demo /bin/busybox=/bin/busybox
+
+## cluster-up: start the local cluster (idempotent; warm: seconds)
+cluster-up: deps kube images $(CLUSTER)
+	$(CLUSTER) up
+
+## cluster-down: stop everything the cluster started and remove its network leftovers (keeps state)
+cluster-down: $(CLUSTER)
+	$(CLUSTER) down
+
+## cluster-purge: cluster-down, then delete the cluster's state (certificates, etcd data, images)
+cluster-purge: $(CLUSTER)
+	$(CLUSTER) purge
+
+cluster-status: $(CLUSTER)
+	$(CLUSTER) status
+
+## laptop-shell: a shell in the laptop network namespace (reaches only the API server)
+laptop-shell: $(CLUSTER) build
+	$(CLUSTER) laptop
+
+## demo: everything from a fresh machine: cluster, sample-project graph, one request's path
+demo: cluster-up build
+	$(CLUSTER) demo
+
+demo-deploy: cluster-up
+	$(CLUSTER) demo >/dev/null
+
+## test: unit tests, then end-to-end tests against the local cluster (brought up if needed)
+test: test-unit test-e2e
+
+test-unit: lint
+	$(GO) test ./...
+
+test-e2e: demo-deploy build
+	$(GO) test -tags e2e -count=1 -v ./e2e/...
+
+## bench: side-by-side figures on the local cluster (kubectl port-forward, cp, exec; direct path)
+bench: demo-deploy build
+	$(GO) run ./bench
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const demoNamespace = "sample-project"
+
+// hop mirrors the JSON each demo service answers with.
+type hop struct {
+	Service string            `json:"service"`
+	Pod     string            `json:"pod"`
+	Headers map[string]string `json:"headers"`
+	Calls   []hop             `json:"calls"`
+	Error   string            `json:"error"`
+}
+
+// demo deploys the sample-project graph, waits for it with progress, and
+// prints one request's path through it, sent through the API server's service
+// proxy (the same way from the host and from the laptop namespace).
+func (l layout) demo(ctx context.Context, args []string) error {
+	manifest := "demo/sample-project.yaml"
+	if len(args) > 0 {
+		manifest = args[0]
+	}
+	if err := l.kubectl("apply", "-f", manifest).run(); err != nil {
+		return fmt.Errorf("deploy %s: %w", manifest, err)
+	}
+	cs, err := l.client()
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{"frontend", "core", "leaf"} {
+		if err := waitDeployment(ctx, cs, demoNamespace, d, 120*time.Second); err != nil {
+			return err
+		}
+	}
+	if err := waitFor(ctx, 120*time.Second, "statefulset db", func() bool {
+		s, err := cs.AppsV1().StatefulSets(demoNamespace).Get(ctx, "db", metav1.GetOptions{})
+		return err == nil && s.Status.ReadyReplicas == 1 && s.Status.ObservedGeneration >= s.Generation
+	}, "kubectl -n sample-project describe statefulset db"); err != nil {
+		return err
+	}
+	var body []byte
+	if err := waitFor(ctx, 30*time.Second, "a request through the graph", func() bool {
+		body, err = cs.CoreV1().Services(demoNamespace).ProxyGet("http", "frontend", "http", "/", nil).DoRaw(ctx)
+		return err == nil
+	}, fmt.Sprint(err)); err != nil {
+		return err
+	}
+	var root hop
+	if err := json.Unmarshal(body, &root); err != nil {
+		return fmt.Errorf("frontend answered %q: %w", body, err)
+	}
+	fmt.Println("\nOne request's path through sample-project (GET http://frontend/):")
+	printHop(os.Stdout, root, "  ")
+	fmt.Printf(`
+Next, try:
+  export KUBECONFIG=%[1]s PATH=%[2]s:$PATH
+  kubectl -n sample-project get pods,svc
+  kubectl cz version
+  make laptop-shell      # a shell in the laptop network namespace: only the API server is reachable
+`, l.adminKubeconfig(), l.bin)
+	return nil
+}
+
+func printHop(w *os.File, h hop, indent string) {
+	line := fmt.Sprintf("%s%s (pod %s)", indent, h.Service, h.Pod)
+	if h.Error != "" {
+		line = fmt.Sprintf("%s%s: ERROR %s", indent, h.Service, h.Error)
+	}
+	fmt.Fprintln(w, line)
+	for _, c := range h.Calls {
+		printHop(w, c, indent+strings.Repeat(" ", 2)+"-> ")
+	}
+}

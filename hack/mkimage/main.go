@@ -1,0 +1,158 @@
+// Command mkimage assembles a single-layer container image from local files
+// and writes it as a `docker save` archive that `ctr images import` accepts.
+// The local cluster has no registry, so every image it runs is built here.
+//
+//	mkimage -name kubectl-cz.local/demo:dev -o demo.tar -entrypoint /cz-demo \
+//	    -user 65532 .cz/bin/cz-demo=/cz-demo /bin/busybox=/bin/busybox -link /bin/sh=busybox
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func main() {
+	var links, envs listFlag
+	ref := flag.String("name", "", "image reference, e.g. kubectl-cz.local/demo:dev")
+	out := flag.String("o", "", "output archive")
+	entrypoint := flag.String("entrypoint", "", "entrypoint, space separated")
+	user := flag.String("user", "65532:65532", "user the image runs as")
+	flag.Var(&links, "link", "symlink PATH=TARGET inside the image (repeatable)")
+	flag.Var(&envs, "env", "environment KEY=VALUE (repeatable)")
+	flag.Parse()
+	if *ref == "" || *out == "" || flag.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "usage: mkimage -name REF -o OUT.tar [-entrypoint CMD] [-link P=T] SRC=DEST ...")
+		os.Exit(2)
+	}
+	if err := build(*ref, *out, *entrypoint, *user, flag.Args(), links, envs); err != nil {
+		fmt.Fprintln(os.Stderr, "mkimage:", err)
+		os.Exit(1)
+	}
+}
+
+func build(ref, out, entrypoint, user string, files, links, envs []string) error {
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		return err
+	}
+	layerTar, err := layerArchive(files, links)
+	if err != nil {
+		return err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	})
+	if err != nil {
+		return err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	cfg.Config.User = user
+	cfg.Config.Env = append([]string{"PATH=/bin"}, envs...)
+	if entrypoint != "" {
+		cfg.Config.Entrypoint = strings.Fields(entrypoint)
+	}
+	img, err = mutate.ConfigFile(img, cfg)
+	if err != nil {
+		return err
+	}
+	return tarball.WriteToFile(out, tag, img)
+}
+
+// layerArchive builds the layer: each SRC=DEST file with its folders, and the
+// symlinks; owned by root, mode kept, fixed times so rebuilds are identical.
+func layerArchive(files, links []string) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	epoch := time.Unix(0, 0)
+	dirs := map[string]bool{}
+	addDirs := func(p string) error {
+		var parents []string
+		for d := path.Dir(p); d != "/" && d != "."; d = path.Dir(d) {
+			parents = append(parents, d)
+		}
+		sort.Strings(parents)
+		for _, d := range parents {
+			if dirs[d] {
+				continue
+			}
+			dirs[d] = true
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(d, "/") + "/", Mode: 0o755, ModTime: epoch}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Writable scratch space for programs that need /tmp; pods mount an
+	// emptyDir over it when the root filesystem is read-only.
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777, ModTime: epoch}); err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		src, dest, ok := strings.Cut(f, "=")
+		if !ok || !path.IsAbs(dest) {
+			return nil, fmt.Errorf("%q: want SRC=/DEST", f)
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return nil, err
+		}
+		st, err := os.Stat(src)
+		if err != nil {
+			return nil, err
+		}
+		if err := addDirs(dest); err != nil {
+			return nil, err
+		}
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(dest, "/"), Mode: int64(st.Mode().Perm()), Size: int64(len(data)), ModTime: epoch}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range links {
+		p, target, ok := strings.Cut(l, "=")
+		if !ok || !path.IsAbs(p) {
+			return nil, fmt.Errorf("%q: want /PATH=TARGET", l)
+		}
+		if err := addDirs(p); err != nil {
+			return nil, err
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: strings.TrimPrefix(p, "/"), Linkname: target, Mode: 0o777, ModTime: epoch}); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
