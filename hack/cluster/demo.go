@@ -60,7 +60,7 @@ func (l layout) demo(ctx context.Context, args []string) error {
 		return fmt.Errorf("frontend answered %q: %w", body, err)
 	}
 	fmt.Println("\nOne request's path through sample-project (GET http://frontend/):")
-	printHop(os.Stdout, root, "  ")
+	printHop(os.Stdout, root, "  ", "")
 	fmt.Printf(`
 Next, try:
   export KUBECONFIG=%[1]s PATH=%[2]s:$PATH
@@ -71,13 +71,16 @@ Next, try:
 	return nil
 }
 
-func printHop(w *os.File, h hop, indent string) {
-	line := fmt.Sprintf("%s%s (pod %s)", indent, h.Service, h.Pod)
+func printHop(w *os.File, h hop, indent, arrow string) {
+	line := fmt.Sprintf("%s%s%s (pod %s)", indent, arrow, h.Service, h.Pod)
 	if h.Error != "" {
-		line = fmt.Sprintf("%s%s: ERROR %s", indent, h.Service, h.Error)
+		line = fmt.Sprintf("%s%s%s: ERROR %s", indent, arrow, h.Service, h.Error)
+	}
+	if len(h.Headers) > 0 {
+		line += fmt.Sprintf(" headers %v", h.Headers)
 	}
 	fmt.Fprintln(w, line)
 	for _, c := range h.Calls {
-		printHop(w, c, indent+strings.Repeat(" ", 2)+"-> ")
+		printHop(w, c, indent+strings.Repeat(" ", len(arrow)), "-> ")
 	}
 }

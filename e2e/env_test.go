@@ -1,0 +1,102 @@
+//go:build e2e
+
+// Package e2e holds the end-to-end tests: they run against the local cluster
+// that `make cluster-up` starts (real kube-apiserver, kubelet, containerd,
+// kube-proxy), with the laptop side in its own network namespace that can reach
+// only the API server. `make test-e2e` brings everything up and runs them.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+const (
+	laptopNetns   = "cz-laptop"
+	demoNamespace = "sample-project"
+	kubeVersion   = "v1.37.2"
+)
+
+// repoRoot is the folder of go.mod above this package.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !exists(filepath.Join(dir, "go.mod")) {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test folder")
+		}
+		dir = parent
+	}
+	return dir
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func kubeconfig(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(repoRoot(t), ".cz", "cluster", "kubeconfig", "admin.conf")
+	if !exists(p) {
+		t.Fatalf("no local cluster kubeconfig at %s: run `make cluster-up` (or `make test-e2e`)", p)
+	}
+	return p
+}
+
+func clientset(t testing.TB) kubernetes.Interface {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// laptopEnv is the environment of a command on the "laptop": the cluster's
+// kubectl and our plugin on PATH, the admin kubeconfig.
+func laptopEnv(t testing.TB) []string {
+	root := repoRoot(t)
+	path := filepath.Join(root, "bin") + ":" + filepath.Join(root, ".cz", "bin") + ":" + os.Getenv("PATH")
+	if !exists(filepath.Join(root, "bin", "kubectl-cz")) {
+		t.Fatal("bin/kubectl-cz is not built: run `make build`")
+	}
+	return append(os.Environ(), "PATH="+path, "KUBECONFIG="+kubeconfig(t))
+}
+
+type result struct {
+	stdout, stderr string
+	err            error
+}
+
+// onLaptop runs a command inside the laptop network namespace.
+func onLaptop(t testing.TB, timeout time.Duration, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", laptopNetns, name}, args...)...)
+	cmd.Env = laptopEnv(t)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	return result{stdout: out.String(), stderr: strings.TrimSpace(errOut.String()), err: err}
+}
+
+func execContext(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+	return string(out), err
+}
