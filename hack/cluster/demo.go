@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const demoNamespace = "sample-project"
@@ -37,20 +36,22 @@ func (l layout) demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	since := l.kubeletStart()
 	for _, d := range []string{"frontend", "core", "leaf"} {
 		if err := waitDeployment(ctx, cs, demoNamespace, d, 120*time.Second); err != nil {
 			return err
 		}
 	}
-	if err := waitFor(ctx, 120*time.Second, "statefulset db", func() bool {
-		s, err := cs.AppsV1().StatefulSets(demoNamespace).Get(ctx, "db", metav1.GetOptions{})
-		return err == nil && s.Status.ReadyReplicas == 1 && s.Status.ObservedGeneration >= s.Generation
-	}, "kubectl -n sample-project describe statefulset db"); err != nil {
+	if err := waitPods(ctx, cs, demoNamespace, "app.kubernetes.io/part-of=sample-project", since, 120*time.Second); err != nil {
 		return err
 	}
 	var body []byte
 	if err := waitFor(ctx, 30*time.Second, "a request through the graph", func() bool {
-		body, err = cs.CoreV1().Services(demoNamespace).ProxyGet("http", "frontend", "http", "/", nil).DoRaw(ctx)
+		// Through the API server's service proxy, with the header a developer's
+		// intercept would match on: every hop shows it was passed along.
+		body, err = cs.CoreV1().RESTClient().Get().Namespace(demoNamespace).Resource("services").
+			Name("http:frontend:http").SubResource("proxy").Suffix("/").
+			SetHeader("x-cz-intercept", "demo").DoRaw(ctx)
 		return err == nil
 	}, fmt.Sprint(err)); err != nil {
 		return err
@@ -59,7 +60,7 @@ func (l layout) demo(ctx context.Context, args []string) error {
 	if err := json.Unmarshal(body, &root); err != nil {
 		return fmt.Errorf("frontend answered %q: %w", body, err)
 	}
-	fmt.Println("\nOne request's path through sample-project (GET http://frontend/):")
+	fmt.Println("\nOne request's path through sample-project (GET http://frontend/ with x-cz-intercept: demo):")
 	printHop(os.Stdout, root, "  ", "")
 	fmt.Printf(`
 Next, try:

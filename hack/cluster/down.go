@@ -19,6 +19,7 @@ import (
 // iptables chains, bridges, the laptop namespace and the sysctls it changed.
 // The state folder stays, so the next `up` is warm.
 func (l layout) down() error {
+	t0 := time.Now()
 	comps := l.components()
 	for i := len(comps) - 1; i >= 0; i-- {
 		c := comps[i]
@@ -27,9 +28,19 @@ func (l layout) down() error {
 			killPods()
 			killShims()
 		}
-		if err := l.stop(c, 15*time.Second); err != nil {
+		if _, ok := l.running(c); !ok {
+			continue
+		}
+		// The API server's state is in etcd and it sometimes lingers after
+		// draining; it gets less patience than the others.
+		grace := 15 * time.Second
+		if c.name == "kube-apiserver" {
+			grace = 5 * time.Second
+		}
+		if err := l.stop(c, grace); err != nil {
 			return fmt.Errorf("stop %s: %w", c.name, err)
 		}
+		step(t0, "%s stopped", c.name)
 	}
 	killShims()
 	unmountUnder(l.root)
@@ -175,7 +186,7 @@ func (l layout) removeHostLeftovers() {
 	// Shim sockets and fifos of containerd 1.6 use fixed paths too; remove
 	// them only when no other containerd runs on this machine.
 	if !otherContainerd() {
-		for _, d := range []string{"/run/containerd/s", "/run/containerd/fifo"} {
+		for _, d := range []string{"/run/containerd/s", "/run/containerd/fifo", "/run/containerd/runc"} {
 			_ = os.RemoveAll(d)
 		}
 		_ = os.Remove("/run/containerd")

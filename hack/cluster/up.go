@@ -13,7 +13,6 @@ import (
 	_ "embed"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -103,25 +102,22 @@ func (l layout) up(ctx context.Context, imagesDir string) error {
 	if err := l.kubectl("apply", "-f", "-").withStdin(corednsManifest).run(); err != nil {
 		return fmt.Errorf("apply CoreDNS: %w", err)
 	}
+	since := l.kubeletStart()
 	if err := waitFor(ctx, 90*time.Second, "node "+nodeName+" Ready", func() bool {
 		node, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		for _, c := range node.Status.Conditions {
-			if c.Type == corev1.NodeReady {
-				return c.Status == corev1.ConditionTrue
-			}
-		}
-		return false
+		return err == nil && nodeReadySince(node, since)
 	}, l.logHint("kubelet")); err != nil {
 		return err
 	}
 	step(t0, "node %s Ready", nodeName)
-	if err := waitDeployment(ctx, cs, "kube-system", "coredns", 120*time.Second); err != nil {
+	if err := waitPods(ctx, cs, "kube-system", "k8s-app=kube-dns", since, 120*time.Second); err != nil {
 		return err
 	}
-	step(t0, "CoreDNS ready at %s (cluster.local)", dnsServiceIP)
+	if err := waitFor(ctx, 30*time.Second, "cluster DNS at "+dnsServiceIP, func() bool { return dnsAnswers(ctx) },
+		"kubectl -n kube-system logs deploy/coredns"); err != nil {
+		return err
+	}
+	step(t0, "CoreDNS answers at %s (cluster.local)", dnsServiceIP)
 	fmt.Printf("\nCluster up. Use it with:\n  export KUBECONFIG=%s\n  export PATH=%s:$PATH\n", l.adminKubeconfig(), l.bin)
 	return nil
 }
@@ -156,7 +152,20 @@ func (l layout) importImages(dir string) (int, error) {
 	return len(archives), nil
 }
 
+// errNotUp guards every call to the API server: its address exists only on
+// the bridge the cluster creates; with the cluster down, a request would
+// follow this machine's default route out to its own network.
+func errNotUp() error {
+	if out, _ := output("ip", "-4", "addr", "show", "dev", nodeBridge); !strings.Contains(out, nodeIP+"/") {
+		return fmt.Errorf("the local cluster is not up (no %s on %s): run `make cluster-up`", nodeIP, nodeBridge)
+	}
+	return nil
+}
+
 func (l layout) client() (*kubernetes.Clientset, error) {
+	if err := errNotUp(); err != nil {
+		return nil, err
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", l.adminKubeconfig())
 	if err != nil {
 		return nil, err
@@ -221,4 +230,9 @@ func (k kubectlCmd) withStdin(s string) kubectlCmd {
 	return k
 }
 
-func (k kubectlCmd) run() error { return k.Run() }
+func (k kubectlCmd) run() error {
+	if err := errNotUp(); err != nil {
+		return err
+	}
+	return k.Run()
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// After a restart with kept state, the API server still holds the statuses
+// of before (node Ready, pods Ready). Readiness here therefore means: reported
+// by the kubelet that runs now, i.e. newer than its start.
+
+// processStart is when a process started, from /proc (clock ticks since boot).
+func processStart(pid int) (time.Time, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return time.Time{}, err
+	}
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(fields) < 20 {
+		return time.Time{}, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ticks, err := strconv.ParseInt(fields[19], 10, 64) // field 22 of the whole line
+	if err != nil {
+		return time.Time{}, err
+	}
+	procStat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(procStat), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, err
+			}
+			const clkTck = 100 // USER_HZ on Linux
+			return time.Unix(boot, 0).Add(time.Duration(ticks) * time.Second / clkTck), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("no btime in /proc/stat")
+}
+
+// kubeletStart is the start of the running kubelet, to the second (the API's
+// timestamps have seconds only), or the zero time if it does not run.
+func (l layout) kubeletStart() time.Time {
+	for _, c := range l.components() {
+		if c.name != "kubelet" {
+			continue
+		}
+		if pid, ok := l.running(c); ok {
+			if t, err := processStart(pid); err == nil {
+				return t.Truncate(time.Second)
+			}
+		}
+	}
+	return time.Time{}
+}
+
+func nodeReadySince(node *corev1.Node, since time.Time) bool {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue && !c.LastHeartbeatTime.Time.Before(since)
+		}
+	}
+	return false
+}
+
+// podsReadySince is true when there is at least one pod for the selector and
+// every pod is Ready with all containers started after since.
+func podsReadySince(ctx context.Context, cs kubernetes.Interface, ns, selector string, since time.Time) (bool, string) {
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil || len(pods.Items) == 0 {
+		return false, "no pods yet"
+	}
+	ready := 0
+	for i := range pods.Items {
+		if podReadySince(&pods.Items[i], since) {
+			ready++
+		}
+	}
+	return ready == len(pods.Items), fmt.Sprintf("%d/%d pods ready", ready, len(pods.Items))
+}
+
+func podReadySince(p *corev1.Pod, since time.Time) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	ok := false
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			ok = c.Status == corev1.ConditionTrue
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Running == nil || cs.State.Running.StartedAt.Time.Before(since) {
+			return false
+		}
+	}
+	return ok && len(p.Status.ContainerStatuses) > 0
+}
+
+// waitPods waits for podsReadySince, printing progress when it changes.
+func waitPods(ctx context.Context, cs kubernetes.Interface, ns, selector string, since time.Time, timeout time.Duration) error {
+	last := ""
+	return waitFor(ctx, timeout, fmt.Sprintf("pods %s in %s", selector, ns), func() bool {
+		ok, msg := podsReadySince(ctx, cs, ns, selector, since)
+		if msg = fmt.Sprintf("  %s %s: %s", ns, selector, msg); msg != last {
+			fmt.Println(msg)
+			last = msg
+		}
+		return ok
+	}, "kubectl -n "+ns+" get pods -l "+selector)
+}
+
+// dnsAnswers asks the cluster DNS Service, from the host, for the API
+// server's Service name: the proof that CoreDNS, kube-proxy and the Service
+// path all work.
+func dnsAnswers(ctx context.Context) bool {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, net.JoinHostPort(dnsServiceIP, "53"))
+	}}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	addrs, err := r.LookupHost(ctx, "kubernetes.default.svc.cluster.local")
+	return err == nil && len(addrs) == 1 && addrs[0] == apiServiceIP
+}
