@@ -71,7 +71,7 @@ PKG_pause := hack/pause
 PKG_cz-demo := demo/cz-demo
 
 MKIMAGE = $(CZBIN)/mkimage
-BUSYBOX_APPLETS := sh tar find cat ls stat du mkdir rm cp mv head tail wc dd md5sum sha256sum grep sed touch chmod env id true false sleep echo xargs sort uniq
+BUSYBOX_APPLETS := sh tar find cat ls stat du mkdir rm cp mv head tail wc dd md5sum sha256sum grep sed touch chmod env id true false sleep echo xargs sort uniq seq test [
 
 ## images: the container images the cluster runs, as archives in .cz/images
 images: $(IMAGES)/pause.tar $(IMAGES)/coredns.tar $(IMAGES)/demo.tar $(IMAGES)/toolbox.tar
@@ -132,7 +132,7 @@ test-e2e: demo-deploy build
 
 ## bench: side-by-side figures on the local cluster (kubectl port-forward, cp, exec; direct path)
 bench: demo-deploy build
-	$(GO) run ./bench
+	$(GO) run ./bench $(BENCH_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

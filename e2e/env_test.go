@@ -47,6 +47,11 @@ func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func kubeconfig(t testing.TB) string {
 	t.Helper()
+	// The API server's address exists only while the cluster is up; without
+	// it, requests would leave through this machine's default route.
+	if out, _ := exec.Command("ip", "-4", "addr", "show", "dev", "cz-node0").Output(); !strings.Contains(string(out), "10.220.0.1/") {
+		t.Fatal("the local cluster is not up: run `make cluster-up` (or `make test-e2e`)")
+	}
 	p := filepath.Join(repoRoot(t), ".cz", "cluster", "kubeconfig", "admin.conf")
 	if !exists(p) {
 		t.Fatalf("no local cluster kubeconfig at %s: run `make cluster-up` (or `make test-e2e`)", p)

@@ -53,7 +53,7 @@ type layout struct {
 func (l layout) path(parts ...string) string {
 	return filepath.Join(append([]string{l.root}, parts...)...)
 }
-func (l layout) pki(name string) string    { return l.path("pki", name) }
+func (l layout) pki(name string) string     { return l.path("pki", name) }
 func (l layout) kubeconfig(n string) string { return l.path("kubeconfig", n+".conf") }
 func (l layout) kube() string               { return filepath.Join(l.bin, "kube") }
 
@@ -82,11 +82,11 @@ func (l layout) writeConfigs() error {
 		}
 	}
 	files := map[string]string{
-		l.path("etc", "containerd.toml"):              l.containerdConfig(),
+		l.path("etc", "containerd.toml"):                l.containerdConfig(),
 		l.path("cni", "net.d", "10-cz-bridge.conflist"): l.cniConfig(),
-		l.path("etc", "kubelet.yaml"):                 l.kubeletConfig(),
-		l.path("etc", "kube-proxy.yaml"):              l.proxyConfig(),
-		l.path("etc", "resolv.conf"):                  "# Pods with dnsPolicy Default get no upstream: the cluster reaches nothing outside this machine.\n",
+		l.path("etc", "kubelet.yaml"):                   l.kubeletConfig(),
+		l.path("etc", "kube-proxy.yaml"):                l.proxyConfig(),
+		l.path("etc", "resolv.conf"):                    "# Pods with dnsPolicy Default get no upstream: the cluster reaches nothing outside this machine.\n",
 	}
 	for path, content := range files {
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
 )
 
 const demoNamespace = "sample-project"

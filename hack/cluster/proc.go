@@ -38,6 +38,8 @@ func (l layout) components() []component {
 			"--tls-cert-file=" + pki("apiserver.crt"), "--tls-private-key-file=" + pki("apiserver.key"),
 			"--kubelet-client-certificate=" + pki("apiserver-kubelet-client.crt"),
 			"--kubelet-client-key=" + pki("apiserver-kubelet-client.key"),
+			// Reach the kubelet by its address: a name lookup would go to this machine's resolver.
+			"--kubelet-preferred-address-types=InternalIP",
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 			"--service-account-key-file=" + pki("sa.pub"), "--service-account-signing-key-file=" + pki("sa.key"),
 			"--authorization-mode=Node,RBAC",
@@ -88,10 +90,11 @@ func (l layout) running(c component) (int, bool) {
 		return 0, false
 	}
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	if len(args) < len(c.argv) || filepath.Base(args[0]) != filepath.Base(c.argv[0]) {
+	// Program and subcommand only: the flags may have changed since it started.
+	if filepath.Base(args[0]) != filepath.Base(c.argv[0]) {
 		return 0, false
 	}
-	if len(c.argv) > 1 && args[1] != c.argv[1] {
+	if len(c.argv) > 1 && (len(args) < 2 || args[1] != c.argv[1]) {
 		return 0, false
 	}
 	return pid, true

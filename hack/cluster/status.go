@@ -21,9 +21,9 @@ func (l layout) status(ctx context.Context) error {
 			continue
 		}
 		up++
-		rss := rssKiB(pid)
-		totalKiB += rss
-		fmt.Printf("%-24s running  pid %-7d rss %6.0f MiB\n", c.name, pid, float64(rss)/1024)
+		pss := pssKiB(pid)
+		totalKiB += pss
+		fmt.Printf("%-24s running  pid %-7d pss %6.0f MiB\n", c.name, pid, float64(pss)/1024)
 	}
 	pods := cgroupMemoryKiB()
 	fmt.Printf("%-24s %.0f MiB (kubepods cgroup)\n", "pods", float64(pods)/1024)
@@ -36,13 +36,15 @@ func (l layout) status(ctx context.Context) error {
 	return l.kubectl("get", "nodes,pods", "-A", "-o", "wide").run()
 }
 
-func rssKiB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// pssKiB is a process's proportional set size: the components share one
+// binary, and RSS would count its pages once per process.
+func pssKiB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
 			n, _ := strconv.Atoi(strings.Fields(v)[0])
 			return n
 		}

@@ -118,6 +118,13 @@ func (l layout) up(ctx context.Context, imagesDir string) error {
 		return err
 	}
 	step(t0, "CoreDNS answers at %s (cluster.local)", dnsServiceIP)
+	// A component that could not start (a port in use, say) is gone by now,
+	// even if something else answered in its place.
+	for _, c := range comps {
+		if _, ok := l.running(c); !ok {
+			return fmt.Errorf("%s exited (%s)", c.name, l.logHint(c.name))
+		}
+	}
 	fmt.Printf("\nCluster up. Use it with:\n  export KUBECONFIG=%s\n  export PATH=%s:$PATH\n", l.adminKubeconfig(), l.bin)
 	return nil
 }

@@ -155,4 +155,3 @@ func layerArchive(files, links []string) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
-
