@@ -25,7 +25,7 @@ func TestVersionThroughKubectlPlugin(t *testing.T) {
 	}
 	var v struct {
 		ClientVersion struct{ Version, GoVersion string } `json:"clientVersion"`
-		ServerVersion struct{ GitVersion string }        `json:"serverVersion"`
+		ServerVersion struct{ GitVersion string }         `json:"serverVersion"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, r.stdout)

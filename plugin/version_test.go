@@ -128,4 +128,3 @@ func TestExecuteUnknownFlagIsUsageError(t *testing.T) {
 		t.Fatalf("stderr %q", got)
 	}
 }
-
