@@ -1,0 +1,208 @@
+package session
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultStateDir is where local journals live: $KUBECTL_CZ_STATE_DIR, else
+// $XDG_STATE_HOME/kubectl-cz, else ~/.local/state/kubectl-cz.
+func DefaultStateDir() string {
+	if d := os.Getenv("KUBECTL_CZ_STATE_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "kubectl-cz")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "kubectl-cz")
+	}
+	return filepath.Join(home, ".local", "state", "kubectl-cz")
+}
+
+// localLine is one line of a local journal file: an append-only log, synced
+// after every line, replayed on load.
+type localLine struct {
+	Meta    *Meta   `json:"meta,omitempty"`
+	Record  *Entry  `json:"record,omitempty"`
+	Applied *Entry  `json:"applied,omitempty"`
+	Done    []int64 `json:"done,omitempty"`
+}
+
+// localJournal holds the laptop-side entries of a session.
+type localJournal struct {
+	path string
+	meta Meta
+
+	mu      sync.Mutex
+	entries map[int64]Entry
+}
+
+func localPath(stateDir, id string) string {
+	return filepath.Join(stateDir, "sessions", id+".jsonl")
+}
+
+func createLocal(stateDir string, meta Meta) (*localJournal, error) {
+	if stateDir == "" {
+		return nil, errors.New("no state directory for the local session journal")
+	}
+	path := localPath(stateDir, meta.ID)
+	if existing, err := loadLocal(path); err == nil {
+		// Another terminal of the same session on this machine.
+		return existing, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("local session journal: %w", err)
+	}
+	lj := &localJournal{path: path, meta: meta, entries: map[int64]Entry{}}
+	return lj, lj.append(localLine{Meta: &meta})
+}
+
+func (lj *localJournal) append(line localLine) error {
+	b, err := json.Marshal(line)
+	if err != nil {
+		return err
+	}
+	lj.mu.Lock()
+	defer lj.mu.Unlock()
+	f, err := os.OpenFile(lj.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("local session journal: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("local session journal %s: %w", lj.path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("local session journal %s: %w", lj.path, err)
+	}
+	lj.apply(line)
+	return nil
+}
+
+func (lj *localJournal) apply(line localLine) {
+	switch {
+	case line.Record != nil:
+		lj.entries[line.Record.Seq] = *line.Record
+	case line.Applied != nil:
+		lj.entries[line.Applied.Seq] = *line.Applied
+	}
+	for _, seq := range line.Done {
+		delete(lj.entries, seq)
+	}
+}
+
+// touch updates the file's time: the local heartbeat.
+func (lj *localJournal) touch() error {
+	now := time.Now()
+	return os.Chtimes(lj.path, now, now)
+}
+
+func (lj *localJournal) list() []Entry {
+	lj.mu.Lock()
+	defer lj.mu.Unlock()
+	out := make([]Entry, 0, len(lj.entries))
+	for _, e := range lj.entries {
+		out = append(out, e)
+	}
+	sortEntries(out)
+	return out
+}
+
+// done drops undone entries; the file goes when nothing is left.
+func (lj *localJournal) done(seqs []int64) error {
+	if len(seqs) > 0 {
+		if err := lj.append(localLine{Done: seqs}); err != nil {
+			return err
+		}
+	}
+	if len(lj.list()) == 0 {
+		if err := os.Remove(lj.path); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadLocal replays a local journal. A last line cut short by a crash is
+// ignored; anything else that does not decode is ErrCorrupt.
+func loadLocal(path string) (*localJournal, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return decodeLocal(path, data)
+}
+
+func decodeLocal(path string, data []byte) (*localJournal, error) {
+	lj := &localJournal{path: path, entries: map[int64]Entry{}}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		var line localLine
+		if err := strictUnmarshal(text, &line); err != nil {
+			torn := !bytes.HasSuffix(data, []byte("\n")) && bytes.HasSuffix(data, []byte(sc.Text()))
+			if torn {
+				break
+			}
+			return nil, fmt.Errorf("%w: %s line %d: %v", ErrCorrupt, path, n, err)
+		}
+		if n == 1 {
+			if line.Meta == nil {
+				return nil, fmt.Errorf("%w: %s does not start with the session", ErrCorrupt, path)
+			}
+			if err := ValidateID(line.Meta.ID); err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+			}
+			lj.meta = *line.Meta
+			continue
+		}
+		for _, e := range []*Entry{line.Record, line.Applied} {
+			if e == nil {
+				continue
+			}
+			if err := e.validate(); err != nil {
+				return nil, fmt.Errorf("%w: %s line %d: %v", ErrCorrupt, path, n, err)
+			}
+		}
+		lj.apply(line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%w: %s is empty", ErrCorrupt, path)
+	}
+	return lj, nil
+}
+
+// localSessions lists the local journals of this machine.
+func localSessions(stateDir string) ([]*localJournal, []error) {
+	paths, _ := filepath.Glob(filepath.Join(stateDir, "sessions", "*.jsonl"))
+	var out []*localJournal
+	var errs []error
+	for _, p := range paths {
+		lj, err := loadLocal(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, lj)
+	}
+	return out, errs
+}

@@ -1,0 +1,290 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// The two cluster entry kinds every primitive uses.
+const (
+	KindCreated = "object.created"
+	KindPatched = "object.patched"
+)
+
+func init() {
+	RegisterUndo(KindCreated, undoCreated)
+	RegisterUndo(KindPatched, undoPatched)
+}
+
+// ObjectRef names a cluster object.
+type ObjectRef struct {
+	Group     string    `json:"group,omitempty"`
+	Version   string    `json:"version"`
+	Resource  string    `json:"resource"`
+	Kind      string    `json:"kind"`
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	UID       types.UID `json:"uid,omitempty"`
+}
+
+func (r ObjectRef) gvr() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: r.Group, Version: r.Version, Resource: r.Resource}
+}
+
+func (r ObjectRef) String() string {
+	return fmt.Sprintf("%s %s/%s", strings.ToLower(r.Kind), r.Namespace, r.Name)
+}
+
+// createdData is a KindCreated entry: the object, and its UID once created.
+type createdData struct {
+	Object ObjectRef `json:"object"`
+}
+
+// Create records, then creates obj (of resource gvr) with an owner reference
+// to the session's journal, then marks the entry applied with the new UID.
+func (s *Session) Create(ctx context.Context, primitive string, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	ns := obj.GetNamespace()
+	owner, err := s.OwnerReference(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	ref := ObjectRef{Group: gvr.Group, Version: gvr.Version, Resource: gvr.Resource, Kind: obj.GetKind(), Namespace: ns, Name: obj.GetName()}
+	e, err := s.Record(ctx, KindCreated, primitive, ns, createdData{Object: ref})
+	if err != nil {
+		return nil, err
+	}
+	obj = obj.DeepCopy()
+	obj.SetOwnerReferences(append(obj.GetOwnerReferences(), owner))
+	created, err := s.clients.Dynamic.Resource(gvr).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		return nil, objectError("create", ref, err)
+	}
+	ref.UID = created.GetUID()
+	if _, err := s.Applied(ctx, e, createdData{Object: ref}); err != nil {
+		return created, err
+	}
+	return created, nil
+}
+
+// undoCreated deletes the object if it is the one the session created: same
+// UID, or (when the session crashed before learning the UID) owned by the
+// session's journal. Anything else of that name is left alone.
+func undoCreated(ctx context.Context, u *UndoContext, e Entry) error {
+	var d createdData
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return fmt.Errorf("entry %d: %w: %v", e.Seq, ErrCorrupt, err)
+	}
+	ref := d.Object
+	res := u.Dynamic.Resource(ref.gvr()).Namespace(ref.Namespace)
+	obj, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return objectError("read", ref, err)
+	}
+	ours := ref.UID != "" && obj.GetUID() == ref.UID
+	if ref.UID == "" && u.Journal != nil {
+		for _, o := range obj.GetOwnerReferences() {
+			ours = ours || (o.Kind == "ConfigMap" && o.Name == u.Journal.Name && o.UID == u.Journal.UID)
+		}
+	}
+	if !ours {
+		fmt.Fprintf(u.Log, "kept %s: it is not the object this session created\n", ref)
+		return nil
+	}
+	uid := obj.GetUID()
+	err = res.Delete(ctx, ref.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return objectError("delete", ref, err)
+	}
+	fmt.Fprintf(u.Log, "deleted %s\n", ref)
+	return nil
+}
+
+// FieldChange is one patched field: its path in the object, and its value
+// before and after the session's patch (absent when the field was not set).
+type FieldChange struct {
+	Path     []string        `json:"path"`
+	Original json.RawMessage `json:"original,omitempty"`
+	Patched  json.RawMessage `json:"patched,omitempty"`
+}
+
+// patchedData is a KindPatched entry: the full original value of every
+// field the session changes, and what it changed them to.
+type patchedData struct {
+	Object ObjectRef     `json:"object"`
+	Fields []FieldChange `json:"fields"`
+}
+
+// Patch reads the object, lets mutate change it, records the original and
+// new values of the given fields, and only then writes the object. Only the
+// listed fields may differ; the write carries the resourceVersion read, so a
+// concurrent change is never overwritten.
+func (s *Session) Patch(ctx context.Context, primitive string, ref ObjectRef, fields [][]string, mutate func(*unstructured.Unstructured) error) (*unstructured.Unstructured, error) {
+	res := s.clients.Dynamic.Resource(ref.gvr()).Namespace(ref.Namespace)
+	obj, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, objectError("read", ref, err)
+	}
+	ref.UID = obj.GetUID()
+	next := obj.DeepCopy()
+	if err := mutate(next); err != nil {
+		return nil, err
+	}
+	d := patchedData{Object: ref}
+	for _, path := range fields {
+		before, err := fieldJSON(obj, path)
+		if err != nil {
+			return nil, err
+		}
+		after, err := fieldJSON(next, path)
+		if err != nil {
+			return nil, err
+		}
+		d.Fields = append(d.Fields, FieldChange{Path: path, Original: before, Patched: after})
+	}
+	e, err := s.Record(ctx, KindPatched, primitive, ref.Namespace, d)
+	if err != nil {
+		return nil, err
+	}
+	updated, err := res.Update(ctx, next, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, objectError("update", ref, err)
+	}
+	if _, err := s.Applied(ctx, e, nil); err != nil {
+		return updated, err
+	}
+	return updated, nil
+}
+
+// fieldJSON is the JSON of the value at path, nil when absent.
+func fieldJSON(obj *unstructured.Unstructured, path []string) (json.RawMessage, error) {
+	v, found, err := unstructured.NestedFieldNoCopy(obj.Object, path...)
+	if err != nil {
+		return nil, fmt.Errorf("field %s: %w", strings.Join(path, "."), err)
+	}
+	if !found {
+		return nil, nil
+	}
+	return json.Marshal(v)
+}
+
+// sameJSON compares two field values semantically (nil is absent).
+func sameJSON(a, b json.RawMessage) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	var va, vb any
+	if decode(a, &va) != nil || decode(b, &vb) != nil {
+		return bytes.Equal(a, b)
+	}
+	return reflect.DeepEqual(va, vb)
+}
+
+func decode(raw json.RawMessage, v *any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+// undoPatched puts the original values back. A field already at its
+// original is fine (restore twice, or a crash before the patch); a field at
+// neither the original nor the session's value was changed by someone else:
+// a conflict, unless forced.
+func undoPatched(ctx context.Context, u *UndoContext, e Entry) error {
+	var d patchedData
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return fmt.Errorf("entry %d: %w: %v", e.Seq, ErrCorrupt, err)
+	}
+	ref := d.Object
+	res := u.Dynamic.Resource(ref.gvr()).Namespace(ref.Namespace)
+	for attempt := 0; attempt < 5; attempt++ {
+		obj, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			fmt.Fprintf(u.Log, "%s is gone: nothing to restore\n", ref)
+			return nil
+		}
+		if err != nil {
+			return objectError("read", ref, err)
+		}
+		if ref.UID != "" && obj.GetUID() != ref.UID {
+			fmt.Fprintf(u.Log, "%s was deleted and created again since: left as it is\n", ref)
+			return nil
+		}
+		changed := false
+		for _, f := range d.Fields {
+			cur, err := fieldJSON(obj, f.Path)
+			if err != nil {
+				return err
+			}
+			switch {
+			case sameJSON(cur, f.Original):
+				continue
+			case !sameJSON(cur, f.Patched) && !u.Force:
+				return fmt.Errorf("%s: field %s %w (now %s, the session set %s, the original was %s); run close again with --force to put the original back",
+					ref, strings.Join(f.Path, "."), ErrConflict, short(cur), short(f.Patched), short(f.Original))
+			}
+			if err := setField(obj, f); err != nil {
+				return err
+			}
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+		_, err = res.Update(ctx, obj, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			return objectError("restore", ref, err)
+		}
+		fmt.Fprintf(u.Log, "restored %s\n", ref)
+		return nil
+	}
+	return fmt.Errorf("%s keeps changing; run close again", ref)
+}
+
+func setField(obj *unstructured.Unstructured, f FieldChange) error {
+	if f.Original == nil {
+		unstructured.RemoveNestedField(obj.Object, f.Path...)
+		return nil
+	}
+	var v any
+	if err := decode(f.Original, &v); err != nil {
+		return fmt.Errorf("field %s: %w: %v", strings.Join(f.Path, "."), ErrCorrupt, err)
+	}
+	return unstructured.SetNestedField(obj.Object, v, f.Path...)
+}
+
+func short(raw json.RawMessage) string {
+	if raw == nil {
+		return "<absent>"
+	}
+	if len(raw) > 80 {
+		return string(raw[:77]) + "..."
+	}
+	return string(raw)
+}
+
+// objectError is one line naming the object and, for RBAC, the permission.
+func objectError(verb string, ref ObjectRef, err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("cannot %s %s: forbidden; kubectl cz needs permission to %s %s in namespace %s", verb, ref, verb, ref.Resource, ref.Namespace)
+	}
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("%s not found", ref)
+	}
+	return fmt.Errorf("cannot %s %s: %w", verb, ref, err)
+}

@@ -1,0 +1,258 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Clients are what a session talks to the cluster with.
+type Clients struct {
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+}
+
+// Config opens a session.
+type Config struct {
+	Clients
+	// ID joins an existing session by name; empty makes a new random one.
+	ID      string
+	Owner   Owner
+	Cluster string // API server URL, recorded in the local journal
+	// StateDir holds the local journals (see DefaultStateDir).
+	StateDir string
+}
+
+// Session is an open session of this process: it records entries and, on
+// Close, undoes the ones this process recorded.
+type Session struct {
+	meta     Meta
+	clients  Clients
+	stateDir string
+
+	mu       sync.Mutex
+	journals map[string]*clusterJournal // by namespace
+	local    *localJournal
+}
+
+// Open starts (or, with Config.ID, joins) a session. Nothing is written
+// until the first Record.
+func Open(cfg Config) (*Session, error) {
+	id := cfg.ID
+	if id == "" {
+		id = newID()
+	}
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	if cfg.Owner.PID == 0 {
+		cfg.Owner.PID = os.Getpid()
+	}
+	if cfg.Owner.Host == "" {
+		cfg.Owner.Host, _ = os.Hostname()
+	}
+	return &Session{
+		meta:     Meta{Version: journalVersion, ID: id, Owner: cfg.Owner, Created: time.Now().UTC().Truncate(time.Second), Cluster: cfg.Cluster},
+		clients:  cfg.Clients,
+		stateDir: cfg.StateDir,
+		journals: map[string]*clusterJournal{},
+	}, nil
+}
+
+// ID is the session's name, as `kubectl cz session` shows it.
+func (s *Session) ID() string { return s.meta.ID }
+
+// Meta describes the session.
+func (s *Session) Meta() Meta { return s.meta }
+
+const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+func newID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
+	}
+	// A letter first keeps it readable as a name.
+	b[0] = idAlphabet[int(b[0])%26]
+	return string(b)
+}
+
+var lastSeq atomic.Int64
+
+// nextSeq is strictly increasing within a process and follows the clock
+// across processes, so entries of terminals sharing a session interleave in
+// the order they were made.
+func nextSeq() int64 {
+	for {
+		now, last := time.Now().UnixNano(), lastSeq.Load()
+		if now <= last {
+			now = last + 1
+		}
+		if lastSeq.CompareAndSwap(last, now) {
+			return now
+		}
+	}
+}
+
+func (s *Session) journal(namespace string) *clusterJournal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.journals[namespace]
+	if !ok {
+		j = &clusterJournal{client: s.clients.Kube, namespace: namespace, meta: s.meta}
+		s.journals[namespace] = j
+	}
+	return j
+}
+
+func (s *Session) localJournal() (*localJournal, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.local == nil {
+		lj, err := createLocal(s.stateDir, s.meta)
+		if err != nil {
+			return nil, err
+		}
+		s.local = lj
+	}
+	return s.local, nil
+}
+
+// Record stores an entry before its change is made: in the namespace's
+// journal ConfigMap (one write), or, for an entry without a namespace, in the
+// local journal. data is the kind's own description of the change and its undo.
+func (s *Session) Record(ctx context.Context, kind, primitive, namespace string, data any) (Entry, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Entry{}, err
+	}
+	e := Entry{Seq: nextSeq(), Kind: kind, Primitive: primitive, Namespace: namespace, State: Recorded,
+		Time: time.Now().UTC(), Owner: s.meta.Owner, Data: raw}
+	if namespace == "" {
+		lj, err := s.localJournal()
+		if err != nil {
+			return Entry{}, err
+		}
+		return e, lj.append(localLine{Record: &e})
+	}
+	return e, s.journal(namespace).mutate(ctx, func(cm *corev1.ConfigMap) error { return encodeEntry(cm, e) })
+}
+
+// Applied marks an entry's change as made, replacing its data when the
+// change taught something the undo needs (the UID of a created object, say).
+func (s *Session) Applied(ctx context.Context, e Entry, data any) (Entry, error) {
+	if data != nil {
+		raw, err := json.Marshal(data)
+		if err != nil {
+			return e, err
+		}
+		e.Data = raw
+	}
+	e.State = Applied
+	if e.Namespace == "" {
+		lj, err := s.localJournal()
+		if err != nil {
+			return e, err
+		}
+		return e, lj.append(localLine{Applied: &e})
+	}
+	return e, s.journal(e.Namespace).mutate(ctx, func(cm *corev1.ConfigMap) error { return encodeEntry(cm, e) })
+}
+
+// OwnerReference points at the session's journal in a namespace, creating
+// the journal if needed: objects the session creates carry it, so deleting
+// the journal lets Kubernetes' garbage collector remove them.
+func (s *Session) OwnerReference(ctx context.Context, namespace string) (metav1.OwnerReference, error) {
+	j := s.journal(namespace)
+	if ref := j.ownerRef(); ref != nil {
+		return *ref, nil
+	}
+	if err := j.mutate(ctx, func(*corev1.ConfigMap) error { return nil }); err != nil {
+		return metav1.OwnerReference{}, err
+	}
+	if ref := j.ownerRef(); ref != nil {
+		return *ref, nil
+	}
+	return metav1.OwnerReference{}, fmt.Errorf("session %s: no journal in namespace %s", s.meta.ID, namespace)
+}
+
+// Heartbeat stamps every journal of the session with the current time, so
+// `kubectl cz session gc` can tell a live session from an abandoned one.
+func (s *Session) Heartbeat(ctx context.Context) error {
+	s.mu.Lock()
+	journals := make([]*clusterJournal, 0, len(s.journals))
+	for _, j := range s.journals {
+		journals = append(journals, j)
+	}
+	s.mu.Unlock()
+	now := time.Now().UTC().Format(time.RFC3339)
+	for _, j := range journals {
+		if j.ownerRef() == nil {
+			continue
+		}
+		if err := j.mutate(ctx, func(cm *corev1.ConfigMap) error {
+			if cm.Annotations == nil {
+				cm.Annotations = map[string]string{}
+			}
+			cm.Annotations[AnnotationBeat] = now
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	if s.local != nil {
+		return s.local.touch()
+	}
+	return nil
+}
+
+// KeepAlive sends a heartbeat every interval until ctx ends. Errors are
+// passed to report and do not stop it: a flaky network should not end a
+// session.
+func (s *Session) KeepAlive(ctx context.Context, interval time.Duration, report func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Heartbeat(ctx); err != nil && report != nil && ctx.Err() == nil {
+				report(err)
+			}
+		}
+	}
+}
+
+// Close undoes, in reverse order, the entries this process recorded, and
+// removes the journals that are left empty. Entries other terminals added
+// to the same session stay.
+func (s *Session) Close(ctx context.Context, opts CloseOptions) (*CloseResult, error) {
+	s.mu.Lock()
+	namespaces := make([]string, 0, len(s.journals))
+	for ns := range s.journals {
+		namespaces = append(namespaces, ns)
+	}
+	s.mu.Unlock()
+	loaded, err := Load(ctx, s.clients, s.meta.ID, namespaces, s.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	if loaded == nil {
+		return &CloseResult{ID: s.meta.ID}, nil
+	}
+	me := s.meta.Owner
+	opts.filter = func(e Entry) bool { return e.Owner.Host == me.Host && e.Owner.PID == me.PID }
+	return loaded.Close(ctx, opts)
+}
