@@ -13,6 +13,9 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
+// extraCommands are added by builds with extra tags (the test primitive).
+var extraCommands []func(*genericclioptions.ConfigFlags, genericiooptions.IOStreams) *cobra.Command
+
 // displayName is what usage lines show: users type `kubectl cz`, not the binary's name.
 const displayName = "kubectl cz"
 
@@ -49,6 +52,10 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 	configFlags.AddFlags(root.PersistentFlags())
 
 	root.AddCommand(NewVersionCommand(configFlags, streams))
+	root.AddCommand(NewSessionCommand(configFlags, streams))
+	for _, extra := range extraCommands {
+		root.AddCommand(extra(configFlags, streams))
+	}
 	return root
 }
 

@@ -31,6 +31,9 @@ type Config struct {
 	Cluster string // API server URL, recorded in the local journal
 	// StateDir holds the local journals (see DefaultStateDir).
 	StateDir string
+	// AfterRecord and AfterApplied, when set, see each entry once it is
+	// stored: progress reporting, and crash tests that stop the process there.
+	AfterRecord, AfterApplied func(Entry)
 }
 
 // Session is an open session of this process: it records entries and, on
@@ -39,6 +42,7 @@ type Session struct {
 	meta     Meta
 	clients  Clients
 	stateDir string
+	hooks    Config
 
 	mu       sync.Mutex
 	journals map[string]*clusterJournal // by namespace
@@ -65,6 +69,7 @@ func Open(cfg Config) (*Session, error) {
 		meta:     Meta{Version: journalVersion, ID: id, Owner: cfg.Owner, Created: time.Now().UTC().Truncate(time.Second), Cluster: cfg.Cluster},
 		clients:  cfg.Clients,
 		stateDir: cfg.StateDir,
+		hooks:    Config{AfterRecord: cfg.AfterRecord, AfterApplied: cfg.AfterApplied},
 		journals: map[string]*clusterJournal{},
 	}, nil
 }
@@ -144,9 +149,18 @@ func (s *Session) Record(ctx context.Context, kind, primitive, namespace string,
 		if err != nil {
 			return Entry{}, err
 		}
-		return e, lj.append(localLine{Record: &e})
+		err = lj.append(localLine{Record: &e})
+		return e, s.after(s.hooks.AfterRecord, e, err)
 	}
-	return e, s.journal(namespace).mutate(ctx, func(cm *corev1.ConfigMap) error { return encodeEntry(cm, e) })
+	err = s.journal(namespace).mutate(ctx, func(cm *corev1.ConfigMap) error { return encodeEntry(cm, e) })
+	return e, s.after(s.hooks.AfterRecord, e, err)
+}
+
+func (s *Session) after(hook func(Entry), e Entry, err error) error {
+	if err == nil && hook != nil {
+		hook(e)
+	}
+	return err
 }
 
 // Applied marks an entry's change as made, replacing its data when the
@@ -165,9 +179,11 @@ func (s *Session) Applied(ctx context.Context, e Entry, data any) (Entry, error)
 		if err != nil {
 			return e, err
 		}
-		return e, lj.append(localLine{Applied: &e})
+		err = lj.append(localLine{Applied: &e})
+		return e, s.after(s.hooks.AfterApplied, e, err)
 	}
-	return e, s.journal(e.Namespace).mutate(ctx, func(cm *corev1.ConfigMap) error { return encodeEntry(cm, e) })
+	err := s.journal(e.Namespace).mutate(ctx, func(cm *corev1.ConfigMap) error { return encodeEntry(cm, e) })
+	return e, s.after(s.hooks.AfterApplied, e, err)
 }
 
 // OwnerReference points at the session's journal in a namespace, creating

@@ -1,0 +1,368 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/cli-runtime/pkg/printers"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+const (
+	// heartbeatInterval is how often a running primitive stamps its journals.
+	heartbeatInterval = 10 * time.Second
+	// staleAfter: a session silent this long is shown as stale, and may be
+	// closed from elsewhere without --force.
+	staleAfter = 3 * heartbeatInterval
+)
+
+// NewSessionCommand returns `kubectl cz session` and its subcommands.
+func NewSessionCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "session",
+		Short: "List and close the recorded alterations of the cluster (sessions)",
+		Long: `Every alteration kubectl cz makes is recorded before it is made, in a journal kept in
+ConfigMaps of the namespaces it touches (cz-session-<id>) and, for laptop-side changes, in a
+local file. Closing a session undoes its alterations newest first and gives back the objects
+as they were: also after a crash, and also from another machine with the same kubeconfig.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
+	}
+	cmd.AddCommand(newSessionListCommand(flags, streams), newSessionCloseCommand(flags, streams), newSessionGCCommand(flags, streams))
+	return cmd
+}
+
+// sessionState is how a listing describes a session's liveness.
+func sessionState(s session.Summary, now time.Time) string {
+	switch alive, known := session.OwnerAlive(s.Owner); {
+	case s.Corrupt != "":
+		return "corrupt"
+	case known && alive:
+		return "active"
+	case known && !alive:
+		return "abandoned"
+	case s.Heartbeat.IsZero() || s.Silence(now) > staleAfter:
+		return "stale"
+	default:
+		return "active"
+	}
+}
+
+type sessionListOptions struct {
+	flags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+	allNamespaces bool
+	output        string
+}
+
+func newSessionListCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &sessionListOptions{flags: flags, IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List sessions in the namespace (or all namespaces with -A), and this machine's local ones",
+		Example: `  # Sessions with journals in the current namespace
+  kubectl cz session list
+
+  # In every namespace, with entry counts and owner process
+  kubectl cz session list -A -o wide
+
+  # For scripts
+  kubectl cz session list -A -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			switch o.output {
+			case "", "wide", "json", "yaml":
+			default:
+				return usageError(c, "--output must be wide, json or yaml, not %q", o.output)
+			}
+			return o.run(c.Context())
+		},
+	}
+	cmd.Flags().BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "List sessions in all namespaces")
+	cmd.Flags().StringVarP(&o.output, "output", "o", "", "Output format: wide, json or yaml")
+	return cmd
+}
+
+// sessionView is a listed session with its state, for -o json|yaml.
+type sessionView struct {
+	session.Summary `json:",inline"`
+	State           string `json:"state"`
+}
+
+func (o *sessionListOptions) run(ctx context.Context) error {
+	a, err := resolveAccess(o.flags)
+	if err != nil {
+		return err
+	}
+	recoverCrashed(ctx, a.Clients, o.ErrOut)
+	var namespaces []string
+	if !o.allNamespaces {
+		namespaces = []string{a.Namespace}
+	}
+	list, err := session.List(ctx, a.Clients, namespaces, session.DefaultStateDir())
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	views := make([]sessionView, 0, len(list))
+	for _, s := range list {
+		views = append(views, sessionView{Summary: s, State: sessionState(s, now)})
+	}
+	switch o.output {
+	case "json":
+		b, err := json.MarshalIndent(map[string]any{"kind": "SessionList", "items": views}, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(o.Out, string(b))
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(map[string]any{"kind": "SessionList", "items": views})
+		if err != nil {
+			return err
+		}
+		_, err = o.Out.Write(b)
+		return err
+	}
+	if len(views) == 0 {
+		where := "namespace " + a.Namespace
+		if o.allNamespaces {
+			where = "any namespace"
+		}
+		fmt.Fprintf(o.ErrOut, "No sessions found in %s.\n", where)
+		return nil
+	}
+	w := printers.GetNewTabWriter(o.Out)
+	defer w.Flush()
+	header := "ID\tNAMESPACES\tOWNER\tAGE\tPRIMITIVES\tHEARTBEAT\tSTATE"
+	if o.output == "wide" {
+		header += "\tENTRIES\tHOST\tPID\tLOCAL"
+	}
+	fmt.Fprintln(w, header)
+	for _, v := range views {
+		ns := strings.Join(v.Namespaces, ",")
+		if ns == "" {
+			ns = "(laptop)"
+		}
+		prims := strings.Join(v.Primitives, ",")
+		if prims == "" {
+			prims = "-"
+		}
+		beat := "-"
+		if !v.Heartbeat.IsZero() {
+			beat = duration.HumanDuration(now.Sub(v.Heartbeat)) + " ago"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", v.ID, ns, v.Owner.User, duration.HumanDuration(now.Sub(v.Created)), prims, beat, v.State)
+		if o.output == "wide" {
+			fmt.Fprintf(w, "\t%d\t%s\t%d\t%v", v.Entries, v.Owner.Host, v.Owner.PID, v.Local)
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}
+
+type sessionCloseOptions struct {
+	flags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+	all, force bool
+	ids        []string
+}
+
+func newSessionCloseCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &sessionCloseOptions{flags: flags, IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:   "close [ID ...|--all]",
+		Short: "Undo a session's alterations and remove its journals",
+		Long: `Undo the alterations of the named sessions, newest first, and remove their journals.
+
+A session is found in every namespace you may list ConfigMaps in (else in the current
+namespace). Patched objects get back the exact original of the fields the session changed.
+If someone else changed such a field since, close stops there and says so; --force puts the
+original back anyway. A session still held by a running kubectl cz is refused without --force:
+stop it there with Ctrl-C, which closes it.`,
+		Example: `  # Close one session (from any machine with the kubeconfig)
+  kubectl cz session close k3xq9z
+
+  # Close every session in the current namespace
+  kubectl cz session close --all`,
+		RunE: func(c *cobra.Command, args []string) error {
+			o.ids = args
+			if o.all == (len(args) > 0) {
+				return usageError(c, "name the sessions to close, or pass --all")
+			}
+			for _, id := range args {
+				if err := session.ValidateID(id); err != nil {
+					return err
+				}
+			}
+			return o.run(c.Context())
+		},
+	}
+	cmd.Flags().BoolVar(&o.all, "all", false, "Close every session in the current namespace")
+	cmd.Flags().BoolVar(&o.force, "force", false, "Put originals back even over later changes, and close sessions that look alive")
+	return cmd
+}
+
+func (o *sessionCloseOptions) run(ctx context.Context) error {
+	a, err := resolveAccess(o.flags)
+	if err != nil {
+		return err
+	}
+	recoverCrashed(ctx, a.Clients, o.ErrOut)
+	ids := o.ids
+	if o.all {
+		list, err := session.List(ctx, a.Clients, []string{a.Namespace}, session.DefaultStateDir())
+		if err != nil {
+			return err
+		}
+		for _, s := range list {
+			ids = append(ids, s.ID)
+		}
+		if len(ids) == 0 {
+			fmt.Fprintf(o.ErrOut, "No sessions found in namespace %s.\n", a.Namespace)
+			return nil
+		}
+	}
+	var errs []error
+	for _, id := range ids {
+		if err := closeSession(ctx, a, id, o.force, o.Out); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closeSession loads a session from every namespace it can see and closes it.
+func closeSession(ctx context.Context, a *clusterAccess, id string, force bool, out io.Writer) error {
+	loaded, err := session.Load(ctx, a.Clients, id, nil, session.DefaultStateDir())
+	if err != nil && strings.Contains(err.Error(), "forbidden") {
+		// No cluster-wide list: look in the current namespace only.
+		loaded, err = session.Load(ctx, a.Clients, id, []string{a.Namespace}, session.DefaultStateDir())
+	}
+	if err != nil {
+		return err
+	}
+	if loaded == nil {
+		return fmt.Errorf("session %q not found in namespace %s or on this machine (kubectl cz session list -A shows the sessions)", id, a.Namespace)
+	}
+	if !force {
+		if alive, known := session.OwnerAlive(loaded.Meta.Owner); known && alive {
+			return fmt.Errorf("session %s is held by a running kubectl cz (pid %d on this machine): stop it with Ctrl-C there, or pass --force", id, loaded.Meta.Owner.PID)
+		}
+	}
+	res, err := loaded.Close(ctx, session.CloseOptions{Force: force, Log: prefixWriter{out, "  "}})
+	if res != nil && res.Undone > 0 || err == nil {
+		fmt.Fprintf(out, "session %s closed: %d alterations undone", id, res.Undone)
+		if res.Left > 0 {
+			fmt.Fprintf(out, ", %d left", res.Left)
+		}
+		fmt.Fprintln(out)
+	}
+	return err
+}
+
+// prefixWriter indents what an undo reports under its session's line.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	lines := strings.SplitAfter(string(b), "\n")
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		if _, err := io.WriteString(p.w, p.prefix+l); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+type sessionGCOptions struct {
+	flags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+	expiry        time.Duration
+	allNamespaces bool
+	dryRun        bool
+}
+
+func newSessionGCCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &sessionGCOptions{flags: flags, IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Close abandoned sessions: those whose heartbeat stopped longer ago than --expiry",
+		Long: `Close the sessions nobody holds any more: a running kubectl cz stamps its session's
+journals every 10s, so a session whose last heartbeat is older than --expiry was left behind by
+a crash, a lost laptop or a closed terminal. Sessions whose owner process runs on this machine
+are never collected.`,
+		Example: `  # Collect sessions silent for more than a minute, in the current namespace
+  kubectl cz session gc
+
+  # Everywhere, silent for an hour, showing what would be closed
+  kubectl cz session gc -A --expiry 1h --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.expiry <= 0 {
+				return usageError(c, "--expiry must be positive")
+			}
+			return o.run(c.Context())
+		},
+	}
+	cmd.Flags().DurationVar(&o.expiry, "expiry", time.Minute, "Close sessions whose last heartbeat is older than this")
+	cmd.Flags().BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "Look in all namespaces")
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "Only print what would be closed")
+	return cmd
+}
+
+func (o *sessionGCOptions) run(ctx context.Context) error {
+	a, err := resolveAccess(o.flags)
+	if err != nil {
+		return err
+	}
+	recoverCrashed(ctx, a.Clients, o.ErrOut)
+	var namespaces []string
+	if !o.allNamespaces {
+		namespaces = []string{a.Namespace}
+	}
+	list, err := session.List(ctx, a.Clients, namespaces, session.DefaultStateDir())
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var errs []error
+	collected := 0
+	for _, s := range list {
+		if alive, known := session.OwnerAlive(s.Owner); known && alive {
+			continue
+		}
+		if s.Corrupt != "" || (!s.Heartbeat.IsZero() && s.Silence(now) <= o.expiry) {
+			continue
+		}
+		collected++
+		if o.dryRun {
+			fmt.Fprintf(o.Out, "would close session %s (%s, silent for %s)\n", s.ID, s.Owner, duration.HumanDuration(s.Silence(now)))
+			continue
+		}
+		if err := closeSession(ctx, a, s.ID, false, o.Out); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if collected == 0 {
+		fmt.Fprintf(o.ErrOut, "No abandoned sessions (silent for more than %s).\n", o.expiry)
+	}
+	return errors.Join(errs...)
+}
