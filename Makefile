@@ -127,7 +127,12 @@ test: test-unit test-e2e
 test-unit: lint
 	$(GO) test ./...
 
-test-e2e: demo-deploy build
+# The e2e tests also use a build with the cztest tag: the plugin plus a hidden
+# test primitive that drives the session journal like a real primitive.
+$(CZBIN)/kubectl-cz-test: $(GO_SOURCES)
+	CGO_ENABLED=0 $(GO) build -trimpath -tags cztest -ldflags "$(LDFLAGS)" -o $@ ./cmd/kubectl-cz
+
+test-e2e: demo-deploy build $(CZBIN)/kubectl-cz-test
 	$(GO) test -tags e2e -count=1 -v ./e2e/...
 
 ## bench: side-by-side figures on the local cluster (kubectl port-forward, cp, exec; direct path)
@@ -138,6 +143,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
+	$(GO) vet -tags cztest ./plugin/...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -7,12 +7,15 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,4 +107,87 @@ func onLaptop(t testing.TB, timeout time.Duration, name string, args ...string) 
 func execContext(ctx context.Context, args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
 	return string(out), err
+}
+
+// proc is a plugin process running in the laptop namespace.
+type proc struct {
+	t     testing.TB
+	cmd   *exec.Cmd
+	lines chan string
+	out   *bytes.Buffer
+	mu    sync.Mutex
+	done  chan error
+}
+
+// startOnLaptop starts a command in the laptop namespace with extra
+// environment, collecting its output lines.
+func startOnLaptop(t testing.TB, env []string, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", laptopNetns, name}, args...)...)
+	cmd.Env = append(laptopEnv(t), env...)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	p := &proc{t: t, cmd: cmd, lines: make(chan string, 100), out: &bytes.Buffer{}, done: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.out.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() { err := cmd.Wait(); pw.Close(); p.done <- err }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// waitFor waits for an output line containing s and returns it.
+func (p *proc) waitFor(s string, timeout time.Duration) string {
+	p.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case line := <-p.lines:
+			if strings.Contains(line, s) {
+				return line
+			}
+		case err := <-p.done:
+			p.done <- err
+			p.t.Fatalf("process exited (%v) before printing %q:\n%s", err, s, p.output())
+		case <-deadline:
+			p.t.Fatalf("no %q after %s:\n%s", s, timeout, p.output())
+		}
+	}
+}
+
+// wait waits for the process to end.
+func (p *proc) wait(timeout time.Duration) error {
+	p.t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(timeout):
+		p.t.Fatalf("still running after %s:\n%s", timeout, p.output())
+		return nil
+	}
+}
+
+func (p *proc) signal(sig os.Signal) {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
 }

@@ -346,10 +346,17 @@ func (o *sessionGCOptions) run(ctx context.Context) error {
 	var errs []error
 	collected := 0
 	for _, s := range list {
-		if alive, known := session.OwnerAlive(s.Owner); known && alive {
+		alive, known := session.OwnerAlive(s.Owner)
+		if known && alive {
 			continue
 		}
-		if s.Corrupt != "" || (!s.Heartbeat.IsZero() && s.Silence(now) <= o.expiry) {
+		if s.Corrupt != "" {
+			fmt.Fprintf(o.ErrOut, "skipped session %s: its journal is corrupt (%s)\n", s.ID, s.Corrupt)
+			continue
+		}
+		// A dead owner on this machine is certain; elsewhere, silence is the sign.
+		expired := s.Heartbeat.IsZero() || s.Silence(now) > o.expiry
+		if !(known && !alive) && !expired {
 			continue
 		}
 		collected++

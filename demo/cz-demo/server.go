@@ -79,8 +79,8 @@ func (s *server) hop(w http.ResponseWriter, r *http.Request) {
 	}
 	status := http.StatusOK
 	for _, base := range s.cfg.Downstreams {
-		child := s.call(r, base)
-		if child.Error != "" {
+		child, ok := s.call(r, base)
+		if !ok {
 			status = http.StatusBadGateway
 		}
 		h.Calls = append(h.Calls, child)
@@ -90,10 +90,12 @@ func (s *server) hop(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(h)
 }
 
-func (s *server) call(in *http.Request, base string) Hop {
+// call asks a downstream for its hop; ok is false when it or anything below
+// it failed, so a break deep in the graph fails the whole request.
+func (s *server) call(in *http.Request, base string) (Hop, bool) {
 	req, err := http.NewRequestWithContext(in.Context(), http.MethodGet, strings.TrimSuffix(base, "/")+"/", nil)
 	if err != nil {
-		return Hop{Service: base, Error: err.Error()}
+		return Hop{Service: base, Error: err.Error()}, false
 	}
 	for _, name := range s.cfg.Propagate {
 		for _, v := range in.Header.Values(name) {
@@ -102,14 +104,14 @@ func (s *server) call(in *http.Request, base string) Hop {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return Hop{Service: base, Error: err.Error()}
+		return Hop{Service: base, Error: err.Error()}, false
 	}
 	defer resp.Body.Close()
 	var child Hop
 	if err := json.NewDecoder(resp.Body).Decode(&child); err != nil {
-		return Hop{Service: base, Error: fmt.Sprintf("%s answered %s, not a hop: %v", base, resp.Status, err)}
+		return Hop{Service: base, Error: fmt.Sprintf("%s answered %s, not a hop: %v", base, resp.Status, err)}, false
 	}
-	return child
+	return child, resp.StatusCode == http.StatusOK && child.Error == ""
 }
 
 func (s *server) kvGet(w http.ResponseWriter, r *http.Request) {

@@ -59,6 +59,23 @@ func TestHopReportsBrokenDownstream(t *testing.T) {
 	}
 }
 
+func TestHopFailsWhenADeeperHopFails(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	core := httptest.NewServer(newServer(config{Role: "core", Downstreams: []string{dead.URL}}))
+	defer core.Close()
+	front := httptest.NewServer(newServer(config{Role: "frontend", Downstreams: []string{core.URL}}))
+	defer front.Close()
+	resp, err := http.Get(front.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("frontend answered %d with a broken leaf: want 502", resp.StatusCode)
+	}
+}
+
 func TestKVStore(t *testing.T) {
 	db := httptest.NewServer(newServer(config{Role: "db"}))
 	defer db.Close()
