@@ -31,6 +31,9 @@ const (
 	blobSize       = 100 << 20
 )
 
+// selected sections (-only); empty runs them all.
+var selected = map[string]bool{}
+
 type bench struct {
 	runs, pings int
 	podIP       string
@@ -43,7 +46,13 @@ func main() {
 	runs := flag.Int("runs", 5, "samples of each whole-transfer and process-launch row")
 	pings := flag.Int("pings", 1000, "samples of each latency row")
 	out := flag.String("out", ".cz/bench/latest.md", "also write the table here (empty: do not)")
+	only := flag.String("only", "", "comma-separated sections to run: portforward, kubectl, sessions (default: all)")
 	flag.Parse()
+	for _, s := range strings.Split(*only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			selected[s] = true
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := runAll(ctx, *runs, *pings, *out); err != nil {
@@ -74,9 +83,20 @@ func runAll(ctx context.Context, runs, pings int, out string) error {
 	if b.podIP, err = deployTarget(ctx, cs); err != nil {
 		return err
 	}
-	for _, section := range []func(context.Context) error{b.portForward, b.copyAndExec} {
-		if err := section(ctx); err != nil {
-			return err
+	sections := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"portforward", b.portForward},
+		{"kubectl", b.copyAndExec},
+		{"sessions", func(ctx context.Context) error { return b.sessions(ctx, cfg) }},
+	}
+	for _, s := range sections {
+		if len(selected) > 0 && !selected[s.name] {
+			continue
+		}
+		if err := s.run(ctx); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
 	kv, _ := exec.Command("kubectl", "version", "--client").Output()
