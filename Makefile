@@ -63,18 +63,26 @@ $(CZBIN)/coredns:
 
 $(CZBIN)/%: $(GO_SOURCES)
 	@mkdir -p $(CZBIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./$(PKG_$*)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./$(PKG_$*)
 
 PKG_cz-cluster := hack/cluster
 PKG_mkimage := hack/mkimage
 PKG_pause := hack/pause
 PKG_cz-demo := demo/cz-demo
+PKG_cz-agent := cmd/cz-agent
 
 MKIMAGE = $(CZBIN)/mkimage
 BUSYBOX_APPLETS := sh tar find cat ls stat du mkdir rm cp mv head tail wc dd md5sum sha256sum grep sed touch chmod env id true false sleep echo xargs sort uniq seq test [
 
 ## images: the container images the cluster runs, as archives in .cz/images
-images: $(IMAGES)/pause.tar $(IMAGES)/coredns.tar $(IMAGES)/demo.tar $(IMAGES)/toolbox.tar
+images: $(IMAGES)/pause.tar $(IMAGES)/coredns.tar $(IMAGES)/demo.tar $(IMAGES)/toolbox.tar $(IMAGES)/cz-agent.tar
+
+# The agent image carries the name real users pull (the plugin's default
+# --agent-image); the local cluster gets it by import, as no registry is reachable.
+AGENT_IMAGE := ghcr.io/kubectl-cz/cz-agent:$(VERSION)
+$(IMAGES)/cz-agent.tar: $(CZBIN)/cz-agent $(MKIMAGE)
+	@mkdir -p $(IMAGES)
+	$(MKIMAGE) -name $(AGENT_IMAGE) -o $@ -entrypoint /cz-agent $(CZBIN)/cz-agent=/cz-agent
 
 $(IMAGES)/pause.tar: $(CZBIN)/pause $(MKIMAGE)
 	@mkdir -p $(IMAGES)

@@ -52,6 +52,7 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 	configFlags.AddFlags(root.PersistentFlags())
 
 	root.AddCommand(NewVersionCommand(configFlags, streams))
+	root.AddCommand(NewInterceptCommand(configFlags, streams))
 	root.AddCommand(NewSessionCommand(configFlags, streams))
 	for _, extra := range extraCommands {
 		root.AddCommand(extra(configFlags, streams))

@@ -237,15 +237,19 @@ func (o *sessionCloseOptions) run(ctx context.Context) error {
 	}
 	var errs []error
 	for _, id := range ids {
-		if err := closeSession(ctx, a, id, o.force, o.Out); err != nil {
+		if err := closeSession(ctx, a, id, closeMode{force: o.force}, o.Out); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// closeMode: force overrides conflicts and liveness; self closes a session
+// this process holds (its own pid looks alive).
+type closeMode struct{ force, self bool }
+
 // closeSession loads a session from every namespace it can see and closes it.
-func closeSession(ctx context.Context, a *clusterAccess, id string, force bool, out io.Writer) error {
+func closeSession(ctx context.Context, a *clusterAccess, id string, mode closeMode, out io.Writer) error {
 	loaded, err := session.Load(ctx, a.Clients, id, nil, session.DefaultStateDir())
 	if err != nil && strings.Contains(err.Error(), "forbidden") {
 		// No cluster-wide list: look in the current namespace only.
@@ -257,12 +261,12 @@ func closeSession(ctx context.Context, a *clusterAccess, id string, force bool, 
 	if loaded == nil {
 		return fmt.Errorf("session %q not found in namespace %s or on this machine (kubectl cz session list -A shows the sessions)", id, a.Namespace)
 	}
-	if !force {
+	if !mode.force && !mode.self {
 		if alive, known := session.OwnerAlive(loaded.Meta.Owner); known && alive {
 			return fmt.Errorf("session %s is held by a running kubectl cz (pid %d on this machine): stop it with Ctrl-C there, or pass --force", id, loaded.Meta.Owner.PID)
 		}
 	}
-	res, err := loaded.Close(ctx, session.CloseOptions{Force: force, Log: prefixWriter{out, "  "}})
+	res, err := loaded.Close(ctx, session.CloseOptions{Force: mode.force, Log: prefixWriter{out, "  "}})
 	if res != nil && res.Undone > 0 || err == nil {
 		fmt.Fprintf(out, "session %s closed: %d alterations undone", id, res.Undone)
 		if res.Left > 0 {
@@ -364,7 +368,7 @@ func (o *sessionGCOptions) run(ctx context.Context) error {
 			fmt.Fprintf(o.Out, "would close session %s (%s, silent for %s)\n", s.ID, s.Owner, duration.HumanDuration(s.Silence(now)))
 			continue
 		}
-		if err := closeSession(ctx, a, s.ID, false, o.Out); err != nil {
+		if err := closeSession(ctx, a, s.ID, closeMode{}, o.Out); err != nil {
 			errs = append(errs, err)
 		}
 	}

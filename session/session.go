@@ -203,6 +203,16 @@ func (s *Session) OwnerReference(ctx context.Context, namespace string) (metav1.
 	return metav1.OwnerReference{}, fmt.Errorf("session %s: no journal in namespace %s", s.meta.ID, namespace)
 }
 
+// Attach makes the session heartbeat an existing journal in namespace that
+// another process created: a terminal that joins a session but records
+// nothing still keeps it alive.
+func (s *Session) Attach(ctx context.Context, namespace string) error {
+	j := s.journal(namespace)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.refresh(ctx)
+}
+
 // Heartbeat stamps every journal of the session with the current time, so
 // `kubectl cz session gc` can tell a live session from an abandoned one.
 func (s *Session) Heartbeat(ctx context.Context) error {

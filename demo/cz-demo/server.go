@@ -44,7 +44,10 @@ type server struct {
 func newServer(cfg config) *server {
 	s := &server{
 		cfg:    cfg,
-		client: &http.Client{Timeout: 10 * time.Second},
+		// A new connection per call: kube-proxy picks the backend per
+		// connection, so a kept-alive one would stick to the pod it reached
+		// first, past an intercept's change of the Service's endpoints.
+		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 		mux:    http.NewServeMux(),
 		kv:     map[string][]byte{},
 	}

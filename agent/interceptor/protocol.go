@@ -1,0 +1,127 @@
+// Package interceptor is the in-cluster half of `kubectl cz intercept`: it
+// takes the intercepted Service's traffic in place of the original pods and
+// routes each connection or request either to a developer's laptop, through
+// the tunnel that laptop holds open over port-forward, or to the decoy
+// Service that still selects the original pods.
+//
+// The laptop speaks to the agent's control port over one port-forward
+// connection multiplexed with yamux. It opens the first stream and sends a
+// Hello; the agent answers with a Reply. From then on the agent opens a
+// stream to the laptop for each intercepted connection; the laptop dials
+// its local port and answers with one status byte (StreamOK, or
+// StreamFailed and a line saying why) before the bytes flow.
+package interceptor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Ports the agent uses in its pod.
+const (
+	ControlPort = 7070
+	// FirstListenPort is where the agent listens for the first Service port;
+	// the n-th port of the Service is patched to FirstListenPort+n.
+	FirstListenPort = 10000
+)
+
+// Hello registers a developer's intercept on one Service port.
+type Hello struct {
+	Developer string `json:"developer"`
+	// Port is the Service port's name, or its number when it has no name.
+	Port string `json:"port"`
+	// All takes every connection of the port (plain TCP, any protocol).
+	All bool `json:"all,omitempty"`
+	// Match selects the HTTP requests to take when All is false.
+	Match Match `json:"match"`
+}
+
+// Match is a header rule: a request matches when one of its Header values
+// equals Value, or, with Baggage, when its W3C baggage header has the
+// member Header=Value.
+type Match struct {
+	Header  string `json:"header"`
+	Value   string `json:"value"`
+	Baggage bool   `json:"baggage,omitempty"`
+}
+
+func (m Match) String() string {
+	if m.Baggage {
+		return fmt.Sprintf("baggage member %s=%s", m.Header, m.Value)
+	}
+	return fmt.Sprintf("header %s: %s", m.Header, m.Value)
+}
+
+// Matches reports whether the request carries the rule's header value.
+func (m Match) Matches(h http.Header) bool {
+	if !m.Baggage {
+		for _, v := range h.Values(m.Header) {
+			if v == m.Value {
+				return true
+			}
+		}
+		return false
+	}
+	for _, line := range h.Values("Baggage") {
+		for _, member := range strings.Split(line, ",") {
+			kv, _, _ := strings.Cut(member, ";") // drop properties
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || strings.TrimSpace(k) != m.Header {
+				continue
+			}
+			if dv, err := url.PathUnescape(strings.TrimSpace(v)); err == nil && dv == m.Value {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Validate checks a rule before it is sent or accepted.
+func (h Hello) Validate() error {
+	if h.Port == "" {
+		return errors.New("no Service port")
+	}
+	if !h.All && (h.Match.Header == "" || h.Match.Value == "") {
+		return errors.New("a header rule needs a header name and a value")
+	}
+	return nil
+}
+
+// Reply answers a Hello or a Leave.
+type Reply struct {
+	Error string `json:"error,omitempty"`
+	// Remaining is, after a Leave, how many developers still use the agent.
+	Remaining int `json:"remaining"`
+}
+
+// Leave, sent on the control stream, unregisters the developer; the reply
+// says how many remain, so the last one can restore the Service.
+type Leave struct {
+	Leave bool `json:"leave"`
+}
+
+// Status bytes the laptop writes first on each stream the agent opens.
+const (
+	StreamOK     byte = 0
+	StreamFailed byte = 1
+)
+
+// YamuxConfig is shared by both ends: large windows so one stream can fill
+// the port-forward connection, keep-alives to notice a dead tunnel.
+func YamuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.MaxStreamWindowSize = 16 << 20
+	c.KeepAliveInterval = 10 * time.Second
+	c.ConnectionWriteTimeout = 30 * time.Second
+	c.StreamOpenTimeout = 30 * time.Second
+	c.LogOutput = io.Discard
+	return c
+}

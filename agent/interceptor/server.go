@@ -1,0 +1,429 @@
+package interceptor
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+// Port is one port of the intercepted Service: where the agent listens for
+// it and where the decoy Service serves it.
+type Port struct {
+	Name      string // the Service port's name, or its number
+	Listen    int
+	DecoyPort int
+	// HTTP routes the port's requests by header (the intercepted port).
+	// Other ports are passed to the decoy byte for byte, whatever they speak.
+	HTTP bool
+}
+
+// Server is the agent's intercept router.
+type Server struct {
+	// Decoy is the address (ClusterIP) of the decoy Service.
+	Decoy string
+	Ports []Port
+	Log   *slog.Logger
+
+	mu   sync.RWMutex
+	devs map[*developer]bool
+
+	decoyDialer net.Dialer
+	decoyH1     *http.Transport
+	decoyH2     *http2.Transport
+}
+
+// developer is one connected laptop.
+type developer struct {
+	hello Hello
+	sess  *yamux.Session
+	h1    *http.Transport
+	h2    *http2.Transport
+}
+
+// Run listens on the control port and every Service port until ctx ends.
+func (s *Server) Run(ctx context.Context, controlAddr string) error {
+	if s.Log == nil {
+		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s.devs = map[*developer]bool{}
+	s.decoyH1 = &http.Transport{DialContext: s.decoyDialer.DialContext, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	s.decoyH2 = h2cTransport(s.decoyDialer.DialContext)
+
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+	control, err := net.Listen("tcp", controlAddr)
+	if err != nil {
+		return err
+	}
+	listeners = append(listeners, control)
+	for _, p := range s.Ports {
+		l, err := net.Listen("tcp", ":"+strconv.Itoa(p.Listen))
+		if err != nil {
+			closeAll()
+			return err
+		}
+		listeners = append(listeners, l)
+		go s.servePort(ctx, l, p)
+	}
+	go func() {
+		<-ctx.Done()
+		closeAll()
+	}()
+	s.Log.Info("interceptor ready", "decoy", s.Decoy, "ports", s.Ports, "control", controlAddr)
+	for {
+		c, err := control.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go s.serveControl(ctx, c)
+	}
+}
+
+// serveControl registers the developer that connected, until its tunnel
+// closes or it leaves.
+func (s *Server) serveControl(ctx context.Context, c net.Conn) {
+	sess, err := yamux.Server(c, YamuxConfig())
+	if err != nil {
+		c.Close()
+		return
+	}
+	defer sess.Close()
+	st, err := sess.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	dec, enc := json.NewDecoder(st), json.NewEncoder(st)
+	var hello Hello
+	if err := dec.Decode(&hello); err != nil {
+		return
+	}
+	dev := &developer{hello: hello, sess: sess}
+	if err := s.register(dev); err != nil {
+		_ = enc.Encode(Reply{Error: err.Error()})
+		// Let the laptop read the refusal and hang up first.
+		select {
+		case <-sess.CloseChan():
+		case <-time.After(5 * time.Second):
+		}
+		return
+	}
+	dev.h1 = &http.Transport{DialContext: dev.dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	dev.h2 = h2cTransport(dev.dial)
+	_ = enc.Encode(Reply{})
+	s.Log.Info("developer joined", "developer", hello.Developer, "port", hello.Port, "all", hello.All, "match", hello.Match.String())
+	defer func() {
+		s.unregister(dev)
+		dev.h1.CloseIdleConnections()
+		dev.h2.CloseIdleConnections()
+		s.Log.Info("developer left", "developer", hello.Developer)
+	}()
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		var msg Leave
+		if err := dec.Decode(&msg); err == nil && msg.Leave {
+			s.unregister(dev)
+			_ = enc.Encode(Reply{Remaining: s.count()})
+		}
+	}()
+	select {
+	case <-left:
+	case <-sess.CloseChan():
+	case <-ctx.Done():
+	}
+}
+
+func (s *Server) register(dev *developer) error {
+	if err := dev.hello.Validate(); err != nil {
+		return err
+	}
+	if !s.hasPort(dev.hello.Port) {
+		return fmt.Errorf("the Service has no port %q", dev.hello.Port)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for other := range s.devs {
+		if other.hello.Port != dev.hello.Port {
+			continue
+		}
+		switch {
+		case other.hello.All:
+			return fmt.Errorf("port %s is intercepted with --all by %s", dev.hello.Port, other.hello.Developer)
+		case dev.hello.All:
+			return fmt.Errorf("port %s is already intercepted by %s (%s); --all would take their requests", dev.hello.Port, other.hello.Developer, other.hello.Match)
+		case other.hello.Match == dev.hello.Match:
+			return fmt.Errorf("%s already intercepts port %s with %s: choose another value", other.hello.Developer, dev.hello.Port, dev.hello.Match)
+		}
+	}
+	s.devs[dev] = true
+	return nil
+}
+
+func (s *Server) unregister(dev *developer) {
+	s.mu.Lock()
+	delete(s.devs, dev)
+	s.mu.Unlock()
+}
+
+func (s *Server) count() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.devs)
+}
+
+func (s *Server) hasPort(name string) bool {
+	for _, p := range s.Ports {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// allDeveloper is the developer taking every connection of a port, if any.
+func (s *Server) allDeveloper(port string) *developer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for dev := range s.devs {
+		if dev.hello.Port == port && dev.hello.All {
+			return dev
+		}
+	}
+	return nil
+}
+
+// match finds the developer whose rule a request matches on a port.
+func (s *Server) match(port string, h http.Header) *developer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for dev := range s.devs {
+		if dev.hello.Port == port && !dev.hello.All && dev.hello.Match.Matches(h) {
+			return dev
+		}
+	}
+	return nil
+}
+
+// servePort dispatches each connection: to the developer taking the whole
+// port; through the HTTP router on the intercepted port (so a keep-alive
+// connection opened before a developer joined is still routed per request);
+// else straight to the decoy, without parsing a byte.
+func (s *Server) servePort(ctx context.Context, l net.Listener, p Port) {
+	httpConns := newChanListener(l.Addr())
+	proxy := s.reverseProxy(p)
+	srv := &http.Server{Handler: h2c.NewHandler(proxy, &http2.Server{}), ReadHeaderTimeout: time.Minute}
+	go func() { _ = srv.Serve(httpConns) }()
+	defer srv.Close()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		switch all := s.allDeveloper(p.Name); {
+		case all != nil:
+			go s.pipeToDeveloper(ctx, c, all)
+		case p.HTTP:
+			httpConns.push(c)
+		default:
+			go s.pipeToDecoy(ctx, c, p)
+		}
+	}
+}
+
+func (s *Server) decoyAddr(p Port) string {
+	return net.JoinHostPort(s.Decoy, strconv.Itoa(p.DecoyPort))
+}
+
+func (s *Server) pipeToDecoy(ctx context.Context, c net.Conn, p Port) {
+	up, err := s.decoyDialer.DialContext(ctx, "tcp", s.decoyAddr(p))
+	if err != nil {
+		s.Log.Warn("decoy unreachable", "addr", s.decoyAddr(p), "err", err)
+		c.Close()
+		return
+	}
+	pipe(c, up)
+}
+
+func (s *Server) pipeToDeveloper(ctx context.Context, c net.Conn, dev *developer) {
+	up, err := dev.dial(ctx, "tcp", "")
+	if err != nil {
+		s.Log.Warn("laptop unreachable", "developer", dev.hello.Developer, "err", err)
+		c.Close()
+		return
+	}
+	pipe(c, up)
+}
+
+// dial opens a stream to the developer's laptop and waits for its status.
+func (dev *developer) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	st, err := dev.sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("the tunnel to %s's laptop is closed: %w", dev.hello.Developer, err)
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = st.SetReadDeadline(deadline)
+	} else {
+		_ = st.SetReadDeadline(time.Now().Add(30 * time.Second))
+	}
+	br := bufio.NewReader(st)
+	status, err := br.ReadByte()
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("%s's laptop did not answer: %w", dev.hello.Developer, err)
+	}
+	if status != StreamOK {
+		msg, _ := br.ReadString('\n')
+		st.Close()
+		return nil, fmt.Errorf("%s's laptop: %s", dev.hello.Developer, trimNL(msg))
+	}
+	_ = st.SetReadDeadline(time.Time{})
+	return &bufferedConn{Conn: st, r: br}, nil
+}
+
+func trimNL(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// bufferedConn keeps bytes the status read may have buffered.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// routeKey carries the chosen developer from the proxy's Rewrite to its
+// Transport.
+type routeKey struct{}
+
+// reverseProxy routes each request of a port: a matching developer's
+// laptop, else the decoy. HTTP/1.1 (with upgrades such as WebSocket) and
+// h2c (gRPC) keep their protocol on both legs.
+func (s *Server) reverseProxy(p Port) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = s.decoyAddr(p)
+			pr.Out.Host = pr.In.Host
+			if dev := s.match(p.Name, pr.In.Header); dev != nil {
+				pr.Out = pr.Out.WithContext(context.WithValue(pr.Out.Context(), routeKey{}, dev))
+			}
+		},
+		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+			dev, _ := r.Context().Value(routeKey{}).(*developer)
+			h2 := r.ProtoMajor == 2
+			switch {
+			case dev != nil && h2:
+				return dev.h2.RoundTrip(r)
+			case dev != nil:
+				return dev.h1.RoundTrip(r)
+			case h2:
+				return s.decoyH2.RoundTrip(r)
+			default:
+				return s.decoyH1.RoundTrip(r)
+			}
+		}),
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.Log.Warn("proxy error", "path", r.URL.Path, "err", err)
+			http.Error(w, "kubectl cz intercept: "+err.Error(), http.StatusBadGateway)
+		},
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// h2cTransport speaks HTTP/2 without TLS over connections from dial.
+func h2cTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http2.Transport {
+	return &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return dial(ctx, network, addr)
+		},
+	}
+}
+
+// pipe copies both ways, half-closing each side when the other ends.
+func pipe(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			_ = dst.Close()
+		}
+		done <- struct{}{}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	<-done
+	a.Close()
+	b.Close()
+}
+
+// chanListener hands connections the dispatcher chose for HTTP to an
+// http.Server.
+type chanListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	once  sync.Once
+	done  chan struct{}
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, errors.New("listener closed")
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }

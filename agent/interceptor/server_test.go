@@ -1,0 +1,216 @@
+package interceptor_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/intercept"
+)
+
+// named answers with its name and the protocol it was spoken to in.
+func named(name string) *httptest.Server {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", name, r.Proto)
+	})
+	srv := httptest.NewUnstartedServer(h2c.NewHandler(h, &http2.Server{}))
+	srv.Start()
+	return srv
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func portOf(srv *httptest.Server) int {
+	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+type rig struct {
+	listen, control int
+}
+
+func startAgent(t *testing.T, decoy *httptest.Server) rig {
+	r := rig{listen: freePort(t), control: freePort(t)}
+	s := &interceptor.Server{Decoy: "127.0.0.1", Ports: []interceptor.Port{{Name: "http", Listen: r.listen, DecoyPort: portOf(decoy), HTTP: true}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.Run(ctx, "127.0.0.1:"+strconv.Itoa(r.control))
+	waitDial(t, r.control)
+	return r
+}
+
+func waitDial(t *testing.T, port int) {
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %d", port)
+}
+
+func join(t *testing.T, r rig, hello interceptor.Hello, local string) *intercept.Tunnel {
+	t.Helper()
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun, err := intercept.Register(c, hello, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go tun.Serve(ctx)
+	return tun
+}
+
+func get(t *testing.T, client *http.Client, url string, header ...string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+var h2cClient = &http.Client{Transport: &http2.Transport{AllowHTTP: true,
+	DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, n, a)
+	}}}
+
+func TestHeaderRoutingHTTP1AndH2C(t *testing.T) {
+	decoy, alice, bob := named("decoy"), named("alice"), named("bob")
+	defer decoy.Close()
+	defer alice.Close()
+	defer bob.Close()
+	r := startAgent(t, decoy)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", r.listen)
+
+	// No developer yet: everything reaches the decoy.
+	if _, body := get(t, http.DefaultClient, url, "x-cz-intercept", "alice"); body != "decoy HTTP/1.1" {
+		t.Fatalf("before any developer: %q", body)
+	}
+	join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
+	join(t, r, interceptor.Hello{Developer: "bob", Port: "http", Match: interceptor.Match{Header: "cz-intercept", Value: "bob", Baggage: true}}, bob.Listener.Addr().String())
+
+	cases := []struct {
+		header []string
+		want   string
+	}{
+		{[]string{"x-cz-intercept", "alice"}, "alice"},
+		{[]string{"baggage", "other=1, cz-intercept=bob;prop=x"}, "bob"},
+		{[]string{"x-cz-intercept", "carol"}, "decoy"},
+		{nil, "decoy"},
+	}
+	for _, tc := range cases {
+		if _, body := get(t, http.DefaultClient, url, tc.header...); body != tc.want+" HTTP/1.1" {
+			t.Errorf("HTTP/1.1 %v: got %q, want %s", tc.header, body, tc.want)
+		}
+		if _, body := get(t, h2cClient, url, tc.header...); body != tc.want+" HTTP/2.0" {
+			t.Errorf("h2c %v: got %q, want %s", tc.header, body, tc.want)
+		}
+	}
+}
+
+func TestConcurrentDevelopersNoMisroutes(t *testing.T) {
+	decoy, alice, bob := named("decoy"), named("alice"), named("bob")
+	defer decoy.Close()
+	defer alice.Close()
+	defer bob.Close()
+	r := startAgent(t, decoy)
+	join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
+	join(t, r, interceptor.Hello{Developer: "bob", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "bob"}}, bob.Listener.Addr().String())
+	url := fmt.Sprintf("http://127.0.0.1:%d/", r.listen)
+	who := []string{"alice", "bob", ""}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	bad := 0
+	for g := 0; g < 10; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 60; i++ {
+				w := who[(g+i)%3]
+				var h []string
+				want := "decoy"
+				if w != "" {
+					h, want = []string{"x-cz-intercept", w}, w
+				}
+				if _, body := get(t, http.DefaultClient, url, h...); body != want+" HTTP/1.1" {
+					mu.Lock()
+					bad++
+					mu.Unlock()
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	if bad != 0 {
+		t.Fatalf("%d of 600 requests misrouted", bad)
+	}
+}
+
+func TestLocalPortDownIs502NamingTheCause(t *testing.T) {
+	decoy := named("decoy")
+	defer decoy.Close()
+	r := startAgent(t, decoy)
+	join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	code, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", r.listen), "x-cz-intercept", "alice")
+	if code != http.StatusBadGateway || !strings.Contains(body, "nothing answers on 127.0.0.1:") {
+		t.Fatalf("%d %q", code, body)
+	}
+}
+
+func TestAllTakesEveryConnectionAndLeaveCounts(t *testing.T) {
+	decoy, alice := named("decoy"), named("alice")
+	defer decoy.Close()
+	defer alice.Close()
+	r := startAgent(t, decoy)
+	tun := join(t, r, interceptor.Hello{Developer: "alice", Port: "http", All: true}, alice.Listener.Addr().String())
+	url := fmt.Sprintf("http://127.0.0.1:%d/", r.listen)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if _, body := get(t, client, url); body != "alice HTTP/1.1" {
+		t.Fatalf("--all: %q", body)
+	}
+	// A second developer cannot take the port's requests from under --all.
+	c, _ := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+	if _, err := intercept.Register(c, interceptor.Hello{Developer: "bob", Port: "http", Match: interceptor.Match{Header: "x", Value: "y"}}, "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "--all by alice") {
+		t.Fatalf("second developer under --all: %v", err)
+	}
+	if n, err := tun.Leave(); err != nil || n != 0 {
+		t.Fatalf("leave: %d %v", n, err)
+	}
+	if _, body := get(t, client, url); body != "decoy HTTP/1.1" {
+		t.Fatalf("after leave: %q", body)
+	}
+}

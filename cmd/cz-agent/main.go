@@ -1,0 +1,80 @@
+// Command cz-agent is kubectl-cz's in-cluster agent, one static binary in
+// an image with nothing else. `cz-agent intercept` runs in the interceptor
+// Deployment of `kubectl cz intercept`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+)
+
+// Set by the linker.
+var version = "v0.0.0-dev"
+
+type portsFlag []interceptor.Port
+
+func (p *portsFlag) String() string { return fmt.Sprint(*p) }
+
+// Set parses NAME:LISTEN:DECOYPORT[:http].
+func (p *portsFlag) Set(v string) error {
+	parts := strings.Split(v, ":")
+	if len(parts) < 3 || len(parts) > 4 || parts[0] == "" {
+		return fmt.Errorf("%q: want NAME:LISTEN:DECOYPORT[:http]", v)
+	}
+	listen, err1 := strconv.Atoi(parts[1])
+	decoy, err2 := strconv.Atoi(parts[2])
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("%q: ports must be numbers", v)
+	}
+	port := interceptor.Port{Name: parts[0], Listen: listen, DecoyPort: decoy}
+	if len(parts) == 4 {
+		if parts[3] != "http" {
+			return fmt.Errorf("%q: the mode can only be http", v)
+		}
+		port.HTTP = true
+	}
+	*p = append(*p, port)
+	return nil
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: cz-agent intercept|version [flags]")
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	switch os.Args[1] {
+	case "version":
+		fmt.Println(version)
+	case "intercept":
+		fs := flag.NewFlagSet("intercept", flag.ExitOnError)
+		var ports portsFlag
+		decoy := fs.String("decoy", "", "address (ClusterIP) of the decoy Service that selects the original pods")
+		control := fs.String("control", ":"+strconv.Itoa(interceptor.ControlPort), "address of the control port laptops port-forward to")
+		fs.Var(&ports, "port", "a Service port: NAME:LISTEN:DECOYPORT[:http] (repeatable)")
+		_ = fs.Parse(os.Args[2:])
+		if *decoy == "" || len(ports) == 0 {
+			fmt.Fprintln(os.Stderr, "cz-agent intercept: --decoy and at least one --port are required")
+			os.Exit(2)
+		}
+		s := &interceptor.Server{Decoy: *decoy, Ports: ports, Log: log}
+		if err := s.Run(ctx, *control); err != nil {
+			log.Error("interceptor stopped", "err", err)
+			os.Exit(1)
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "cz-agent: unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}

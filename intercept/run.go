@@ -1,0 +1,112 @@
+package intercept
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/pfconn"
+)
+
+// Runner holds a developer's tunnel to the interceptor.
+type Runner struct {
+	Config    *rest.Config
+	Kube      kubernetes.Interface
+	Namespace string
+	Service   string
+	Hello     interceptor.Hello
+	LocalAddr string
+	Out       io.Writer
+}
+
+// connect finds a ready agent pod, port-forwards to its control port and
+// registers the rule.
+func (r *Runner) connect(ctx context.Context) (*Tunnel, *pfconn.Conn, error) {
+	pods, err := r.Kube.CoreV1().Pods(r.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelInterceptor + "=" + r.Service})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot list the interceptor's pods: %w", err)
+	}
+	pod := ""
+	for i := range pods.Items {
+		if pods.Items[i].DeletionTimestamp == nil && podReady(&pods.Items[i]) {
+			pod = pods.Items[i].Name
+			break
+		}
+	}
+	if pod == "" {
+		return nil, nil, fmt.Errorf("no ready interceptor pod for service %s", r.Service)
+	}
+	pf, err := pfconn.Dial(ctx, r.Config, r.Kube, r.Namespace, pod)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := pf.DialPort(ctx, interceptor.ControlPort)
+	if err != nil {
+		pf.Close()
+		return nil, nil, err
+	}
+	tun, err := Register(conn, r.Hello, r.LocalAddr)
+	if err != nil {
+		pf.Close()
+		return nil, nil, err
+	}
+	return tun, pf, nil
+}
+
+// Run holds the tunnel until ctx ends, reconnecting with backoff when it
+// drops (a restarted agent pod, a broken port-forward); meanwhile matching
+// requests go to the original pods. active is called each time the tunnel
+// is up. On the way out it leaves and returns how many developers remain.
+// A refusal by the agent (a clashing rule) is returned at once.
+func (r *Runner) Run(ctx context.Context, active func(first bool)) (int, error) {
+	first := true
+	backoff := 500 * time.Millisecond
+	for {
+		tun, pf, err := r.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return -1, nil
+			}
+			if first {
+				return -1, err
+			}
+			fmt.Fprintf(r.Out, "tunnel down (%v); retrying in %s\n", err, backoff)
+			select {
+			case <-ctx.Done():
+				return -1, nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 500 * time.Millisecond
+		active(first)
+		first = false
+		serveCtx, stop := context.WithCancel(context.Background())
+		go func() { _ = tun.Serve(serveCtx) }()
+		select {
+		case <-ctx.Done():
+			remaining, err := tun.Leave()
+			stop()
+			pf.Close()
+			if err != nil {
+				return -1, err
+			}
+			return remaining, nil
+		case <-tun.Done():
+			stop()
+			pf.Close()
+			fmt.Fprintln(r.Out, "tunnel to the interceptor lost; reconnecting (matching requests go to the original pods meanwhile)")
+		case <-pf.Done():
+			stop()
+			tun.Close()
+			fmt.Fprintln(r.Out, "port-forward to the interceptor lost; reconnecting (matching requests go to the original pods meanwhile)")
+		}
+	}
+}

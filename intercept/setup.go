@@ -1,0 +1,367 @@
+package intercept
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+const (
+	// LabelInterceptor marks the interceptor's pods, and is what the
+	// intercepted Service selects while intercepted.
+	LabelInterceptor = "cz.dev/interceptor"
+	primitive        = "intercept"
+)
+
+var (
+	servicesGVR    = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+)
+
+// Target is the Service port to intercept.
+type Target struct {
+	Namespace, Service string
+	// Port is the Service port's name or number; empty for a one-port Service.
+	Port string
+}
+
+// Plan is what the interceptor of a Service looks like.
+type Plan struct {
+	Service  *corev1.Service
+	PortKey  string // how the agent names the intercepted port
+	Decoy    string // decoy Service name
+	Agent    string // interceptor Deployment name
+	Existing bool   // an interceptor already runs: join it
+}
+
+// SessionID is the session that holds a Service's interceptor: shared by
+// every developer intercepting it, so the last one to leave restores it.
+func SessionID(namespace, service string) string {
+	return childName("icpt-", namespace+"-"+service, 52)
+}
+
+// childName is prefix+base, shortened with a hash when it would be too long.
+func childName(prefix, base string, max int) string {
+	name := prefix + base
+	if len(name) <= max {
+		return name
+	}
+	sum := sha256.Sum256([]byte(base))
+	return strings.TrimRight(name[:max-9], "-") + "-" + hex.EncodeToString(sum[:])[:8]
+}
+
+// PortKey is how a Service port is named to the agent.
+func PortKey(p corev1.ServicePort) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return strconv.Itoa(int(p.Port))
+}
+
+// Prepare reads the Service and checks it can be intercepted, changing nothing.
+func Prepare(ctx context.Context, kube kubernetes.Interface, t Target) (*Plan, error) {
+	svc, err := kube.CoreV1().Services(t.Namespace).Get(ctx, t.Service, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("service %q not found in namespace %s (kubectl -n %s get services lists them)", t.Service, t.Namespace, t.Namespace)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read service %s/%s: %w", t.Namespace, t.Service, err)
+	}
+	p := &Plan{Service: svc, Decoy: childName("cz-decoy-", t.Service, 63), Agent: childName("cz-interceptor-", t.Service, 63)}
+	if len(svc.Spec.Selector) == 0 {
+		return nil, fmt.Errorf("service %s/%s has no selector: its endpoints are managed by hand, so there are no pods to redirect from", t.Namespace, t.Service)
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil, fmt.Errorf("service %s/%s is an ExternalName Service: it has no pods to intercept", t.Namespace, t.Service)
+	}
+	p.Existing = svc.Spec.Selector[LabelInterceptor] != ""
+	port, err := pickPort(svc, t.Port)
+	if err != nil {
+		return nil, err
+	}
+	p.PortKey = PortKey(port)
+	return p, nil
+}
+
+func pickPort(svc *corev1.Service, want string) (corev1.ServicePort, error) {
+	var names []string
+	for _, p := range svc.Spec.Ports {
+		if want == "" && len(svc.Spec.Ports) == 1 {
+			return p, nil
+		}
+		if want != "" && (p.Name == want || strconv.Itoa(int(p.Port)) == want) {
+			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+				return p, fmt.Errorf("port %s of service %s is %s: only TCP can be intercepted", want, svc.Name, p.Protocol)
+			}
+			return p, nil
+		}
+		names = append(names, fmt.Sprintf("%s (%d)", PortKey(p), p.Port))
+	}
+	if want == "" {
+		return corev1.ServicePort{}, fmt.Errorf("service %s has %d ports: choose one with --remote-port (%s)", svc.Name, len(svc.Spec.Ports), strings.Join(names, ", "))
+	}
+	return corev1.ServicePort{}, fmt.Errorf("service %s has no port %q (it has %s)", svc.Name, want, strings.Join(names, ", "))
+}
+
+// AgentSpec is the interceptor's image and pull policy.
+type AgentSpec struct {
+	Image      string
+	PullPolicy corev1.PullPolicy
+}
+
+// Install creates the decoy Service and the interceptor Deployment, waits
+// for the agent, then points the Service at it: every step journaled in s
+// first. progress gets one line per state change.
+func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface, p *Plan, agent AgentSpec, progress io.Writer) error {
+	svc := p.Service
+	ns := svc.Namespace
+	labels := map[string]string{session.LabelManagedBy: session.ManagedBy, LabelInterceptor: svc.Name}
+
+	decoy := &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{Name: p.Decoy, Namespace: ns, Labels: labels},
+		Spec:       corev1.ServiceSpec{Selector: svc.Spec.Selector},
+	}
+	for _, sp := range svc.Spec.Ports {
+		decoy.Spec.Ports = append(decoy.Spec.Ports, corev1.ServicePort{Name: sp.Name, Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
+	}
+	created, err := s.Create(ctx, primitive, servicesGVR, toUnstructured(decoy))
+	if err != nil {
+		return err
+	}
+	decoyIP, _, _ := unstructured.NestedString(created.Object, "spec", "clusterIP")
+	fmt.Fprintf(progress, "created decoy service %s (%s) selecting the original pods\n", p.Decoy, decoyIP)
+
+	args := []string{"intercept", "--decoy", decoyIP}
+	var ports []corev1.ContainerPort
+	for i, sp := range svc.Spec.Ports {
+		spec := fmt.Sprintf("%s:%d:%d", PortKey(sp), interceptor.FirstListenPort+i, sp.Port)
+		if PortKey(sp) == p.PortKey {
+			spec += ":http"
+		}
+		args = append(args, "--port", spec)
+		ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("p%d", i), ContainerPort: int32(interceptor.FirstListenPort + i)})
+	}
+	ports = append(ports, corev1.ContainerPort{Name: "control", ContainerPort: interceptor.ControlPort})
+	deploy := &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: p.Agent, Namespace: ns, Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelInterceptor: svc.Name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       agentPod(agent, args, ports),
+			},
+		},
+	}
+	if _, err := s.Create(ctx, primitive, deploymentsGVR, toUnstructured(deploy)); err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "created interceptor deployment %s (%s)\n", p.Agent, agent.Image)
+	if _, err := WaitAgent(ctx, kube, ns, svc.Name, p.Agent, 90*time.Second, progress); err != nil {
+		return err
+	}
+
+	ref := session.ObjectRef{Version: "v1", Resource: "services", Kind: "Service", Namespace: ns, Name: svc.Name}
+	_, err = s.Patch(ctx, primitive, ref, [][]string{{"spec", "selector"}, {"spec", "ports"}}, func(u *unstructured.Unstructured) error {
+		var cur corev1.Service
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &cur); err != nil {
+			return err
+		}
+		if err := unstructured.SetNestedStringMap(u.Object, map[string]string{LabelInterceptor: svc.Name}, "spec", "selector"); err != nil {
+			return err
+		}
+		portsField, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
+		for i := range portsField {
+			m, ok := portsField[i].(map[string]any)
+			if !ok {
+				return errors.New("unexpected spec.ports")
+			}
+			m["targetPort"] = int64(interceptor.FirstListenPort + i)
+		}
+		return unstructured.SetNestedSlice(u.Object, portsField, "spec", "ports")
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "service %s now selects the interceptor\n", svc.Name)
+	return waitEndpoints(ctx, kube, ns, svc.Name, 30*time.Second)
+}
+
+func agentPod(agent AgentSpec, args []string, ports []corev1.ContainerPort) corev1.PodSpec {
+	return corev1.PodSpec{
+		AutomountServiceAccountToken:  ptr.To(false),
+		EnableServiceLinks:            ptr.To(false),
+		TerminationGracePeriodSeconds: ptr.To[int64](2),
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr.To(true),
+			RunAsUser:      ptr.To[int64](65532),
+			RunAsGroup:     ptr.To[int64](65532),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers: []corev1.Container{{
+			Name:            "cz-agent",
+			Image:           agent.Image,
+			ImagePullPolicy: agent.PullPolicy,
+			Args:            args,
+			Ports:           ports,
+			ReadinessProbe: &corev1.Probe{
+				ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("control")}},
+				PeriodSeconds: 1,
+			},
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{}},
+			SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+		}},
+	}
+}
+
+func toUnstructured(obj runtime.Object) *unstructured.Unstructured {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		panic(err) // typed API objects always convert
+	}
+	return &unstructured.Unstructured{Object: m}
+}
+
+// podFailure is a waiting reason that will not fix itself.
+var podFailure = map[string]string{
+	"ErrImagePull":               "the agent image cannot be pulled",
+	"ImagePullBackOff":           "the agent image cannot be pulled",
+	"ErrImageNeverPull":          "the agent image is not on the node and the pull policy is Never",
+	"InvalidImageName":           "the agent image name is invalid",
+	"CreateContainerConfigError": "the agent container cannot be configured",
+	"CreateContainerError":       "the agent container cannot be created",
+	"CrashLoopBackOff":           "the agent keeps crashing",
+}
+
+// WaitAgent waits for a Ready interceptor pod and returns its name; it
+// fails early, with the reason, when the pod cannot start.
+func WaitAgent(ctx context.Context, kube kubernetes.Interface, ns, service, deployment string, timeout time.Duration, progress io.Writer) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := ""
+	say := func(msg string) {
+		if msg != last {
+			fmt.Fprintln(progress, msg)
+			last = msg
+		}
+	}
+	for {
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelInterceptor + "=" + service})
+		if err != nil && ctx.Err() == nil {
+			return "", fmt.Errorf("cannot list the interceptor's pods: %w", err)
+		}
+		for _, pod := range pods.Items {
+			if pod.DeletionTimestamp != nil {
+				continue
+			}
+			if podReady(&pod) {
+				say(fmt.Sprintf("interceptor pod %s is ready", pod.Name))
+				return pod.Name, nil
+			}
+			for _, cs := range pod.Status.ContainerStatuses {
+				if w := cs.State.Waiting; w != nil {
+					if why, bad := podFailure[w.Reason]; bad {
+						return "", fmt.Errorf("%s (%s: %s); pass --agent-image with an image the cluster can run", why, w.Reason, w.Message)
+					}
+					say(fmt.Sprintf("waiting for interceptor pod %s: %s", pod.Name, w.Reason))
+				}
+			}
+			if len(pod.Status.ContainerStatuses) == 0 {
+				say(fmt.Sprintf("waiting for interceptor pod %s: %s", pod.Name, pod.Status.Phase))
+			}
+		}
+		if len(pods.Items) == 0 {
+			if d, err := kube.AppsV1().Deployments(ns).Get(ctx, deployment, metav1.GetOptions{}); err == nil {
+				for _, c := range d.Status.Conditions {
+					if c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue {
+						return "", fmt.Errorf("the interceptor pod cannot be created: %s", c.Message)
+					}
+				}
+			}
+			say("waiting for the interceptor pod to be created")
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("the interceptor was not ready within %s (kubectl -n %s describe deployment %s)", timeout, ns, deployment)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitEndpoints waits until the Service's EndpointSlices list interceptor
+// pods only; from then on kube-proxy sends new connections to the agent.
+func waitEndpoints(ctx context.Context, kube kubernetes.Interface, ns, service string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelInterceptor + "=" + service})
+		slices, err2 := kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+		if err == nil && err2 == nil && onlyAgents(slices.Items, pods.Items) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("service %s's endpoints did not switch to the interceptor within %s", service, timeout)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func onlyAgents(slices []discoveryv1.EndpointSlice, pods []corev1.Pod) bool {
+	agents := map[string]bool{}
+	for _, p := range pods {
+		if p.Status.PodIP != "" {
+			agents[p.Status.PodIP] = true
+		}
+	}
+	n := 0
+	for _, s := range slices {
+		for _, e := range s.Endpoints {
+			for _, a := range e.Addresses {
+				if !agents[a] {
+					return false
+				}
+				if e.Conditions.Ready == nil || *e.Conditions.Ready {
+					n++
+				}
+			}
+		}
+	}
+	return n > 0
+}

@@ -1,0 +1,145 @@
+// Package intercept is the laptop half of `kubectl cz intercept`: it sets up
+// the interceptor (decoy Service, agent Deployment, Service patch) through
+// the session journal, and holds the tunnel over which the agent sends the
+// developer's traffic to a local port.
+package intercept
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+)
+
+// Tunnel is one registration with an agent, over one connection.
+type Tunnel struct {
+	sess    *yamux.Session
+	control *yamux.Stream
+	dec     *json.Decoder
+	local   string
+
+	mu     sync.Mutex
+	served int
+}
+
+// Register speaks Hello over conn (a port-forward stream to the agent's
+// control port) and returns the tunnel once the agent accepted the rule.
+func Register(conn net.Conn, hello interceptor.Hello, localAddr string) (*Tunnel, error) {
+	sess, err := yamux.Client(conn, interceptor.YamuxConfig())
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	st, err := sess.OpenStream()
+	if err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("open the control stream: %w", err)
+	}
+	if err := json.NewEncoder(st).Encode(hello); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("send the intercept rule: %w", err)
+	}
+	dec := json.NewDecoder(st)
+	var reply interceptor.Reply
+	if err := dec.Decode(&reply); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("the interceptor did not answer: %w", err)
+	}
+	if reply.Error != "" {
+		sess.Close()
+		return nil, fmt.Errorf("the interceptor refused: %s", reply.Error)
+	}
+	return &Tunnel{sess: sess, control: st, dec: dec, local: localAddr}, nil
+}
+
+// Serve answers the agent's streams by dialing the local address, until the
+// tunnel closes; it returns nil after Leave or Close, an error if the
+// tunnel broke.
+func (t *Tunnel) Serve(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		t.sess.Close()
+	}()
+	for {
+		st, err := t.sess.AcceptStream()
+		if err != nil {
+			if t.sess.IsClosed() && ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tunnel closed: %w", err)
+		}
+		go t.serveStream(ctx, st)
+	}
+}
+
+// Done is closed when the tunnel ends.
+func (t *Tunnel) Done() <-chan struct{} { return t.sess.CloseChan() }
+
+// Served counts the connections the tunnel carried to the local port.
+func (t *Tunnel) Served() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.served
+}
+
+func (t *Tunnel) serveStream(ctx context.Context, st *yamux.Stream) {
+	var d net.Dialer
+	local, err := d.DialContext(ctx, "tcp", t.local)
+	if err != nil {
+		_, _ = st.Write(append([]byte{interceptor.StreamFailed}, fmt.Sprintf("nothing answers on %s (%v)\n", t.local, err)...))
+		st.Close()
+		return
+	}
+	if _, err := st.Write([]byte{interceptor.StreamOK}); err != nil {
+		local.Close()
+		st.Close()
+		return
+	}
+	t.mu.Lock()
+	t.served++
+	t.mu.Unlock()
+	pipe(local, st)
+}
+
+// Leave unregisters from the agent and says how many developers remain.
+func (t *Tunnel) Leave() (int, error) {
+	defer t.sess.Close()
+	if err := json.NewEncoder(t.control).Encode(interceptor.Leave{Leave: true}); err != nil {
+		return 0, err
+	}
+	var reply interceptor.Reply
+	if err := t.dec.Decode(&reply); err != nil {
+		return 0, fmt.Errorf("the interceptor did not confirm: %w", err)
+	}
+	return reply.Remaining, nil
+}
+
+// Close drops the tunnel without a goodbye.
+func (t *Tunnel) Close() error { return t.sess.Close() }
+
+func pipe(a net.Conn, b io.ReadWriteCloser) {
+	done := make(chan struct{}, 2)
+	go func() {
+		_, _ = io.Copy(a, b)
+		if cw, ok := a.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(b, a)
+		_ = b.Close() // a yamux stream's Close is a half-close
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+	a.Close()
+	b.Close()
+}
+

@@ -1,0 +1,235 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/intercept"
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+// DefaultAgentImage is the agent image of this release; the local test
+// cluster imports it under this name.
+func DefaultAgentImage() string { return "ghcr.io/kubectl-cz/cz-agent:" + Version }
+
+// defaultHeader is the header matched when --header is not given.
+const defaultHeader = "x-cz-intercept"
+
+type interceptOptions struct {
+	flags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	service    string
+	localPort  int
+	remotePort string
+	header     string
+	all        bool
+	sessionID  string
+	agentImage string
+	pullPolicy string
+
+	match interceptor.Match
+}
+
+// NewInterceptCommand returns `kubectl cz intercept`.
+func NewInterceptCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &interceptOptions{flags: flags, IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:   "intercept service NAME --local-port PORT [--header K=V | --all]",
+		Short: "Send a Service's traffic, or only requests with your header, to a port on this machine",
+		Long: `Send the requests that cluster callers make to a Service to a process on this machine:
+only those carrying your header (default: x-cz-intercept: <your user>), or, with --all, every
+connection. Everything else keeps reaching the Service's pods, so several developers can share
+one Service, each with their own header value.
+
+An interceptor (a Deployment of kubectl-cz's agent, passing Pod Security "restricted") takes the
+Service's place; a decoy Service keeps selecting the original pods, which are not restarted. This
+machine reaches the interceptor only through port-forward. Every change is journaled first; Ctrl-C
+undoes it when you are the last developer on the Service. If this process dies, run
+'kubectl cz session close <session>' (printed at start) from any machine.
+
+HTTP/1.1, HTTP/2 cleartext (gRPC) and WebSocket pass through the header path; --all is plain TCP.`,
+		Example: `  # Requests to service core carrying "x-cz-intercept: <you>" go to localhost:3000
+  kubectl cz intercept service core --local-port 3000
+
+  # Your own header value, on the Service's port named grpc
+  kubectl cz intercept service core --local-port 9090 --remote-port grpc --header x-dev=alice
+
+  # Match a W3C baggage member instead of a header
+  kubectl cz intercept service core --local-port 3000 --header baggage:cz-intercept=alice
+
+  # Every connection to the Service's port 80
+  kubectl cz intercept service core --local-port 3000 --all`,
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := o.complete(c, args); err != nil {
+				return err
+			}
+			return o.run(c.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.localPort, "local-port", 0, "Port on this machine that receives the intercepted traffic (required)")
+	f.StringVar(&o.remotePort, "remote-port", "", "Service port to intercept, by number or name (needed when the Service has several)")
+	f.StringVar(&o.header, "header", "", "Take requests whose header K has value V (K=V), or whose W3C baggage has member K=V (baggage:K=V); default x-cz-intercept=<your user>")
+	f.BoolVar(&o.all, "all", false, "Take every connection of the port (plain TCP, any protocol)")
+	f.StringVar(&o.sessionID, "session", "", "Session to record the interceptor in (default: the Service's shared session, icpt-<namespace>-<service>)")
+	f.StringVar(&o.agentImage, "agent-image", DefaultAgentImage(), "Image of the in-cluster agent")
+	f.StringVar(&o.pullPolicy, "agent-pull-policy", string(corev1.PullIfNotPresent), "Pull policy of the agent image: IfNotPresent, Always or Never")
+	return cmd
+}
+
+func (o *interceptOptions) complete(c *cobra.Command, args []string) error {
+	if len(args) != 2 || !(args[0] == "service" || args[0] == "services" || args[0] == "svc") {
+		return usageError(c, "want: kubectl cz intercept service NAME --local-port PORT")
+	}
+	o.service = args[1]
+	if o.localPort < 1 || o.localPort > 65535 {
+		return usageError(c, "--local-port must be a port number (1-65535)")
+	}
+	if o.all && o.header != "" {
+		return usageError(c, "--all takes every connection: it cannot be combined with --header")
+	}
+	switch corev1.PullPolicy(o.pullPolicy) {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return usageError(c, "--agent-pull-policy must be IfNotPresent, Always or Never")
+	}
+	if o.sessionID != "" {
+		if err := session.ValidateID(o.sessionID); err != nil {
+			return err
+		}
+	}
+	if o.header != "" {
+		k, v, ok := strings.Cut(o.header, "=")
+		if !ok || k == "" || v == "" {
+			return usageError(c, "--header wants K=V or baggage:K=V, not %q", o.header)
+		}
+		if member, isBaggage := strings.CutPrefix(k, "baggage:"); isBaggage {
+			o.match = interceptor.Match{Header: member, Value: v, Baggage: true}
+		} else {
+			o.match = interceptor.Match{Header: k, Value: v}
+		}
+	}
+	return nil
+}
+
+// headerValue turns a cluster user name into a header value a developer can
+// type: "system:serviceaccount:team:alice" becomes "alice".
+func headerValue(user string) string {
+	if i := strings.LastIndex(user, ":"); i >= 0 {
+		user = user[i+1:]
+	}
+	return strings.ToLower(user)
+}
+
+func (o *interceptOptions) run(parent context.Context) error {
+	start := time.Now()
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := resolveAccess(o.flags)
+	if err != nil {
+		return err
+	}
+	cfg, err := o.flags.ToRESTConfig()
+	if err != nil {
+		return err
+	}
+	recoverCrashed(ctx, a.Clients, o.ErrOut)
+	plan, err := intercept.Prepare(ctx, a.Kube, intercept.Target{Namespace: a.Namespace, Service: o.service, Port: o.remotePort})
+	if err != nil {
+		return err
+	}
+	user := whoAmI(ctx, a, o.flags)
+	if !o.all && o.match.Header == "" {
+		o.match = interceptor.Match{Header: defaultHeader, Value: headerValue(user)}
+	}
+	id := o.sessionID
+	if id == "" {
+		id = intercept.SessionID(a.Namespace, o.service)
+	}
+	s, err := openSession(ctx, a, o.flags, id, session.Config{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "session %s (if this process dies: kubectl cz session close %s)\n", id, id)
+	localAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort))
+	if c, err := net.DialTimeout("tcp", localAddr, time.Second); err != nil {
+		fmt.Fprintf(o.ErrOut, "warning: nothing listens on %s yet: intercepted requests get a 502 until something does\n", localAddr)
+	} else {
+		c.Close()
+	}
+
+	installed := false
+	if plan.Existing {
+		fmt.Fprintf(o.Out, "service %s is already intercepted: joining its interceptor\n", o.service)
+		if err := s.Attach(ctx, a.Namespace); err != nil {
+			return err
+		}
+	} else {
+		agent := intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)}
+		if err := intercept.Install(ctx, s, a.Kube, plan, agent, o.Out); err != nil {
+			return o.undo(s, err)
+		}
+		installed = true
+	}
+	go s.KeepAlive(ctx, heartbeatInterval, func(err error) { fmt.Fprintln(o.ErrOut, "warning: heartbeat:", err) })
+
+	r := &intercept.Runner{
+		Config: cfg, Kube: a.Kube, Namespace: a.Namespace, Service: o.service, LocalAddr: localAddr, Out: o.Out,
+		Hello: interceptor.Hello{Developer: fmt.Sprintf("%s@%s", user, s.Meta().Owner.Host), Port: plan.PortKey, All: o.all, Match: o.match},
+	}
+	what := "requests with " + o.match.String()
+	if o.all {
+		what = "every connection"
+	}
+	remaining, err := r.Run(ctx, func(first bool) {
+		if first {
+			fmt.Fprintf(o.Out, "intercept active after %.1fs: %s to service %s port %s now reach %s (Ctrl-C to stop)\n",
+				time.Since(start).Seconds(), what, o.service, plan.PortKey, localAddr)
+		} else {
+			fmt.Fprintln(o.Out, "tunnel up again")
+		}
+	})
+	if err != nil {
+		if installed {
+			return o.undo(s, err)
+		}
+		return err
+	}
+	return o.leave(a, id, remaining)
+}
+
+// undo closes what this process installed after a failure, and reports both.
+func (o *interceptOptions) undo(s *session.Session, cause error) error {
+	if _, err := s.Close(context.Background(), session.CloseOptions{Log: prefixWriter{o.ErrOut, "  "}}); err != nil {
+		return fmt.Errorf("%w; undoing the interceptor failed too: %v (run kubectl cz session close %s)", cause, err, s.ID())
+	}
+	return cause
+}
+
+// leave restores the Service when no developer remains on the interceptor.
+func (o *interceptOptions) leave(a *clusterAccess, id string, remaining int) error {
+	switch {
+	case remaining > 0:
+		fmt.Fprintf(o.Out, "left; %d other developer(s) still intercept service %s, so the interceptor stays\n", remaining, o.service)
+		return nil
+	case remaining < 0:
+		fmt.Fprintf(o.Out, "left without reaching the interceptor; if nobody else uses it, run: kubectl cz session close %s\n", id)
+		return nil
+	}
+	fmt.Fprintln(o.Out, "last developer left: restoring service", o.service)
+	return closeSession(context.Background(), a, id, closeMode{self: true}, o.Out)
+}
