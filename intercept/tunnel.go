@@ -142,4 +142,3 @@ func pipe(a net.Conn, b io.ReadWriteCloser) {
 	a.Close()
 	b.Close()
 }
-

@@ -43,7 +43,7 @@ type server struct {
 
 func newServer(cfg config) *server {
 	s := &server{
-		cfg:    cfg,
+		cfg: cfg,
 		// A new connection per call: kube-proxy picks the backend per
 		// connection, so a kept-alive one would stick to the pod it reached
 		// first, past an intercept's change of the Service's endpoints.
