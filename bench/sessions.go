@@ -83,6 +83,8 @@ func (b *bench) sessions(ctx context.Context, cfg *rest.Config) error {
 		if _, err := s.Record(ctx, "bench.noop", "bench", ns, map[string]string{}); err != nil {
 			return err
 		}
+		// Whatever happens, leave no journal behind.
+		defer s.Close(context.Background(), session.CloseOptions{})
 		for i := 0; i < 20; i++ {
 			before, beforeWrites := counter.calls.Load(), counter.writes.Load()
 			start := time.Now()

@@ -110,9 +110,14 @@ func (s *server) call(in *http.Request, base string) (Hop, bool) {
 		return Hop{Service: base, Error: err.Error()}, false
 	}
 	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return Hop{Service: base, Error: fmt.Sprintf("%s: %v", base, err)}, false
+	}
 	var child Hop
-	if err := json.NewDecoder(resp.Body).Decode(&child); err != nil {
-		return Hop{Service: base, Error: fmt.Sprintf("%s answered %s, not a hop: %v", base, resp.Status, err)}, false
+	if err := json.Unmarshal(body, &child); err != nil {
+		// Not a hop: say what answered instead (a proxy's error page, say).
+		return Hop{Service: base, Error: fmt.Sprintf("%s answered %s: %s", base, resp.Status, strings.TrimSpace(string(body[:min(len(body), 300)])))}, false
 	}
 	return child, resp.StatusCode == http.StatusOK && child.Error == ""
 }

@@ -1,0 +1,310 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// The intercept tests run `kubectl cz intercept` and a local copy of the
+// core service (cz-demo, answering with its own pod name) in the laptop
+// namespace, and send requests from the host, a caller inside the cluster
+// network, to the frontend: frontend -> core shows who served core.
+
+const interceptSession = "icpt-sample-project-core"
+
+// startLocal runs a local "core" in the laptop namespace on a port.
+func startLocal(t *testing.T, name string, port int) {
+	bin := filepath.Join(repoRoot(t), ".cz", "bin", "cz-demo")
+	p := startOnLaptop(t, []string{"ROLE=core", "POD_NAME=" + name, "LISTEN=127.0.0.1:" + strconv.Itoa(port)}, bin)
+	p.waitFor("listening", 10*time.Second)
+	t.Cleanup(func() { p.signal(syscall.SIGTERM); p.wait(10 * time.Second) })
+}
+
+// startIntercept runs `kubectl cz intercept service core ...` on the laptop
+// through kubectl's plugin mechanism and waits until it is active.
+func startIntercept(t *testing.T, env []string, args ...string) *proc {
+	p := startOnLaptop(t, env, "kubectl", append([]string{"cz", "-n", demoNamespace, "intercept", "service", "core"}, args...)...)
+	p.waitFor("intercept active", 60*time.Second)
+	return p
+}
+
+func stopIntercept(t *testing.T, p *proc) {
+	t.Helper()
+	p.signal(syscall.SIGTERM)
+	if err := p.wait(60 * time.Second); err != nil {
+		t.Fatalf("intercept exit: %v\n%s", err, p.output())
+	}
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// coreServedBy sends one request to the frontend and returns the pod that
+// served core on its path.
+func coreServedBy(t testing.TB, frontendIP string, header ...string) (string, error) {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+frontendIP+"/", nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var hop struct {
+		Calls []struct{ Pod, Error string }
+	}
+	if err := json.Unmarshal(body, &hop); err != nil || len(hop.Calls) != 1 {
+		return "", fmt.Errorf("status %d, body %q", resp.StatusCode, body)
+	}
+	if hop.Calls[0].Error != "" || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d, core: %s", resp.StatusCode, hop.Calls[0].Error)
+	}
+	return hop.Calls[0].Pod, nil
+}
+
+func frontendIP(t testing.TB, cs kubernetes.Interface) string {
+	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), "frontend", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc.Spec.ClusterIP
+}
+
+// waitServedBy waits until requests with the header reach want (kube-proxy
+// applies a Service change within about a second).
+func waitServedBy(t *testing.T, ip, want string, header ...string) {
+	t.Helper()
+	var got string
+	var err error
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if got, err = coreServedBy(t, ip, header...); err == nil && strings.HasPrefix(got, want) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("requests with %v reach %q (err %v), want %s", header, got, err, want)
+}
+
+func assertNoInterceptor(t *testing.T, cs kubernetes.Interface) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := cs.AppsV1().Deployments(demoNamespace).Get(ctx, "cz-interceptor-core", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("interceptor deployment left behind (%v)", err)
+	}
+	if _, err := cs.CoreV1().Services(demoNamespace).Get(ctx, "cz-decoy-core", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("decoy service left behind (%v)", err)
+	}
+	if configMapExists(t, cs, "cz-session-"+interceptSession) {
+		t.Errorf("session journal left behind")
+	}
+}
+
+func TestInterceptNamespaceIsRestricted(t *testing.T) {
+	ns, err := clientset(t).CoreV1().Namespaces().Get(context.Background(), demoNamespace, metav1.GetOptions{})
+	if err != nil || ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Fatalf("the intercept tests must run in a restricted namespace: %v %v", ns.Labels, err)
+	}
+}
+
+// Header intercept: requests with alice's header reach the laptop, the rest
+// the cluster; Ctrl-C gives the Service back byte for byte.
+func TestInterceptHeader(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	ip := frontendIP(t, cs)
+	startLocal(t, "laptop-alice", 3000)
+	p := startIntercept(t, machine(t), "--local-port", "3000", "--header", "x-cz-intercept=alice")
+	waitServedBy(t, ip, "laptop-alice", "x-cz-intercept", "alice")
+	for i := 0; i < 20; i++ {
+		if got, err := coreServedBy(t, ip, "x-cz-intercept", "alice"); err != nil || got != "laptop-alice" {
+			t.Fatalf("with header: %q %v", got, err)
+		}
+		if got, err := coreServedBy(t, ip); err != nil || !strings.HasPrefix(got, "core-") {
+			t.Fatalf("without header: %q %v", got, err)
+		}
+		if got, err := coreServedBy(t, ip, "x-cz-intercept", "bob"); err != nil || !strings.HasPrefix(got, "core-") {
+			t.Fatalf("another header value: %q %v", got, err)
+		}
+	}
+	stopIntercept(t, p)
+	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
+		t.Errorf("service not restored:\nbefore %s\nafter  %s", before, after)
+	}
+	assertNoInterceptor(t, cs)
+	waitServedBy(t, ip, "core-", "x-cz-intercept", "alice")
+}
+
+// Baggage member matching and --all.
+func TestInterceptBaggageAndAll(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	ip := frontendIP(t, cs)
+	startLocal(t, "laptop-carol", 3003)
+	p := startIntercept(t, machine(t), "--local-port", "3003", "--header", "baggage:cz-intercept=carol")
+	waitServedBy(t, ip, "laptop-carol", "baggage", "team=x,cz-intercept=carol")
+	if got, _ := coreServedBy(t, ip, "baggage", "cz-intercept=dave"); !strings.HasPrefix(got, "core-") {
+		t.Fatalf("another baggage value reached %q", got)
+	}
+	stopIntercept(t, p)
+
+	p = startIntercept(t, machine(t), "--local-port", "3003", "--all")
+	waitServedBy(t, ip, "laptop-carol")
+	for i := 0; i < 20; i++ {
+		if got, err := coreServedBy(t, ip); err != nil || got != "laptop-carol" {
+			t.Fatalf("--all: %q %v", got, err)
+		}
+	}
+	stopIntercept(t, p)
+	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
+		t.Errorf("service not restored after --all")
+	}
+	assertNoInterceptor(t, cs)
+}
+
+// Two developers share the Service: 1,000 requests split between them and
+// the cluster, zero misroutes and zero errors; the first to leave does not
+// disturb the other; the last restores the Service.
+func TestInterceptTwoDevelopers(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	ip := frontendIP(t, cs)
+	startLocal(t, "laptop-alice", 3001)
+	startLocal(t, "laptop-bob", 3002)
+	alice := startIntercept(t, machine(t), "--local-port", "3001", "--header", "x-cz-intercept=alice")
+	bob := startIntercept(t, machine(t), "--local-port", "3002", "--header", "x-cz-intercept=bob")
+	if !strings.Contains(bob.output(), "joining its interceptor") {
+		t.Errorf("bob did not join alice's interceptor:\n%s", bob.output())
+	}
+	waitServedBy(t, ip, "laptop-alice", "x-cz-intercept", "alice")
+	waitServedBy(t, ip, "laptop-bob", "x-cz-intercept", "bob")
+
+	var mu sync.Mutex
+	misroutes, errs, total := 0, 0, 0
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < 1000; i += 8 {
+				var header []string
+				want := "core-"
+				switch i % 3 {
+				case 0:
+					header, want = []string{"x-cz-intercept", "alice"}, "laptop-alice"
+				case 1:
+					header, want = []string{"x-cz-intercept", "bob"}, "laptop-bob"
+				}
+				got, err := coreServedBy(t, ip, header...)
+				mu.Lock()
+				total++
+				switch {
+				case err != nil:
+					errs++
+				case !strings.HasPrefix(got, want):
+					misroutes++
+				}
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	if total != 1000 || misroutes != 0 || errs != 0 {
+		t.Fatalf("%d requests: %d misroutes, %d errors", total, misroutes, errs)
+	}
+
+	stopIntercept(t, alice)
+	if !strings.Contains(alice.output(), "still intercept") {
+		t.Errorf("alice's leave:\n%s", alice.output())
+	}
+	for i := 0; i < 20; i++ {
+		if got, err := coreServedBy(t, ip, "x-cz-intercept", "bob"); err != nil || got != "laptop-bob" {
+			t.Fatalf("after alice left, bob's request reached %q (%v)", got, err)
+		}
+	}
+	waitServedBy(t, ip, "core-", "x-cz-intercept", "alice")
+	stopIntercept(t, bob)
+	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
+		t.Errorf("service not restored by the last developer")
+	}
+	assertNoInterceptor(t, cs)
+}
+
+// kill -9 mid-intercept: `kubectl cz session close` from another machine
+// restores the Service and removes the interceptor and decoy.
+func TestInterceptKilledThenSessionClose(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	ip := frontendIP(t, cs)
+	startLocal(t, "laptop-erin", 3004)
+	p := startIntercept(t, machine(t), "--local-port", "3004")
+	// The default rule is x-cz-intercept: <user>.
+	waitServedBy(t, ip, "laptop-erin", "x-cz-intercept", "kubectl-cz-admin")
+	p.signal(syscall.SIGKILL)
+	p.wait(10 * time.Second)
+	if r := cz(t, machine(t), "-n", demoNamespace, "session", "close", interceptSession); r.err != nil {
+		t.Fatalf("close: %v\n%s", r.err, r.stdout)
+	}
+	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
+		t.Errorf("service not restored:\nbefore %s\nafter  %s", before, after)
+	}
+	assertNoInterceptor(t, cs)
+	waitServedBy(t, ip, "core-", "x-cz-intercept", "kubectl-cz-admin")
+}
+
+// Bad input gets one line and leaves nothing behind; a local port with
+// nothing listening gives the caller a 502 naming the cause.
+func TestInterceptErrors(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	r := onLaptop(t, 30*time.Second, "kubectl", "cz", "-n", demoNamespace, "intercept", "service", "nope", "--local-port", "3000")
+	if r.err == nil || !strings.Contains(r.stderr, `service "nope" not found`) {
+		t.Errorf("unknown service: %v %q", r.err, r.stderr)
+	}
+	r = onLaptop(t, 60*time.Second, "kubectl", "cz", "-n", demoNamespace, "intercept", "service", "core", "--local-port", "3000",
+		"--agent-image", "kubectl-cz.local/no-such-agent:1", "--agent-pull-policy", "Never")
+	if r.err == nil || !strings.Contains(r.stderr, "ErrImageNeverPull") {
+		t.Errorf("unpullable image: %v %q", r.err, r.stderr)
+	}
+	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
+		t.Errorf("a failed intercept changed the Service")
+	}
+	assertNoInterceptor(t, cs)
+
+	ip := frontendIP(t, cs)
+	p := startIntercept(t, machine(t), "--local-port", "3999", "--header", "x-cz-intercept=nobody")
+	if !strings.Contains(p.output(), "nothing listens on 127.0.0.1:3999") {
+		t.Errorf("no warning about the idle local port:\n%s", p.output())
+	}
+	var err error
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err = coreServedBy(t, ip, "x-cz-intercept", "nobody"); err != nil && strings.Contains(err.Error(), "nothing answers on 127.0.0.1:3999") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), "502") || !strings.Contains(err.Error(), "nothing answers on 127.0.0.1:3999") {
+		t.Errorf("request to an idle local port: %v", err)
+	}
+	stopIntercept(t, p)
+	assertNoInterceptor(t, cs)
+}
