@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,7 +132,9 @@ func startOnLaptop(t testing.TB, env []string, name string, args ...string) *pro
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			p.mu.Lock()
@@ -143,8 +146,17 @@ func startOnLaptop(t testing.TB, env []string, name string, args ...string) *pro
 			}
 		}
 	}()
-	go func() { err := cmd.Wait(); pw.Close(); p.done <- err }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	go func() { err := cmd.Wait(); pw.Close(); <-scanned; p.done <- err }()
+	// A test that fails midway still lets the process undo its changes.
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.done:
+			p.done <- err
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
 	return p
 }
 

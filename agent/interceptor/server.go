@@ -169,6 +169,13 @@ func (s *Server) register(dev *developer) error {
 		if other.hello.Port != dev.hello.Port {
 			continue
 		}
+		if other.hello.Developer == dev.hello.Developer {
+			// The same developer again: their earlier tunnel is dead (a crash,
+			// a lost network) even if it has not timed out here yet.
+			delete(s.devs, other)
+			other.sess.Close()
+			continue
+		}
 		switch {
 		case other.hello.All:
 			return fmt.Errorf("port %s is intercepted with --all by %s", dev.hello.Port, other.hello.Developer)
@@ -197,6 +204,19 @@ func (s *Server) count() int {
 func (s *Server) hasPort(name string) bool {
 	for _, p := range s.Ports {
 		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// hasHeaderRules: a developer joined with a header rule on a port the
+// interceptor was not created for; its new connections are parsed as HTTP.
+func (s *Server) hasHeaderRules(port string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for dev := range s.devs {
+		if dev.hello.Port == port && !dev.hello.All {
 			return true
 		}
 	}
@@ -245,7 +265,7 @@ func (s *Server) servePort(ctx context.Context, l net.Listener, p Port) {
 		switch all := s.allDeveloper(p.Name); {
 		case all != nil:
 			go s.pipeToDeveloper(ctx, c, all)
-		case p.HTTP:
+		case p.HTTP || s.hasHeaderRules(p.Name):
 			httpConns.push(c)
 		default:
 			go s.pipeToDecoy(ctx, c, p)

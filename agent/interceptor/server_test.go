@@ -214,3 +214,17 @@ func TestAllTakesEveryConnectionAndLeaveCounts(t *testing.T) {
 		t.Fatalf("after leave: %q", body)
 	}
 }
+
+// A developer who comes back (after a crash) replaces their stale tunnel.
+func TestSameDeveloperReplacesStaleTunnel(t *testing.T) {
+	decoy, alice := named("decoy"), named("alice")
+	defer decoy.Close()
+	defer alice.Close()
+	r := startAgent(t, decoy)
+	hello := interceptor.Hello{Developer: "alice@laptop", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}
+	join(t, r, hello, "127.0.0.1:1") // the stale one: its local port is dead
+	join(t, r, hello, alice.Listener.Addr().String())
+	if _, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", r.listen), "x-cz-intercept", "alice"); body != "alice HTTP/1.1" {
+		t.Fatalf("after rejoining: %q", body)
+	}
+}

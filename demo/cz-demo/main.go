@@ -29,6 +29,7 @@ func main() {
 	flag.StringVar(&cfg.Listen, "listen", env("LISTEN", ":8080"), "listen address (env LISTEN)")
 	downstreams := flag.String("downstreams", env("DOWNSTREAMS", ""), "comma-separated downstream base URLs, called on GET / (env DOWNSTREAMS)")
 	propagate := flag.String("propagate", env("PROPAGATE_HEADERS", "x-cz-intercept,baggage"), "comma-separated request headers passed on to downstreams (env PROPAGATE_HEADERS)")
+	grpcListen := flag.String("grpc-listen", env("GRPC_LISTEN", ""), "also serve gRPC (health service) here (env GRPC_LISTEN)")
 	flag.StringVar(&cfg.SeedDir, "seed-dir", env("SEED_DIR", ""), "write a few sample files here if it is empty (env SEED_DIR)")
 	flag.Parse()
 	cfg.Downstreams = splitList(*downstreams)
@@ -53,6 +54,17 @@ func main() {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		log.Fatal(err)
+	}
+	if *grpcListen != "" {
+		gln, err := net.Listen("tcp", *grpcListen)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go func() {
+			if err := serveGRPC(ctx, gln, cfg.Pod); err != nil {
+				log.Fatal(err)
+			}
+		}()
 	}
 	log.Printf("%s (%s) listening on %s; downstreams %v; propagating %v", cfg.Role, cfg.Pod, cfg.Listen, cfg.Downstreams, cfg.Propagate)
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

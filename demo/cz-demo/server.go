@@ -55,6 +55,7 @@ func newServer(cfg config) *server {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /ping", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong\n") })
 	s.mux.HandleFunc("GET /bytes", bytesHandler)
+	s.mux.HandleFunc("GET /ws", s.wsEcho)
 	if cfg.Role == "db" {
 		s.mux.HandleFunc("GET /kv/{key}", s.kvGet)
 		s.mux.HandleFunc("PUT /kv/{key}", s.kvPut)

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gorilla/websocket"
 )
 
 func TestHopCallsDownstreamsWithPropagatedHeaders(t *testing.T) {
@@ -73,6 +75,20 @@ func TestHopFailsWhenADeeperHopFails(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("frontend answered %d with a broken leaf: want 502", resp.StatusCode)
+	}
+}
+
+func TestWebSocketEcho(t *testing.T) {
+	srv := httptest.NewServer(newServer(config{Role: "leaf", Pod: "leaf-1"}))
+	defer srv.Close()
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.WriteMessage(websocket.TextMessage, []byte("hi"))
+	if _, msg, err := c.ReadMessage(); err != nil || string(msg) != "leaf-1: hi" {
+		t.Fatalf("%q %v", msg, err)
 	}
 }
 
