@@ -169,9 +169,10 @@ func (s *Server) register(dev *developer) error {
 		if other.hello.Port != dev.hello.Port {
 			continue
 		}
-		if other.hello.Developer == dev.hello.Developer {
-			// The same developer again: their earlier tunnel is dead (a crash,
-			// a lost network) even if it has not timed out here yet.
+		if other.hello == dev.hello {
+			// The same developer with the same rule again: their earlier
+			// tunnel is dead (a crash, a lost network) even if it has not
+			// timed out here yet.
 			delete(s.devs, other)
 			other.sess.Close()
 			continue

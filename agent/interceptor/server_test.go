@@ -228,3 +228,20 @@ func TestSameDeveloperReplacesStaleTunnel(t *testing.T) {
 		t.Fatalf("after rejoining: %q", body)
 	}
 }
+
+// One user with two rules (two terminals) keeps both.
+func TestSameUserTwoRulesKeepsBoth(t *testing.T) {
+	decoy, a, b := named("decoy"), named("a"), named("b")
+	defer decoy.Close()
+	defer a.Close()
+	defer b.Close()
+	r := startAgent(t, decoy)
+	join(t, r, interceptor.Hello{Developer: "alice@laptop", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "a"}}, a.Listener.Addr().String())
+	join(t, r, interceptor.Hello{Developer: "alice@laptop", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "b"}}, b.Listener.Addr().String())
+	url := fmt.Sprintf("http://127.0.0.1:%d/", r.listen)
+	for _, v := range []string{"a", "b"} {
+		if _, body := get(t, http.DefaultClient, url, "x-cz-intercept", v); body != v+" HTTP/1.1" {
+			t.Fatalf("rule %s: %q", v, body)
+		}
+	}
+}
