@@ -68,6 +68,10 @@ func (t *table) markdown() string {
 		ratio := ""
 		if base := t.find(r.baseline); base != nil && base.median() > 0 {
 			ratio = fmt.Sprintf("%.2fx %s", r.median()/base.median(), shortName(base.name))
+			if r.unit == "ms" {
+				// For latency, what users feel is the time added.
+				ratio += fmt.Sprintf(" (+%s ms p50, +%s ms p99)", format(r.median()-base.median()), format(quantile(s, 0.99)-quantile(base.sorted(), 0.99)))
+			}
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %s |\n", r.name, r.unit,
 			format(quantile(s, 0)), format(quantile(s, 0.5)), format(quantile(s, 0.99)), format(quantile(s, 1)), len(s), ratio)

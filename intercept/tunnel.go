@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 
@@ -104,7 +103,7 @@ func (t *Tunnel) serveStream(ctx context.Context, st *yamux.Stream) {
 	t.mu.Lock()
 	t.served++
 	t.mu.Unlock()
-	pipe(local, st)
+	interceptor.Pipe(local, st)
 }
 
 // Leave unregisters from the agent and says how many developers remain.
@@ -122,23 +121,3 @@ func (t *Tunnel) Leave() (int, error) {
 
 // Close drops the tunnel without a goodbye.
 func (t *Tunnel) Close() error { return t.sess.Close() }
-
-func pipe(a net.Conn, b io.ReadWriteCloser) {
-	done := make(chan struct{}, 2)
-	go func() {
-		_, _ = io.Copy(a, b)
-		if cw, ok := a.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-		done <- struct{}{}
-	}()
-	go func() {
-		_, _ = io.Copy(b, a)
-		_ = b.Close() // a yamux stream's Close is a half-close
-		done <- struct{}{}
-	}()
-	<-done
-	<-done
-	a.Close()
-	b.Close()
-}

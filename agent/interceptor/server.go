@@ -61,7 +61,7 @@ func (s *Server) Run(ctx context.Context, controlAddr string) error {
 		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s.devs = map[*developer]bool{}
-	s.decoyH1 = &http.Transport{DialContext: s.decoyDialer.DialContext, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	s.decoyH1 = h1Transport(s.decoyDialer.DialContext)
 	s.decoyH2 = h2cTransport(s.decoyDialer.DialContext)
 
 	var listeners []net.Listener
@@ -130,7 +130,7 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		}
 		return
 	}
-	dev.h1 = &http.Transport{DialContext: dev.dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	dev.h1 = h1Transport(dev.dial)
 	dev.h2 = h2cTransport(dev.dial)
 	_ = enc.Encode(Reply{})
 	s.Log.Info("developer joined", "developer", hello.Developer, "port", hello.Port, "all", hello.All, "match", hello.Match.String())
@@ -285,7 +285,7 @@ func (s *Server) pipeToDecoy(ctx context.Context, c net.Conn, p Port) {
 		c.Close()
 		return
 	}
-	pipe(c, up)
+	Pipe(c, up)
 }
 
 func (s *Server) pipeToDeveloper(ctx context.Context, c net.Conn, dev *developer) {
@@ -295,7 +295,7 @@ func (s *Server) pipeToDeveloper(ctx context.Context, c net.Conn, dev *developer
 		c.Close()
 		return
 	}
-	pipe(c, up)
+	Pipe(c, up)
 }
 
 // dial opens a stream to the developer's laptop and waits for its status.
@@ -371,6 +371,7 @@ func (s *Server) reverseProxy(p Port) *httputil.ReverseProxy {
 			}
 		}),
 		FlushInterval: -1,
+		BufferPool:    bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.Log.Warn("proxy error", "path", r.URL.Path, "err", err)
 			http.Error(w, "kubectl cz intercept: "+err.Error(), http.StatusBadGateway)
@@ -382,6 +383,19 @@ type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
+// h1Transport keeps connections alive for reuse, with buffers sized for
+// bulk responses.
+func h1Transport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	return &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+		DisableCompression: true, WriteBufferSize: 64 << 10, ReadBufferSize: 64 << 10}
+}
+
+// bufferPool lends the reverse proxy its copy buffers.
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+
 // h2cTransport speaks HTTP/2 without TLS over connections from dial.
 func h2cTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http2.Transport {
 	return &http2.Transport{
@@ -390,26 +404,6 @@ func h2cTransport(dial func(ctx context.Context, network, addr string) (net.Conn
 			return dial(ctx, network, addr)
 		},
 	}
-}
-
-// pipe copies both ways, half-closing each side when the other ends.
-func pipe(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		} else {
-			_ = dst.Close()
-		}
-		done <- struct{}{}
-	}
-	go cp(a, b)
-	go cp(b, a)
-	<-done
-	<-done
-	a.Close()
-	b.Close()
 }
 
 // chanListener hands connections the dispatcher chose for HTTP to an

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	laptopNetns = "cz-laptop"
+	localAddr   = "127.0.0.1:3100"
+)
+
+// laptopCmd runs a command in the laptop network namespace.
+func laptopCmd(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", laptopNetns, name}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	return cmd
+}
+
+var activeAfter = regexp.MustCompile(`intercept active after ([0-9.]+)s`)
+
+// startIntercept runs `kubectl-cz intercept` on the laptop and returns it once
+// active, with the time it reported from start to active.
+func startIntercept(ctx context.Context, args ...string) (*exec.Cmd, float64, error) {
+	plugin, err := exec.LookPath("kubectl-cz")
+	if err != nil {
+		return nil, 0, err
+	}
+	cmd := laptopCmd(ctx, []string{"KUBECTL_CZ_STATE_DIR=" + os.TempDir() + "/cz-bench-state"}, plugin,
+		append([]string{"-n", benchNamespace, "intercept", "service", benchPod, "--local-port", strings.Split(localAddr, ":")[1]}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, 0, err
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return nil, 0, err
+	}
+	sc := bufio.NewScanner(out)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if m := activeAfter.FindStringSubmatch(sc.Text()); m != nil {
+			go io.Copy(io.Discard, out)
+			secs, _ := strconv.ParseFloat(m[1], 64)
+			return cmd, secs, nil
+		}
+	}
+	_ = cmd.Wait()
+	return nil, 0, fmt.Errorf("intercept did not become active:\n%s", strings.Join(lines, "\n"))
+}
+
+func stopIntercept(cmd *exec.Cmd) error {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	return cmd.Wait()
+}
+
+// intercept measures `kubectl cz intercept` on the bench Service: time to
+// active; keep-alive latency of a header-matched request (to the laptop)
+// and of a non-matching one (through the agent to the original pod), beside
+// the same request sent directly to the pod; 100 MiB through --all beside
+// kubectl port-forward.
+func (b *bench) intercept(ctx context.Context) error {
+	fmt.Fprintln(os.Stderr, "bench: kubectl cz intercept")
+	svc, err := b.cs.CoreV1().Services(benchNamespace).Get(ctx, benchPod, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	base := "http://" + svc.Spec.ClusterIP
+	demo, err := exec.LookPath("cz-demo")
+	if err != nil {
+		return err
+	}
+	local := laptopCmd(ctx, []string{"ROLE=leaf", "POD_NAME=laptop", "LISTEN=" + localAddr}, demo)
+	if err := local.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = local.Process.Signal(syscall.SIGTERM); _ = local.Wait() }()
+
+	active := &row{name: "time from start to intercept active, kubectl cz intercept", unit: "s"}
+	matched := &row{name: "ping, keep-alive, header-matched via interceptor to laptop", unit: "ms", baseline: "ping, keep-alive, direct (pod IP)"}
+	passed := &row{name: "ping, keep-alive, non-matching via interceptor to pod", unit: "ms", baseline: "ping, keep-alive, direct (pod IP)"}
+	all := &row{name: "GET 100 MiB, kubectl cz intercept --all", unit: "MiB/s", baseline: "GET 100 MiB, kubectl port-forward (websocket)"}
+
+	for run := 0; run < b.runs; run++ {
+		cmd, secs, err := startIntercept(ctx, "--header", "x-cz-intercept=bench")
+		if err != nil {
+			return err
+		}
+		active.samples = append(active.samples, secs)
+		if run == 0 {
+			if err := b.interceptLatency(ctx, base, matched, passed); err != nil {
+				stopIntercept(cmd)
+				return err
+			}
+		}
+		if err := stopIntercept(cmd); err != nil {
+			return fmt.Errorf("intercept exit: %w", err)
+		}
+	}
+
+	cmd, _, err := startIntercept(ctx, "--all")
+	if err != nil {
+		return err
+	}
+	defer stopIntercept(cmd)
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	// Until kube-proxy routes new connections to the interceptor, the
+	// original pod answers; its answer has no "laptop" in it.
+	if err := waitLaptop(ctx, base, nil); err != nil {
+		return err
+	}
+	for i := 0; i < b.runs; i++ {
+		start := time.Now()
+		n, err := get(ctx, client, fmt.Sprintf("%s/bytes?n=%d", base, blobSize))
+		if err != nil {
+			return err
+		}
+		if n != blobSize {
+			return fmt.Errorf("--all: got %d bytes", n)
+		}
+		all.samples = append(all.samples, mibps(n, time.Since(start)))
+	}
+	for _, r := range []*row{active, matched, passed, all} {
+		b.table.add(r)
+	}
+	return nil
+}
+
+// waitLaptop waits until a request (with the header, if any) reaches the
+// laptop's server, which answers GET / with pod "laptop".
+func waitLaptop(ctx context.Context, base string, header http.Header) error {
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), `"pod":"laptop"`) {
+			return nil
+		}
+	}
+	return fmt.Errorf("requests never reached the laptop")
+}
+
+func (b *bench) interceptLatency(ctx context.Context, base string, matched, passed *row) error {
+	hdr := http.Header{"X-Cz-Intercept": {"bench"}}
+	if err := waitLaptop(ctx, base, hdr); err != nil {
+		return err
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	ping := func(h http.Header) (time.Duration, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/ping", nil)
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("ping: %s", resp.Status)
+		}
+		return time.Since(start), nil
+	}
+	for i := 0; i < b.pings; i++ {
+		d, err := ping(hdr)
+		if err != nil {
+			return err
+		}
+		matched.samples = append(matched.samples, ms(d))
+		if d, err = ping(nil); err != nil {
+			return err
+		}
+		passed.samples = append(passed.samples, ms(d))
+	}
+	return nil
+}
