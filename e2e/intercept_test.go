@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -306,5 +308,76 @@ func TestInterceptErrors(t *testing.T) {
 		t.Errorf("request to an idle local port: %v", err)
 	}
 	stopIntercept(t, p)
+	assertNoInterceptor(t, cs)
+}
+
+// The agent pod is deleted mid-intercept: its Deployment starts another, the
+// laptop reconnects by itself, and requests reach the laptop again.
+func TestInterceptReconnectsAfterAgentPodLoss(t *testing.T) {
+	ctx := context.Background()
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	ip := frontendIP(t, cs)
+	startLocal(t, "laptop-frank", 3007)
+	p := startIntercept(t, machine(t), "--local-port", "3007", "--header", "x-cz-intercept=frank")
+	waitServedBy(t, ip, "laptop-frank", "x-cz-intercept", "frank")
+	pods, err := cs.CoreV1().Pods(demoNamespace).List(ctx, metav1.ListOptions{LabelSelector: "cz.dev/interceptor=core"})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("interceptor pods: %v %v", pods, err)
+	}
+	if err := cs.CoreV1().Pods(demoNamespace).Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor("tunnel up again", 60*time.Second)
+	waitServedBy(t, ip, "laptop-frank", "x-cz-intercept", "frank")
+	stopIntercept(t, p)
+	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
+		t.Errorf("service not restored after a reconnect")
+	}
+	assertNoInterceptor(t, cs)
+}
+
+// A developer whose Role lacks a permission intercept needs (creating
+// Services) gets one line naming it, and nothing is left behind.
+func TestInterceptMissingRBAC(t *testing.T) {
+	ctx := context.Background()
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	const sa = "cz-limited"
+	_, err := cs.CoreV1().ServiceAccounts(demoNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "create", "update", "delete"}},
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "update"}},
+	}}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: sa},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: demoNamespace}}}
+	if _, err := cs.RbacV1().Roles(demoNamespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().RoleBindings(demoNamespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.RbacV1().RoleBindings(demoNamespace).Delete(ctx, sa, metav1.DeleteOptions{})
+		_ = cs.RbacV1().Roles(demoNamespace).Delete(ctx, sa, metav1.DeleteOptions{})
+	})
+	var r result
+	waitUntil(t, 15*time.Second, func() bool {
+		r = onLaptop(t, 60*time.Second, "kubectl", "cz", "--as", "system:serviceaccount:sample-project:"+sa, "-n", demoNamespace,
+			"intercept", "service", "core", "--local-port", "3000")
+		// Until the RoleBinding applies, the first failure is reading the Service.
+		return strings.Contains(r.stderr, "cannot create service")
+	})
+	lines := strings.Split(strings.TrimSpace(lastLines(r.stderr, "error:")), "\n")
+	if r.err == nil || len(lines) != 1 || !strings.Contains(lines[0], "forbidden") || !strings.Contains(lines[0], "create services") {
+		t.Fatalf("intercept without the right to create Services: %v\n%s", r.err, r.stderr)
+	}
+	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
+		t.Errorf("a refused intercept changed the Service")
+	}
 	assertNoInterceptor(t, cs)
 }
