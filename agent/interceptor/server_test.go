@@ -31,7 +31,7 @@ func named(name string) *httptest.Server {
 	return srv
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func startAgent(t *testing.T, decoy *httptest.Server) rig {
 	return r
 }
 
-func waitDial(t *testing.T, port int) {
+func waitDial(t testing.TB, port int) {
 	for i := 0; i < 100; i++ {
 		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
 			c.Close()
