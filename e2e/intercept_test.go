@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -340,31 +339,12 @@ func TestInterceptReconnectsAfterAgentPodLoss(t *testing.T) {
 // A developer whose Role lacks a permission intercept needs (creating
 // Services) gets one line naming it, and nothing is left behind.
 func TestInterceptMissingRBAC(t *testing.T) {
-	ctx := context.Background()
 	cs := clientset(t)
 	before := guardService(t, cs, "core")
 	const sa = "cz-limited"
-	_, err := cs.CoreV1().ServiceAccounts(demoNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "create", "update", "delete"}},
-		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "update"}},
-	}}
-	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: sa},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: demoNamespace}}}
-	if _, err := cs.RbacV1().Roles(demoNamespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	if _, err := cs.RbacV1().RoleBindings(demoNamespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cs.RbacV1().RoleBindings(demoNamespace).Delete(ctx, sa, metav1.DeleteOptions{})
-		_ = cs.RbacV1().Roles(demoNamespace).Delete(ctx, sa, metav1.DeleteOptions{})
-	})
+	grantRole(t, cs, sa,
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "create", "update", "delete"}},
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "update"}})
 	var r result
 	waitUntil(t, 15*time.Second, func() bool {
 		r = onLaptop(t, 60*time.Second, "kubectl", "cz", "--as", "system:serviceaccount:sample-project:"+sa, "-n", demoNamespace,

@@ -338,29 +338,10 @@ func TestNamespaceScopedRBAC(t *testing.T) {
 	ctx := context.Background()
 	cs := clientset(t)
 	before := guardService(t, cs, "leaf")
-	for _, sa := range []string{"cz-dev", "cz-nobody"} {
-		_, err := cs.CoreV1().ServiceAccounts(demoNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "cz-dev"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "create", "update", "delete"}},
-		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "update"}},
-	}}
-	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "cz-dev"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "cz-dev"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "cz-dev", Namespace: demoNamespace}}}
-	if _, err := cs.RbacV1().Roles(demoNamespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	if _, err := cs.RbacV1().RoleBindings(demoNamespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cs.RbacV1().RoleBindings(demoNamespace).Delete(ctx, "cz-dev", metav1.DeleteOptions{})
-		_ = cs.RbacV1().Roles(demoNamespace).Delete(ctx, "cz-dev", metav1.DeleteOptions{})
-	})
+	grantRole(t, cs, "cz-dev",
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "create", "update", "delete"}},
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get", "update"}})
+	grantRole(t, cs, "cz-nobody")
 	// RBAC is cached briefly by the authorizer: wait until the role applies.
 	waitUntil(t, 10*time.Second, func() bool {
 		return cz(t, machine(t), "-n", demoNamespace, "--as", "system:serviceaccount:sample-project:cz-dev", "session", "list").err == nil
@@ -433,4 +414,32 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+}
+
+// grantRole makes a ServiceAccount of that name in the demo namespace, bound
+// to a namespaced Role with these rules (none: a user with no rights), for
+// the length of the test.
+func grantRole(t *testing.T, cs kubernetes.Interface, name string, rules ...rbacv1.PolicyRule) {
+	ctx := context.Background()
+	_, err := cs.CoreV1().ServiceAccounts(demoNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if len(rules) == 0 {
+		return
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: demoNamespace}}}
+	if _, err := cs.RbacV1().Roles(demoNamespace).Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().RoleBindings(demoNamespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.RbacV1().RoleBindings(demoNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+		_ = cs.RbacV1().Roles(demoNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+	})
 }

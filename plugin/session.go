@@ -43,6 +43,23 @@ as they were: also after a crash, and also from another machine with the same ku
 	return cmd
 }
 
+// listSessions resolves the kubeconfig, undoes what a crashed kubectl cz
+// left on this machine, and lists the sessions in the current namespace (or
+// all), with this machine's local ones.
+func listSessions(ctx context.Context, flags *genericclioptions.ConfigFlags, all bool, errOut io.Writer) (*clusterAccess, []session.Summary, error) {
+	a, err := resolveAccess(flags)
+	if err != nil {
+		return nil, nil, err
+	}
+	recoverCrashed(ctx, a.Clients, errOut)
+	var namespaces []string
+	if !all {
+		namespaces = []string{a.Namespace}
+	}
+	list, err := session.List(ctx, a.Clients, namespaces, session.DefaultStateDir())
+	return a, list, err
+}
+
 // sessionState is how a listing describes a session's liveness.
 func sessionState(s session.Summary, now time.Time) string {
 	switch alive, known := session.OwnerAlive(s.Owner); {
@@ -102,16 +119,7 @@ type sessionView struct {
 }
 
 func (o *sessionListOptions) run(ctx context.Context) error {
-	a, err := resolveAccess(o.flags)
-	if err != nil {
-		return err
-	}
-	recoverCrashed(ctx, a.Clients, o.ErrOut)
-	var namespaces []string
-	if !o.allNamespaces {
-		namespaces = []string{a.Namespace}
-	}
-	list, err := session.List(ctx, a.Clients, namespaces, session.DefaultStateDir())
+	a, list, err := listSessions(ctx, o.flags, o.allNamespaces, o.ErrOut)
 	if err != nil {
 		return err
 	}
@@ -333,16 +341,7 @@ are never collected.`,
 }
 
 func (o *sessionGCOptions) run(ctx context.Context) error {
-	a, err := resolveAccess(o.flags)
-	if err != nil {
-		return err
-	}
-	recoverCrashed(ctx, a.Clients, o.ErrOut)
-	var namespaces []string
-	if !o.allNamespaces {
-		namespaces = []string{a.Namespace}
-	}
-	list, err := session.List(ctx, a.Clients, namespaces, session.DefaultStateDir())
+	a, list, err := listSessions(ctx, o.flags, o.allNamespaces, o.ErrOut)
 	if err != nil {
 		return err
 	}
