@@ -346,7 +346,7 @@ func waitEndpoints(ctx context.Context, kube kubernetes.Interface, ns, service s
 func onlyAgents(slices []discoveryv1.EndpointSlice, pods []corev1.Pod) bool {
 	agents := map[string]bool{}
 	for _, p := range pods {
-		if p.Status.PodIP != "" {
+		if p.Status.PodIP != "" && p.DeletionTimestamp == nil {
 			agents[p.Status.PodIP] = true
 		}
 	}
