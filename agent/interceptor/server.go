@@ -370,7 +370,7 @@ func (s *Server) reverseProxy(p Port) *httputil.ReverseProxy {
 				return s.decoyH1.RoundTrip(r)
 			}
 		}),
-		FlushInterval: -1,
+		FlushInterval: 0, // streaming responses (gRPC, SSE, unknown length) are flushed at once anyway
 		BufferPool:    bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.Log.Warn("proxy error", "path", r.URL.Path, "err", err)
