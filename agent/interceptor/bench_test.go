@@ -48,3 +48,37 @@ func BenchmarkNonMatchingRequest(b *testing.B) {
 		})
 	}
 }
+
+// A header-matched request on loopback: through the router, over a yamux
+// tunnel (here a plain TCP connection stands in for port-forward) and the
+// laptop's relay, beside the same request sent straight to the local server.
+func BenchmarkMatchedRequest(b *testing.B) {
+	decoy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "decoy\n") }))
+	defer decoy.Close()
+	local := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong\n") }))
+	defer local.Close()
+	r := startAgent(b, decoy)
+	join(b, r, interceptor.Hello{Developer: "bench", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "bench"}}, local.Listener.Addr().String())
+	for _, tc := range []struct{ name, url string }{
+		{"direct", local.URL + "/ping"},
+		{"tunnel", fmt.Sprintf("http://127.0.0.1:%d/ping", r.listen)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			defer client.CloseIdleConnections()
+			for i := 0; i < b.N; i++ {
+				req, _ := http.NewRequest(http.MethodGet, tc.url, nil)
+				req.Header.Set("x-cz-intercept", "bench")
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(body) != "pong\n" {
+					b.Fatalf("answered %q", body)
+				}
+			}
+		})
+	}
+}

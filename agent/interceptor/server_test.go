@@ -50,7 +50,7 @@ type rig struct {
 	listen, control int
 }
 
-func startAgent(t *testing.T, decoy *httptest.Server) rig {
+func startAgent(t testing.TB, decoy *httptest.Server) rig {
 	r := rig{listen: freePort(t), control: freePort(t)}
 	s := &interceptor.Server{Decoy: "127.0.0.1", Ports: []interceptor.Port{{Name: "http", Listen: r.listen, DecoyPort: portOf(decoy), HTTP: true}}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -71,7 +71,7 @@ func waitDial(t testing.TB, port int) {
 	t.Fatalf("nothing listens on %d", port)
 }
 
-func join(t *testing.T, r rig, hello interceptor.Hello, local string) *intercept.Tunnel {
+func join(t testing.TB, r rig, hello interceptor.Hello, local string) *intercept.Tunnel {
 	t.Helper()
 	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
 	if err != nil {
