@@ -22,7 +22,7 @@ KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go
 APT_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2 fuse3 busybox-static
 GO_SOURCES := $(shell find . -name '*.go' -not -path './hack/kube/*' -not -path './$(STATE)/*') go.mod go.sum
 
-.PHONY: all build install deps kube coredns images cluster-up cluster-down cluster-purge cluster-status \
+.PHONY: all build install dist krew deps kube coredns images cluster-up cluster-down cluster-purge cluster-status \
 	laptop-shell demo demo-deploy test test-unit test-e2e bench lint fmt clean
 
 all: build
@@ -33,10 +33,30 @@ build: bin/kubectl-cz
 bin/kubectl-cz: $(GO_SOURCES)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/kubectl-cz
 
-## install: put kubectl-cz on PATH ($(PREFIX)/bin), so that `kubectl cz` works
+## install: put kubectl-cz (and its kubectl completion helper) on PATH ($(PREFIX)/bin)
 install: bin/kubectl-cz
 	install -m 0755 bin/kubectl-cz $(PREFIX)/bin/kubectl-cz
+	install -m 0755 krew/kubectl_complete-cz $(PREFIX)/bin/kubectl_complete-cz
 	@echo "installed $(PREFIX)/bin/kubectl-cz: try 'kubectl cz version'"
+
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+RELEASE_URL ?= https://github.com/kubectl-cz/kubectl-cz/releases/download/$(VERSION)
+
+## dist: release archives for every platform in dist/
+dist:
+	@rm -rf dist && mkdir -p dist
+	@for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; d=dist/$$os-$$arch; mkdir -p $$d; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$d/kubectl-cz ./cmd/kubectl-cz || exit 1; \
+		cp README.md $$d/; \
+		tar -C $$d -czf dist/kubectl-cz_$(VERSION)_$${os}_$${arch}.tar.gz kubectl-cz README.md; rm -rf $$d; \
+		echo "dist/kubectl-cz_$(VERSION)_$${os}_$${arch}.tar.gz"; \
+	done
+
+## krew: the archives and the krew manifest krew/cz.yaml that points at them
+krew: dist
+	$(GO) run ./hack/krewgen -version $(VERSION) -dist dist -base-url $(RELEASE_URL) > krew/cz.yaml
+	@echo "wrote krew/cz.yaml for $(VERSION)"
 
 ## deps: Debian packages the local cluster needs (idempotent)
 deps:
@@ -157,4 +177,4 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -80,7 +80,8 @@ func clientset(t testing.TB) kubernetes.Interface {
 // kubectl and our plugin on PATH, the admin kubeconfig.
 func laptopEnv(t testing.TB) []string {
 	root := repoRoot(t)
-	path := filepath.Join(root, "bin") + ":" + filepath.Join(root, ".cz", "bin") + ":" + os.Getenv("PATH")
+	// krew/ holds kubectl_complete-cz, which kubectl runs for completion.
+	path := filepath.Join(root, "bin") + ":" + filepath.Join(root, "krew") + ":" + filepath.Join(root, ".cz", "bin") + ":" + os.Getenv("PATH")
 	if !exists(filepath.Join(root, "bin", "kubectl-cz")) {
 		t.Fatal("bin/kubectl-cz is not built: run `make build`")
 	}

@@ -43,6 +43,21 @@ func TestVersionThroughKubectlPlugin(t *testing.T) {
 	}
 }
 
+// `kubectl cz <TAB>` completes through kubectl: subcommands, and the
+// Services a developer can intercept, read from the cluster.
+func TestKubectlCompletion(t *testing.T) {
+	r := onLaptop(t, 30*time.Second, "kubectl", "__complete", "cz", "se")
+	if r.err != nil || !strings.Contains(r.stdout, "session\t") {
+		t.Fatalf("subcommands: %v %q %s", r.err, r.stdout, r.stderr)
+	}
+	r = onLaptop(t, 30*time.Second, "kubectl", "__complete", "cz", "-n", demoNamespace, "intercept", "service", "")
+	for _, svc := range []string{"frontend", "core", "leaf"} {
+		if !strings.Contains(r.stdout, svc+"\n") {
+			t.Errorf("intercept service completion lacks %s: %q (%v %s)", svc, r.stdout, r.err, r.stderr)
+		}
+	}
+}
+
 // A bad kubeconfig choice is one clear line and a failing exit code.
 func TestVersionBadContextIsOneLineError(t *testing.T) {
 	r := onLaptop(t, 30*time.Second, "kubectl", "cz", "version", "--context", "no-such-context")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -79,6 +80,29 @@ HTTP/1.1, HTTP/2 cleartext (gRPC) and WebSocket pass through the header path; --
 			}
 			return o.run(c.Context())
 		},
+	}
+	cmd.ValidArgsFunction = func(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return []string{"service"}, cobra.ShellCompDirectiveNoFileComp
+		}
+		if len(args) > 1 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		a, err := resolveAccess(flags)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		list, err := a.Kube.CoreV1().Services(a.Namespace).List(c.Context(), metav1.ListOptions{})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var names []string
+		for _, svc := range list.Items {
+			if len(svc.Spec.Selector) > 0 && svc.Labels[session.LabelManagedBy] != session.ManagedBy {
+				names = append(names, svc.Name)
+			}
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.localPort, "local-port", 0, "Port on this machine that receives the intercepted traffic (required)")

@@ -218,6 +218,17 @@ stop it there with Ctrl-C, which closes it.`,
 			return o.run(c.Context())
 		},
 	}
+	cmd.ValidArgsFunction = func(c *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+		_, list, err := listSessions(c.Context(), flags, false, io.Discard)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ids := make([]string, 0, len(list))
+		for _, s := range list {
+			ids = append(ids, s.ID+"\t"+strings.Join(s.Primitives, ",")+" by "+s.Owner.User)
+		}
+		return ids, cobra.ShellCompDirectiveNoFileComp
+	}
 	cmd.Flags().BoolVar(&o.all, "all", false, "Close every session in the current namespace")
 	cmd.Flags().BoolVar(&o.force, "force", false, "Put originals back even over later changes, and close sessions that look alive")
 	return cmd
