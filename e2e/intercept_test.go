@@ -236,12 +236,14 @@ func TestInterceptTwoDevelopers(t *testing.T) {
 	if !strings.Contains(alice.output(), "still intercept") {
 		t.Errorf("alice's leave:\n%s", alice.output())
 	}
+	// With alice gone, her header no longer matches: her requests reach the
+	// original pods rather than failing.
+	waitServedBy(t, ip, "core-", "x-cz-intercept", "alice")
 	for i := 0; i < 20; i++ {
 		if got, err := coreServedBy(t, ip, "x-cz-intercept", "bob"); err != nil || got != "laptop-bob" {
 			t.Fatalf("after alice left, bob's request reached %q (%v)", got, err)
 		}
 	}
-	waitServedBy(t, ip, "core-", "x-cz-intercept", "alice")
 	stopIntercept(t, bob)
 	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
 		t.Errorf("service not restored by the last developer")
@@ -368,6 +370,34 @@ func TestInterceptMissingRBAC(t *testing.T) {
 	}
 	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
 		t.Errorf("a refused intercept changed the Service")
+	}
+	assertNoInterceptor(t, cs)
+}
+
+// One of two developers crashes: the agent drops the dead tunnel, so that
+// developer's header reaches the original pods instead of failing; the
+// other keeps working and, leaving last, restores the Service.
+func TestInterceptOneDeveloperCrashes(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	ip := frontendIP(t, cs)
+	startLocal(t, "laptop-gina", 3008)
+	startLocal(t, "laptop-hank", 3009)
+	gina := startIntercept(t, machine(t), "--local-port", "3008", "--header", "x-cz-intercept=gina")
+	hank := startIntercept(t, machine(t), "--local-port", "3009", "--header", "x-cz-intercept=hank")
+	waitServedBy(t, ip, "laptop-gina", "x-cz-intercept", "gina")
+	waitServedBy(t, ip, "laptop-hank", "x-cz-intercept", "hank")
+	gina.signal(syscall.SIGKILL)
+	gina.wait(10 * time.Second)
+	waitServedBy(t, ip, "core-", "x-cz-intercept", "gina")
+	for i := 0; i < 20; i++ {
+		if got, err := coreServedBy(t, ip, "x-cz-intercept", "hank"); err != nil || got != "laptop-hank" {
+			t.Fatalf("after gina crashed, hank's request reached %q (%v)", got, err)
+		}
+	}
+	stopIntercept(t, hank)
+	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {
+		t.Errorf("service not restored by the last developer")
 	}
 	assertNoInterceptor(t, cs)
 }

@@ -42,6 +42,11 @@ func TestInterceptGRPCAndWebSocket(t *testing.T) {
 	grpcIcpt := startOnLaptop(t, env, "kubectl", "cz", "-n", demoNamespace, "intercept", "service", "leaf",
 		"--remote-port", "grpc", "--local-port", "3006", "--header", "x-cz-intercept=grace")
 	grpcIcpt.waitFor("intercept active", 60*time.Second)
+	// Only the grpc port is intercepted: leaf's http port keeps serving the graph.
+	waitUntil(t, 15*time.Second, func() bool {
+		got, err := coreServedBy(t, frontendIP(t, cs))
+		return err == nil && strings.HasPrefix(got, "core-")
+	})
 	httpIcpt := startOnLaptop(t, env, "kubectl", "cz", "-n", demoNamespace, "intercept", "service", "leaf",
 		"--remote-port", "http", "--local-port", "3005", "--header", "x-cz-intercept=grace")
 	httpIcpt.waitFor("intercept active", 60*time.Second)
