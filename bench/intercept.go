@@ -93,6 +93,7 @@ func (b *bench) intercept(ctx context.Context) error {
 	matched := &row{name: "ping, keep-alive, header-matched via interceptor to laptop", unit: "ms", baseline: "ping, keep-alive, direct (pod IP)"}
 	passed := &row{name: "ping, keep-alive, non-matching via interceptor to pod", unit: "ms", baseline: "ping, keep-alive, direct (pod IP)"}
 	all := &row{name: "GET 100 MiB, kubectl cz intercept --all", unit: "MiB/s", baseline: "GET 100 MiB, kubectl port-forward (websocket)"}
+	allPing := &row{name: "ping, keep-alive, --all via interceptor to laptop", unit: "ms", baseline: "ping, keep-alive, direct (pod IP)"}
 
 	for run := 0; run < b.runs; run++ {
 		cmd, secs, err := startIntercept(ctx, "--header", "x-cz-intercept=bench")
@@ -122,6 +123,13 @@ func (b *bench) intercept(ctx context.Context) error {
 	if err := waitLaptop(ctx, base, nil); err != nil {
 		return err
 	}
+	for i := 0; i < b.pings; i++ {
+		start := time.Now()
+		if _, err := get(ctx, client, base+"/ping"); err != nil {
+			return err
+		}
+		allPing.samples = append(allPing.samples, ms(time.Since(start)))
+	}
 	for i := 0; i < b.runs; i++ {
 		start := time.Now()
 		n, err := get(ctx, client, fmt.Sprintf("%s/bytes?n=%d", base, blobSize))
@@ -133,7 +141,7 @@ func (b *bench) intercept(ctx context.Context) error {
 		}
 		all.samples = append(all.samples, mibps(n, time.Since(start)))
 	}
-	for _, r := range []*row{active, matched, passed, all} {
+	for _, r := range []*row{active, matched, passed, allPing, all} {
 		b.table.add(r)
 	}
 	return nil
