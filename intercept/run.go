@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,6 +14,11 @@ import (
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
 	"github.com/kubectl-cz/kubectl-cz/pfconn"
 )
+
+// spareStreams is how many idle port-forward streams a laptop keeps open
+// for the agent: one per concurrent new connection it can take at once
+// without falling back to the yamux tunnel.
+const spareStreams = 4
 
 // Runner holds a developer's tunnel to the interceptor.
 type Runner struct {
@@ -90,6 +96,9 @@ func (r *Runner) Run(ctx context.Context, active func(first bool)) (int, error) 
 		first = false
 		serveCtx, stop := context.WithCancel(context.Background())
 		go func() { _ = tun.Serve(serveCtx) }()
+		tun.KeepSpares(serveCtx, spareStreams, func(ctx context.Context) (net.Conn, error) {
+			return pf.DialPort(ctx, interceptor.ControlPort)
+		})
 		select {
 		case <-ctx.Done():
 			remaining, err := tun.Leave()

@@ -7,9 +7,12 @@ package intercept
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/yamux"
 
@@ -22,9 +25,11 @@ type Tunnel struct {
 	control *yamux.Stream
 	dec     *json.Decoder
 	local   string
+	token   string
 
 	mu     sync.Mutex
 	served int
+	spares int // connections that came through a spare stream
 }
 
 // Register speaks Hello over conn (a port-forward stream to the agent's
@@ -54,7 +59,62 @@ func Register(conn net.Conn, hello interceptor.Hello, localAddr string) (*Tunnel
 		sess.Close()
 		return nil, fmt.Errorf("the interceptor refused: %s", reply.Error)
 	}
-	return &Tunnel{sess: sess, control: st, dec: dec, local: localAddr}, nil
+	return &Tunnel{sess: sess, control: st, dec: dec, local: localAddr, token: reply.Token}, nil
+}
+
+// KeepSpares keeps n idle connections, opened by dial (port-forward streams
+// to the agent's control port), waiting for the agent to use them, and
+// replaces each one used, until ctx ends or the tunnel closes.
+func (t *Tunnel) KeepSpares(ctx context.Context, n int, dial func(context.Context) (net.Conn, error)) {
+	if t.token == "" {
+		return // an agent without spare connections
+	}
+	for i := 0; i < n; i++ {
+		go t.spare(ctx, dial)
+	}
+}
+
+func (t *Tunnel) spare(ctx context.Context, dial func(context.Context) (net.Conn, error)) {
+	for ctx.Err() == nil && !t.sess.IsClosed() {
+		c, err := dial(ctx)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-t.sess.CloseChan():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if _, err := c.Write(append([]byte{interceptor.PoolMagic}, t.token+"\n"...)); err != nil {
+			c.Close()
+			continue
+		}
+		// Wait for the agent to use it; close it when the tunnel goes.
+		used := make(chan error, 1)
+		go func() {
+			b := make([]byte, 1)
+			_, err := io.ReadFull(c, b)
+			if err == nil && b[0] != interceptor.PoolGo {
+				err = errors.New("unexpected byte")
+			}
+			used <- err
+		}()
+		select {
+		case err := <-used:
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.mu.Lock()
+			t.spares++
+			t.mu.Unlock()
+			go t.serveStream(ctx, c)
+		case <-ctx.Done():
+			c.Close()
+		case <-t.sess.CloseChan():
+			c.Close()
+		}
+	}
 }
 
 // Serve answers the agent's streams by dialing the local address, until the
@@ -87,7 +147,15 @@ func (t *Tunnel) Served() int {
 	return t.served
 }
 
-func (t *Tunnel) serveStream(ctx context.Context, st *yamux.Stream) {
+// SparesUsed counts the connections that used a spare stream rather than
+// the yamux tunnel.
+func (t *Tunnel) SparesUsed() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.spares
+}
+
+func (t *Tunnel) serveStream(ctx context.Context, st net.Conn) {
 	var d net.Dialer
 	local, err := d.DialContext(ctx, "tcp", t.local)
 	if err != nil {

@@ -98,6 +98,9 @@ func (h Hello) Validate() error {
 // Reply answers a Hello or a Leave.
 type Reply struct {
 	Error string `json:"error,omitempty"`
+	// Token, in the answer to a Hello, names the developer on the spare
+	// connections the laptop opens for the agent (see PoolMagic).
+	Token string `json:"token,omitempty"`
 	// Remaining is, after a Leave, how many developers still use the agent.
 	Remaining int `json:"remaining"`
 }
@@ -107,6 +110,19 @@ type Reply struct {
 type Leave struct {
 	Leave bool `json:"leave"`
 }
+
+// Spare connections: besides the yamux tunnel, the laptop keeps a few idle
+// port-forward streams open to the control port, each starting with
+// PoolMagic and the developer's token on a line. When the agent needs a
+// connection to that laptop it takes one, writes PoolGo, and the laptop
+// answers with a status byte as on a yamux stream. Such a connection is one
+// port-forward stream end to end, without a second multiplexer inside it:
+// fewer hand-offs per byte. yamux streams remain the fallback when no spare
+// connection is ready.
+const (
+	PoolMagic byte = 'D'
+	PoolGo    byte = 1
+)
 
 // Status bytes the laptop writes first on each stream the agent opens.
 const (

@@ -3,7 +3,9 @@ package interceptor
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,6 +54,8 @@ type Server struct {
 type developer struct {
 	hello Hello
 	sess  *yamux.Session
+	token string
+	spare chan net.Conn // idle port-forward streams from the laptop
 	h1    *http.Transport
 	h2    *http2.Transport
 }
@@ -97,7 +102,47 @@ func (s *Server) Run(ctx context.Context, controlAddr string) error {
 			}
 			return err
 		}
-		go s.serveControl(ctx, c)
+		go s.serveConn(ctx, c)
+	}
+}
+
+// serveConn tells a tunnel (yamux) from a spare connection by its first byte.
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	br := bufio.NewReader(c)
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	first, err := br.Peek(1)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if first[0] != PoolMagic {
+		_ = c.SetReadDeadline(time.Time{})
+		s.serveControl(ctx, &bufferedConn{Conn: c, r: br})
+		return
+	}
+	line, err := br.ReadString('\n')
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.Close()
+		return
+	}
+	token := strings.TrimSpace(line[1:])
+	s.mu.RLock()
+	var owner *developer
+	for dev := range s.devs {
+		if dev.token == token {
+			owner = dev
+		}
+	}
+	s.mu.RUnlock()
+	if owner == nil {
+		c.Close()
+		return
+	}
+	select {
+	case owner.spare <- &bufferedConn{Conn: c, r: br}:
+	default:
+		c.Close() // enough spares already
 	}
 }
 
@@ -120,7 +165,7 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 	if err := dec.Decode(&hello); err != nil {
 		return
 	}
-	dev := &developer{hello: hello, sess: sess}
+	dev := &developer{hello: hello, sess: sess, token: newToken(), spare: make(chan net.Conn, 64)}
 	if err := s.register(dev); err != nil {
 		_ = enc.Encode(Reply{Error: err.Error()})
 		// Let the laptop read the refusal and hang up first.
@@ -132,10 +177,18 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 	}
 	dev.h1 = h1Transport(dev.dial)
 	dev.h2 = h2cTransport(dev.dial)
-	_ = enc.Encode(Reply{})
+	_ = enc.Encode(Reply{Token: dev.token})
 	s.Log.Info("developer joined", "developer", hello.Developer, "port", hello.Port, "all", hello.All, "match", hello.Match.String())
 	defer func() {
 		s.unregister(dev)
+		for drained := false; !drained; {
+			select {
+			case c := <-dev.spare:
+				c.Close()
+			default:
+				drained = true
+			}
+		}
 		dev.h1.CloseIdleConnections()
 		dev.h2.CloseIdleConnections()
 		s.Log.Info("developer left", "developer", hello.Developer)
@@ -298,12 +351,29 @@ func (s *Server) pipeToDeveloper(ctx context.Context, c net.Conn, dev *developer
 	Pipe(c, up)
 }
 
-// dial opens a stream to the developer's laptop and waits for its status.
+// dial gets a connection to the developer's laptop: a spare port-forward
+// stream when one is ready, else a new yamux stream.
 func (dev *developer) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	st, err := dev.sess.OpenStream()
-	if err != nil {
-		return nil, fmt.Errorf("the tunnel to %s's laptop is closed: %w", dev.hello.Developer, err)
+	for {
+		select {
+		case c := <-dev.spare:
+			if _, err := c.Write([]byte{PoolGo}); err != nil {
+				c.Close() // the laptop let it go: try the next
+				continue
+			}
+			return dev.awaitStatus(ctx, c)
+		default:
+			st, err := dev.sess.OpenStream()
+			if err != nil {
+				return nil, fmt.Errorf("the tunnel to %s's laptop is closed: %w", dev.hello.Developer, err)
+			}
+			return dev.awaitStatus(ctx, st)
+		}
 	}
+}
+
+// awaitStatus reads the laptop's status byte for a new connection.
+func (dev *developer) awaitStatus(ctx context.Context, st net.Conn) (net.Conn, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = st.SetReadDeadline(deadline)
 	} else {
@@ -322,6 +392,12 @@ func (dev *developer) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	}
 	_ = st.SetReadDeadline(time.Time{})
 	return &bufferedConn{Conn: st, r: br}, nil
+}
+
+func newToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func trimNL(s string) string {

@@ -84,6 +84,12 @@ func join(t testing.TB, r rig, hello interceptor.Hello, local string) *intercept
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go tun.Serve(ctx)
+	// Two spare connections: tests with more concurrency also use the
+	// yamux fallback.
+	tun.KeepSpares(ctx, 2, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+	})
 	return tun
 }
 
@@ -120,8 +126,9 @@ func TestHeaderRoutingHTTP1AndH2C(t *testing.T) {
 	if _, body := get(t, http.DefaultClient, url, "x-cz-intercept", "alice"); body != "decoy HTTP/1.1" {
 		t.Fatalf("before any developer: %q", body)
 	}
-	join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
+	tunA := join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
 	join(t, r, interceptor.Hello{Developer: "bob", Port: "http", Match: interceptor.Match{Header: "cz-intercept", Value: "bob", Baggage: true}}, bob.Listener.Addr().String())
+	waitSpares := func() { time.Sleep(50 * time.Millisecond) } // let the laptop open its spares
 
 	cases := []struct {
 		header []string
@@ -132,13 +139,18 @@ func TestHeaderRoutingHTTP1AndH2C(t *testing.T) {
 		{[]string{"x-cz-intercept", "carol"}, "decoy"},
 		{nil, "decoy"},
 	}
+	waitSpares()
 	for _, tc := range cases {
-		if _, body := get(t, http.DefaultClient, url, tc.header...); body != tc.want+" HTTP/1.1" {
+		// A new connection each time, so spare streams are taken and replaced.
+		if _, body := get(t, &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, url, tc.header...); body != tc.want+" HTTP/1.1" {
 			t.Errorf("HTTP/1.1 %v: got %q, want %s", tc.header, body, tc.want)
 		}
 		if _, body := get(t, h2cClient, url, tc.header...); body != tc.want+" HTTP/2.0" {
 			t.Errorf("h2c %v: got %q, want %s", tc.header, body, tc.want)
 		}
+	}
+	if tunA.SparesUsed() == 0 {
+		t.Errorf("alice's requests never used a spare port-forward stream")
 	}
 }
 
