@@ -28,7 +28,6 @@ type Tunnel struct {
 	token   string
 
 	mu     sync.Mutex
-	served int
 	spares int // connections that came through a spare stream
 }
 
@@ -140,13 +139,6 @@ func (t *Tunnel) Serve(ctx context.Context) error {
 // Done is closed when the tunnel ends.
 func (t *Tunnel) Done() <-chan struct{} { return t.sess.CloseChan() }
 
-// Served counts the connections the tunnel carried to the local port.
-func (t *Tunnel) Served() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.served
-}
-
 // SparesUsed counts the connections that used a spare stream rather than
 // the yamux tunnel.
 func (t *Tunnel) SparesUsed() int {
@@ -168,9 +160,6 @@ func (t *Tunnel) serveStream(ctx context.Context, st net.Conn) {
 		st.Close()
 		return
 	}
-	t.mu.Lock()
-	t.served++
-	t.mu.Unlock()
 	interceptor.Pipe(local, st)
 }
 

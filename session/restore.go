@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // Undo is what an entry kind registers to put its change back. It must be
@@ -313,22 +311,4 @@ func (l *Loaded) forgetIn(ctx context.Context, j *loadedJournal, done map[int64]
 		j.cm = fresh
 	}
 	return fmt.Errorf("session %s: the journal in namespace %s keeps changing; run close again", l.Meta.ID, j.cm.Namespace)
-}
-
-// sortedNamespaces lists the namespaces of a session's journals.
-func (l *Loaded) Namespaces() []string {
-	var out []string
-	for _, j := range l.journals {
-		out = append(out, j.cm.Namespace)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// journalUID is a helper for owner checks in tests.
-func (l *Loaded) journalUID(namespace string) types.UID {
-	if ref := l.journalRef(namespace); ref != nil {
-		return ref.UID
-	}
-	return ""
 }
