@@ -380,7 +380,7 @@ func TestNamespaceScopedRBAC(t *testing.T) {
 	}
 }
 
-// gc closes a session whose owner died, and never one whose owner runs.
+// gc closes a session whose heartbeat stopped, and never one whose owner runs.
 func TestSessionGC(t *testing.T) {
 	cs := clientset(t)
 	beforeLeaf := guardService(t, cs, "leaf")
@@ -391,6 +391,11 @@ func TestSessionGC(t *testing.T) {
 	dead.wait(10 * time.Second)
 	live, liveID := startPrimitive(t, env, "core", "", "", "ready")
 
+	// Too recent a heartbeat: gc leaves even the dead owner's session alone.
+	if r := cz(t, env, "-n", demoNamespace, "session", "gc", "--expiry", "1h"); r.err != nil || strings.Contains(r.stdout, "closed") {
+		t.Fatalf("gc with a long expiry: %v\n%s", r.err, r.stdout)
+	}
+	time.Sleep(2 * time.Second)
 	r := cz(t, env, "-n", demoNamespace, "session", "gc", "--expiry", "1s")
 	if r.err != nil || !strings.Contains(r.stdout, "session "+deadID+" closed") || strings.Contains(r.stdout, liveID) {
 		t.Fatalf("gc: %v\n%s", r.err, r.stdout)

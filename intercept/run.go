@@ -105,7 +105,9 @@ func (r *Runner) Run(ctx context.Context, active func(first bool)) (int, error) 
 			stop()
 			pf.Close()
 			if err != nil {
-				return -1, err
+				// Unknown whether others remain: never tear down under them.
+				fmt.Fprintf(r.Out, "could not say goodbye to the interceptor: %v\n", err)
+				return -1, nil
 			}
 			return remaining, nil
 		case <-tun.Done():

@@ -147,6 +147,9 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 		decoy.Spec.Ports = append(decoy.Spec.Ports, corev1.ServicePort{Name: sp.Name, Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
 	}
 	created, err := s.Create(ctx, primitive, servicesGVR, toUnstructured(decoy))
+	if apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("service %s already exists: another developer is setting up an intercept of %s right now (retry in a few seconds), or a crashed one left it (kubectl cz session close %s)", p.Decoy, svc.Name, SessionID(ns, svc.Name))
+	}
 	if err != nil {
 		return err
 	}

@@ -209,7 +209,11 @@ func (o *interceptOptions) run(parent context.Context) error {
 		}
 		installed = true
 	}
-	go s.KeepAlive(ctx, heartbeatInterval, func(err error) { fmt.Fprintln(o.ErrOut, "warning: heartbeat:", err) })
+	// The heartbeat stops before anything is undone, so it cannot write to a
+	// journal being closed.
+	beatCtx, stopBeat := context.WithCancel(ctx)
+	defer stopBeat()
+	go s.KeepAlive(beatCtx, heartbeatInterval, func(err error) { fmt.Fprintln(o.ErrOut, "warning: heartbeat:", err) })
 
 	r := &intercept.Runner{
 		Config: cfg, Kube: a.Kube, Namespace: a.Namespace, Service: o.service, LocalAddr: localAddr, Out: o.Out,
@@ -227,6 +231,7 @@ func (o *interceptOptions) run(parent context.Context) error {
 			fmt.Fprintln(o.Out, "tunnel up again")
 		}
 	})
+	stopBeat()
 	if err != nil {
 		if installed {
 			return o.undo(s, err)

@@ -328,9 +328,9 @@ func newSessionGCCommand(flags *genericclioptions.ConfigFlags, streams genericio
 	cmd := &cobra.Command{
 		Use:   "gc",
 		Short: "Close abandoned sessions: those whose heartbeat stopped longer ago than --expiry",
-		Long: `Close the sessions nobody holds any more: a running kubectl cz stamps its session's
-journals every 10s, so a session whose last heartbeat is older than --expiry was left behind by
-a crash, a lost laptop or a closed terminal. Sessions whose owner process runs on this machine
+		Long: `Close the sessions nobody holds any more: every running kubectl cz in a session stamps
+its journals every 10s, so a session whose last heartbeat is older than --expiry was left behind
+by a crash, a lost laptop or a closed terminal. Sessions whose owner process runs on this machine
 are never collected.`,
 		Example: `  # Collect sessions silent for more than a minute, in the current namespace
   kubectl cz session gc
@@ -360,17 +360,16 @@ func (o *sessionGCOptions) run(ctx context.Context) error {
 	var errs []error
 	collected := 0
 	for _, s := range list {
-		alive, known := session.OwnerAlive(s.Owner)
-		if known && alive {
+		if alive, known := session.OwnerAlive(s.Owner); known && alive {
 			continue
 		}
 		if s.Corrupt != "" {
 			fmt.Fprintf(o.ErrOut, "skipped session %s: its journal is corrupt (%s)\n", s.ID, s.Corrupt)
 			continue
 		}
-		// A dead owner on this machine is certain; elsewhere, silence is the sign.
-		expired := s.Heartbeat.IsZero() || s.Silence(now) > o.expiry
-		if !(known && !alive) && !expired {
+		// Silence is the sign: a dead owner proves little, since another
+		// terminal may have joined the session and keep its heartbeat going.
+		if !s.Heartbeat.IsZero() && s.Silence(now) <= o.expiry {
 			continue
 		}
 		collected++

@@ -28,10 +28,23 @@ type clusterJournal struct {
 // mutate applies change to the journal and writes it, creating the
 // ConfigMap on first use. change must be safe to run again on a fresher copy.
 func (j *clusterJournal) mutate(ctx context.Context, change func(*corev1.ConfigMap) error) error {
+	return j.write(ctx, true, change)
+}
+
+// touch changes an existing journal only: a heartbeat or a discard must not
+// bring back a journal that a close deleted.
+func (j *clusterJournal) touch(ctx context.Context, change func(*corev1.ConfigMap) error) error {
+	return j.write(ctx, false, change)
+}
+
+func (j *clusterJournal) write(ctx context.Context, create bool, change func(*corev1.ConfigMap) error) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	cms := j.client.CoreV1().ConfigMaps(j.namespace)
 	for attempt := 0; attempt < 10; attempt++ {
+		if j.cm == nil && !create {
+			return nil
+		}
 		if j.cm == nil {
 			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 				Name:      JournalName(j.meta.ID),

@@ -24,11 +24,13 @@ import (
 
 const (
 	// Labels and annotations of the journal ConfigMaps.
-	LabelManagedBy   = "app.kubernetes.io/managed-by"
-	ManagedBy        = "kubectl-cz"
-	LabelSession     = "cz.dev/session"
-	AnnotationBeat   = "cz.dev/heartbeat"
-	AnnotationOwner  = "cz.dev/owner"
+	LabelManagedBy  = "app.kubernetes.io/managed-by"
+	ManagedBy       = "kubectl-cz"
+	LabelSession    = "cz.dev/session"
+	AnnotationBeat  = "cz.dev/heartbeat"
+	AnnotationOwner = "cz.dev/owner"
+	// AnnotationEntry marks an object the session created with its entry.
+	AnnotationEntry  = "cz.dev/entry"
 	journalPrefix    = "cz-session-"
 	metaKey          = "session"
 	entryKeyPrefix   = "entry-"

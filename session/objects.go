@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,7 +25,9 @@ const (
 
 func init() {
 	RegisterUndo(KindCreated, undoCreated)
+	RegisterCheck(KindCreated, checkCreated)
 	RegisterUndo(KindPatched, undoPatched)
+	RegisterCheck(KindPatched, checkPatched)
 }
 
 // ObjectRef names a cluster object.
@@ -65,8 +69,17 @@ func (s *Session) Create(ctx context.Context, primitive string, gvr schema.Group
 	}
 	obj = obj.DeepCopy()
 	obj.SetOwnerReferences(append(obj.GetOwnerReferences(), owner))
+	// The entry's number on the object tells it apart from one another
+	// process of the same session creates under that name.
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[AnnotationEntry] = strconv.FormatInt(e.Seq, 10)
+	obj.SetAnnotations(annotations)
 	created, err := s.clients.Dynamic.Resource(gvr).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{})
 	if err != nil {
+		s.discardIfRefused(e, err)
 		return nil, objectError("create", ref, err)
 	}
 	ref.UID = created.GetUID()
@@ -78,7 +91,8 @@ func (s *Session) Create(ctx context.Context, primitive string, gvr schema.Group
 
 // undoCreated deletes the object if it is the one the session created: same
 // UID, or (when the session crashed before learning the UID) owned by the
-// session's journal. Anything else of that name is left alone.
+// session's journal and marked with this entry. Anything else of that name
+// is left alone.
 func undoCreated(ctx context.Context, u *UndoContext, e Entry) error {
 	var d createdData
 	if err := json.Unmarshal(e.Data, &d); err != nil {
@@ -94,7 +108,7 @@ func undoCreated(ctx context.Context, u *UndoContext, e Entry) error {
 		return objectError("read", ref, err)
 	}
 	ours := ref.UID != "" && obj.GetUID() == ref.UID
-	if ref.UID == "" && u.Journal != nil {
+	if ref.UID == "" && u.Journal != nil && obj.GetAnnotations()[AnnotationEntry] == strconv.FormatInt(e.Seq, 10) {
 		for _, o := range obj.GetOwnerReferences() {
 			ours = ours || (o.Kind == "ConfigMap" && o.Name == u.Journal.Name && o.UID == u.Journal.UID)
 		}
@@ -160,12 +174,66 @@ func (s *Session) Patch(ctx context.Context, primitive string, ref ObjectRef, fi
 	}
 	updated, err := res.Update(ctx, next, metav1.UpdateOptions{})
 	if err != nil {
+		s.discardIfRefused(e, err)
 		return nil, objectError("update", ref, err)
 	}
 	if _, err := s.Applied(ctx, e, nil); err != nil {
 		return updated, err
 	}
 	return updated, nil
+}
+
+// discardIfRefused drops an entry whose change the API server refused (a
+// status answer such as Conflict, Forbidden, AlreadyExists): that change
+// never happened, and its entry must not stand in the way of a close. After
+// a timeout or a broken connection the outcome is unknown, so the entry stays.
+func (s *Session) discardIfRefused(e Entry, err error) {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		_ = s.Discard(context.Background(), e)
+	}
+}
+
+// checkCreated and checkPatched validate an entry's data before any undo
+// runs, so a hand-edited journal fails the close before it changes anything.
+func checkCreated(e Entry) error {
+	var d createdData
+	if err := strictUnmarshal(string(e.Data), &d); err != nil {
+		return err
+	}
+	return d.Object.validate()
+}
+
+func checkPatched(e Entry) error {
+	var d patchedData
+	if err := strictUnmarshal(string(e.Data), &d); err != nil {
+		return err
+	}
+	if err := d.Object.validate(); err != nil {
+		return err
+	}
+	if len(d.Fields) == 0 {
+		return errors.New("a patch entry without fields")
+	}
+	for _, f := range d.Fields {
+		if len(f.Path) == 0 {
+			return errors.New("a field with an empty path")
+		}
+		for _, raw := range []json.RawMessage{f.Original, f.Patched} {
+			var v any
+			if raw != nil && decode(raw, &v) != nil {
+				return fmt.Errorf("field %s: a value that is not JSON", strings.Join(f.Path, "."))
+			}
+		}
+	}
+	return nil
+}
+
+func (r ObjectRef) validate() error {
+	if r.Version == "" || r.Resource == "" || r.Name == "" || r.Namespace == "" {
+		return fmt.Errorf("an object reference without version, resource, namespace or name: %+v", r)
+	}
+	return nil
 }
 
 // fieldJSON is the JSON of the value at path, nil when absent.

@@ -35,7 +35,16 @@ type UndoContext struct {
 var (
 	undoMu sync.RWMutex
 	undos  = map[string]Undo{}
+	checks = map[string]func(Entry) error{}
 )
+
+// RegisterCheck gives kind a validation of its entries' data, run on every
+// entry of a close before anything is undone.
+func RegisterCheck(kind string, fn func(Entry) error) {
+	undoMu.Lock()
+	defer undoMu.Unlock()
+	checks[kind] = fn
+}
 
 // RegisterUndo makes kind restorable. Primitives call it from init.
 func RegisterUndo(kind string, fn Undo) {
@@ -193,10 +202,18 @@ func (l *Loaded) Close(ctx context.Context, opts CloseOptions) (*CloseResult, er
 			todo = append(todo, e)
 		}
 	}
-	// Check every kind before undoing anything.
+	// Check every entry before undoing anything.
 	for _, e := range todo {
 		if _, ok := undoFor(e.Kind); !ok {
 			return nil, fmt.Errorf("session %s: entry %d has kind %q, which this kubectl-cz cannot undo (was it written by a newer version?); nothing was restored", l.Meta.ID, e.Seq, e.Kind)
+		}
+		undoMu.RLock()
+		check := checks[e.Kind]
+		undoMu.RUnlock()
+		if check != nil {
+			if err := check(e); err != nil {
+				return nil, fmt.Errorf("session %s: entry %d: %w: %v; nothing was restored", l.Meta.ID, e.Seq, ErrCorrupt, err)
+			}
 		}
 	}
 	res := &CloseResult{ID: l.Meta.ID}

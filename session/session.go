@@ -227,7 +227,7 @@ func (s *Session) Heartbeat(ctx context.Context) error {
 		if j.ownerRef() == nil {
 			continue
 		}
-		if err := j.mutate(ctx, func(cm *corev1.ConfigMap) error {
+		if err := j.touch(ctx, func(cm *corev1.ConfigMap) error {
 			if cm.Annotations == nil {
 				cm.Annotations = map[string]string{}
 			}
@@ -237,10 +237,28 @@ func (s *Session) Heartbeat(ctx context.Context) error {
 			return err
 		}
 	}
-	if s.local != nil {
-		return s.local.touch()
+	s.mu.Lock()
+	local := s.local
+	s.mu.Unlock()
+	if local != nil {
+		return local.touch()
 	}
 	return nil
+}
+
+// Discard removes an entry whose change is known not to have happened.
+func (s *Session) Discard(ctx context.Context, e Entry) error {
+	if e.Namespace == "" {
+		lj, err := s.localJournal()
+		if err != nil {
+			return err
+		}
+		return lj.done([]int64{e.Seq})
+	}
+	return s.journal(e.Namespace).touch(ctx, func(cm *corev1.ConfigMap) error {
+		delete(cm.Data, e.key())
+		return nil
+	})
 }
 
 // KeepAlive sends a heartbeat every interval until ctx ends. Errors are

@@ -239,3 +239,45 @@ func TestJournalForbiddenIsOneClearLine(t *testing.T) {
 func errForbidden() error {
 	return apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "x", errors.New("RBAC: no"))
 }
+
+// A hand-edited entry (an empty field path) fails the whole close before
+// anything is undone.
+func TestCloseChecksEveryEntryFirst(t *testing.T) {
+	ctx := context.Background()
+	c, _ := fakeClients(t)
+	s := openTest(t, c)
+	if _, err := s.Patch(ctx, "test", serviceRef, selectorPath, retarget); err != nil {
+		t.Fatal(err)
+	}
+	bad := patchedData{Object: serviceRef, Fields: []FieldChange{{Path: nil, Original: []byte(`1`)}}}
+	if _, err := s.Record(ctx, KindPatched, "test", "ns", bad); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Close(ctx, CloseOptions{})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrCorrupt", err)
+	}
+	if got := selector(t, c); got["app"] != "interceptor" {
+		t.Fatalf("a refused close changed the Service: %v", got)
+	}
+}
+
+// A create the API server refuses leaves no entry behind to block a close.
+func TestRefusedCreateLeavesNoEntry(t *testing.T) {
+	ctx := context.Background()
+	c, kube := fakeClients(t)
+	s := openTest(t, c)
+	if _, err := c.Dynamic.Resource(configMapsGVR).Namespace("ns").Create(ctx, newConfigMap("taken"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "test", configMapsGVR, newConfigMap("taken")); err == nil {
+		t.Fatal("creating an existing object succeeded")
+	}
+	cm, err := kube.CoreV1().ConfigMaps("ns").Get(ctx, JournalName(s.ID()), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, entries, err := decodeJournal(cm.Data); err != nil || len(entries) != 0 {
+		t.Fatalf("entries after a refused create: %+v %v", entries, err)
+	}
+}

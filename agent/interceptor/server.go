@@ -166,6 +166,9 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		return
 	}
 	dev := &developer{hello: hello, sess: sess, token: newToken(), spare: make(chan net.Conn, 64)}
+	// Ready to carry requests before anyone can route to it.
+	dev.h1 = h1Transport(dev.dial)
+	dev.h2 = h2cTransport(dev.dial)
 	if err := s.register(dev); err != nil {
 		_ = enc.Encode(Reply{Error: err.Error()})
 		// Let the laptop read the refusal and hang up first.
@@ -175,8 +178,6 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		}
 		return
 	}
-	dev.h1 = h1Transport(dev.dial)
-	dev.h2 = h2cTransport(dev.dial)
 	_ = enc.Encode(Reply{Token: dev.token})
 	s.Log.Info("developer joined", "developer", hello.Developer, "port", hello.Port, "all", hello.All, "match", hello.Match.String())
 	defer func() {
@@ -216,18 +217,29 @@ func (s *Server) register(dev *developer) error {
 	if !s.hasPort(dev.hello.Port) {
 		return fmt.Errorf("the Service has no port %q", dev.hello.Port)
 	}
+	// The same developer with the same rule again: after a crash or a lost
+	// network their earlier tunnel is dead even if it has not timed out here
+	// yet, and the new one replaces it; if it still answers, it is a second
+	// terminal, which is refused.
+	s.mu.RLock()
+	var same *developer
+	for other := range s.devs {
+		if other.hello == dev.hello {
+			same = other
+		}
+	}
+	s.mu.RUnlock()
+	if same != nil {
+		if alive(same.sess) {
+			return fmt.Errorf("%s already intercepts port %s with %s from another terminal", same.hello.Developer, dev.hello.Port, dev.hello.Match)
+		}
+		s.unregister(same)
+		same.sess.Close()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for other := range s.devs {
 		if other.hello.Port != dev.hello.Port {
-			continue
-		}
-		if other.hello == dev.hello {
-			// The same developer with the same rule again: their earlier
-			// tunnel is dead (a crash, a lost network) even if it has not
-			// timed out here yet.
-			delete(s.devs, other)
-			other.sess.Close()
 			continue
 		}
 		switch {
@@ -241,6 +253,18 @@ func (s *Server) register(dev *developer) error {
 	}
 	s.devs[dev] = true
 	return nil
+}
+
+// alive pings a tunnel, giving it two seconds to answer.
+func alive(sess *yamux.Session) bool {
+	done := make(chan error, 1)
+	go func() { _, err := sess.Ping(); done <- err }()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-time.After(2 * time.Second):
+		return false
+	}
 }
 
 func (s *Server) unregister(dev *developer) {
@@ -308,7 +332,7 @@ func (s *Server) match(port string, h http.Header) *developer {
 func (s *Server) servePort(ctx context.Context, l net.Listener, p Port) {
 	httpConns := newChanListener(l.Addr())
 	proxy := s.reverseProxy(p)
-	srv := &http.Server{Handler: h2c.NewHandler(proxy, &http2.Server{}), ReadHeaderTimeout: time.Minute}
+	srv := &http.Server{Handler: noH2CUpgrade(h2c.NewHandler(proxy, &http2.Server{})), ReadHeaderTimeout: time.Minute}
 	go func() { _ = srv.Serve(httpConns) }()
 	defer srv.Close()
 	for {
@@ -361,7 +385,12 @@ func (dev *developer) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 				c.Close() // the laptop let it go: try the next
 				continue
 			}
-			return dev.awaitStatus(ctx, c)
+			conn, err := dev.awaitStatus(ctx, c)
+			var refused *laptopError
+			if err != nil && !errors.As(err, &refused) {
+				continue // a stale spare: try the next, or the tunnel
+			}
+			return conn, err
 		default:
 			st, err := dev.sess.OpenStream()
 			if err != nil {
@@ -388,7 +417,7 @@ func (dev *developer) awaitStatus(ctx context.Context, st net.Conn) (net.Conn, e
 	if status != StreamOK {
 		msg, _ := br.ReadString('\n')
 		st.Close()
-		return nil, fmt.Errorf("%s's laptop: %s", dev.hello.Developer, trimNL(msg))
+		return nil, &laptopError{fmt.Sprintf("%s's laptop: %s", dev.hello.Developer, trimNL(msg))}
 	}
 	_ = st.SetReadDeadline(time.Time{})
 	return &bufferedConn{Conn: st, r: br}, nil
@@ -407,6 +436,12 @@ func trimNL(s string) string {
 	return s
 }
 
+// laptopError is the laptop's own answer that it cannot serve a connection
+// (nothing listens on its local port): final, unlike a stale stream.
+type laptopError struct{ msg string }
+
+func (e *laptopError) Error() string { return e.msg }
+
 // bufferedConn keeps bytes the status read may have buffered.
 type bufferedConn struct {
 	net.Conn
@@ -414,6 +449,15 @@ type bufferedConn struct {
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes like the connection it wraps (a TCP connection's
+// CloseWrite; a yamux stream's Close is already a half-close).
+func (b *bufferedConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return b.Conn.Close()
+}
 
 // routeKey carries the chosen developer from the proxy's Rewrite to its
 // Transport.
@@ -453,6 +497,22 @@ func (s *Server) reverseProxy(p Port) *httputil.ReverseProxy {
 			http.Error(w, "kubectl cz intercept: "+err.Error(), http.StatusBadGateway)
 		},
 	}
+}
+
+// noH2CUpgrade refuses the HTTP/1.1 "Upgrade: h2c" dance by dropping its
+// headers: the request then goes on as HTTP/1.1, which every backend speaks.
+// HTTP/2 with prior knowledge (gRPC) is still accepted.
+func noH2CUpgrade(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.Header.Get("Upgrade"), "h2c") {
+			r.Header.Del("Upgrade")
+			r.Header.Del("Http2-Settings")
+			if strings.EqualFold(r.Header.Get("Connection"), "Upgrade, HTTP2-Settings") {
+				r.Header.Del("Connection")
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)

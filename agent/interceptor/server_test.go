@@ -227,14 +227,59 @@ func TestAllTakesEveryConnectionAndLeaveCounts(t *testing.T) {
 	}
 }
 
-// A developer who comes back (after a crash) replaces their stale tunnel.
+// A developer who comes back after a crash replaces their stale tunnel (one
+// that no longer answers pings); a live one with the same rule is refused.
 func TestSameDeveloperReplacesStaleTunnel(t *testing.T) {
 	decoy, alice := named("decoy"), named("alice")
 	defer decoy.Close()
 	defer alice.Close()
 	r := startAgent(t, decoy)
 	hello := interceptor.Hello{Developer: "alice@laptop", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}
-	join(t, r, hello, "127.0.0.1:1") // the stale one: its local port is dead
+
+	// The first tunnel goes through a relay that can go silent, like a
+	// network that drops everything without closing anything.
+	relay, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	frozen := make(chan struct{})
+	go func() {
+		c, err := relay.Accept()
+		if err != nil {
+			return
+		}
+		up, _ := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+		cp := func(dst, src net.Conn) {
+			buf := make([]byte, 1)
+			for {
+				if _, err := src.Read(buf); err != nil {
+					return
+				}
+				select {
+				case <-frozen:
+					select {} // swallow everything from now on
+				default:
+				}
+				dst.Write(buf)
+			}
+		}
+		go cp(up, c)
+		cp(c, up)
+	}()
+	c, _ := net.Dial("tcp", relay.Addr().String())
+	stale, err := intercept.Register(c, hello, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go stale.Serve(context.Background())
+
+	// While it answers, the same rule from elsewhere is refused.
+	c2, _ := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+	if _, err := intercept.Register(c2, hello, alice.Listener.Addr().String()); err == nil || !strings.Contains(err.Error(), "another terminal") {
+		t.Fatalf("a live duplicate: %v", err)
+	}
+	close(frozen)
 	join(t, r, hello, alice.Listener.Addr().String())
 	if _, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", r.listen), "x-cz-intercept", "alice"); body != "alice HTTP/1.1" {
 		t.Fatalf("after rejoining: %q", body)
