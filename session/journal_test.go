@@ -3,6 +3,7 @@ package session
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -112,5 +113,37 @@ func TestValidateID(t *testing.T) {
 		if ValidateID(bad) == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// Joining a session whose local journal ends in a torn line drops that line
+// first, so the lines appended next keep the file readable.
+func TestLocalJournalRepairsTornTailOnJoin(t *testing.T) {
+	dir := t.TempDir()
+	meta := Meta{Version: journalVersion, ID: "abc", Owner: Owner{User: "u", Host: "h", PID: 1}}
+	lj, err := createLocal(dir, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lj.append(localLine{Record: &Entry{Seq: 1, Kind: "k", State: Recorded}}); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.OpenFile(lj.path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"applied":{"seq":1,"ki`)
+	f.Close()
+	again, err := createLocal(dir, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.append(localLine{Record: &Entry{Seq: 2, Kind: "k", State: Recorded}}); err != nil {
+		t.Fatal(err)
+	}
+	back, err := loadLocal(lj.path)
+	if err != nil || len(back.list()) != 2 {
+		t.Fatalf("after join and append: %v %+v", err, back)
+	}
+	os.WriteFile(lj.path, []byte("garbage\n"+`{"meta":{}}`+"\n"), 0o600)
+	if _, err := createLocal(dir, meta); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("joining a corrupt journal: %v", err)
 	}
 }

@@ -42,6 +42,7 @@ type localLine struct {
 type localJournal struct {
 	path string
 	meta Meta
+	size int64 // bytes of whole lines, as loaded
 
 	mu      sync.Mutex
 	entries map[int64]Entry
@@ -56,9 +57,17 @@ func createLocal(stateDir string, meta Meta) (*localJournal, error) {
 		return nil, errors.New("no state directory for the local session journal")
 	}
 	path := localPath(stateDir, meta.ID)
-	if existing, err := loadLocal(path); err == nil {
-		// Another terminal of the same session on this machine.
+	existing, err := loadLocal(path)
+	switch {
+	case err == nil:
+		// Another terminal of the same session on this machine. A last line
+		// cut short by a crash goes, so that new lines follow whole ones.
+		if err := os.Truncate(path, existing.size); err != nil {
+			return nil, fmt.Errorf("local session journal: %w", err)
+		}
 		return existing, nil
+	case !os.IsNotExist(err):
+		return nil, fmt.Errorf("%w (move it away to start the session afresh)", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("local session journal: %w", err)
@@ -144,7 +153,10 @@ func loadLocal(path string) (*localJournal, error) {
 }
 
 func decodeLocal(path string, data []byte) (*localJournal, error) {
-	lj := &localJournal{path: path, entries: map[int64]Entry{}}
+	lj := &localJournal{path: path, entries: map[int64]Entry{}, size: int64(len(data))}
+	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
+		lj.size = int64(i + 1) // a torn last line does not count
+	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	n := 0
