@@ -48,6 +48,8 @@ const (
 type layout struct {
 	root string // .cz/cluster
 	bin  string // .cz/bin: built binaries (kube, coredns, ...)
+	// plugin is the folder of the kubectl-cz binary (the repository's bin/).
+	plugin string
 }
 
 func (l layout) path(parts ...string) string {
@@ -56,6 +58,9 @@ func (l layout) path(parts ...string) string {
 func (l layout) pki(name string) string     { return l.path("pki", name) }
 func (l layout) kubeconfig(n string) string { return l.path("kubeconfig", n+".conf") }
 func (l layout) kube() string               { return filepath.Join(l.bin, "kube") }
+
+// path is the PATH that puts the plugin and the cluster's kubectl first.
+func (l layout) searchPath() string { return l.plugin + ":" + l.bin }
 
 // AdminKubeconfig is the file tests and users point KUBECONFIG at.
 func (l layout) adminKubeconfig() string { return l.kubeconfig("admin") }

@@ -62,12 +62,19 @@ func (l layout) demo(ctx context.Context, args []string) error {
 	fmt.Println("\nOne request's path through sample-project (GET http://frontend/ with x-cz-intercept: demo):")
 	printHop(os.Stdout, root, "  ", "")
 	fmt.Printf(`
-Next, try:
+Next, try (make build puts kubectl-cz in bin/):
   export KUBECONFIG=%[1]s PATH=%[2]s:$PATH
   kubectl -n sample-project get pods,svc
   kubectl cz version
   make laptop-shell      # a shell in the laptop network namespace: only the API server is reachable
-`, l.adminKubeconfig(), l.bin)
+
+  # In the laptop shell: a local "core", then send the cluster's requests with your header to it
+  ROLE=core POD_NAME=my-laptop LISTEN=127.0.0.1:3000 cz-demo &
+  kubectl cz -n sample-project intercept service core --local-port 3000 --header x-cz-intercept=me
+  # From this machine (inside the cluster network), with and without the header:
+  curl -H 'x-cz-intercept: me' http://$(kubectl -n sample-project get svc frontend -o jsonpath='{.spec.clusterIP}')/
+  kubectl cz -n sample-project session list
+`, l.adminKubeconfig(), l.searchPath())
 	return nil
 }
 

@@ -24,6 +24,7 @@ func main() {
 	root := flag.String("state", ".cz/cluster", "folder for the cluster's state (certificates, data, logs)")
 	bin := flag.String("bin", ".cz/bin", "folder with the built binaries (kube, coredns)")
 	images := flag.String("images", ".cz/images", "folder of image archives to import into containerd")
+	plugin := flag.String("plugin-bin", "bin", "folder of the kubectl-cz binary")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, `usage: cluster [flags] COMMAND
   up       start the cluster (idempotent: starts only what is not running)
@@ -45,7 +46,7 @@ flags:
 		}
 		return a
 	}
-	l := layout{root: abs(*root), bin: abs(*bin)}
+	l := layout{root: abs(*root), bin: abs(*bin), plugin: abs(*plugin)}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -62,7 +63,7 @@ flags:
 	case "status":
 		err = l.status(ctx)
 	case "env":
-		fmt.Printf("export KUBECONFIG=%s\nexport PATH=%s:$PATH\n", l.adminKubeconfig(), l.bin)
+		fmt.Printf("export KUBECONFIG=%s\nexport PATH=%s:$PATH\n", l.adminKubeconfig(), l.searchPath())
 	case "laptop":
 		err = l.laptop(flag.Args()[1:])
 	case "demo":
@@ -104,6 +105,6 @@ func (l layout) laptop(args []string) error {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", laptopNetns}, args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.adminKubeconfig(), "PATH="+l.bin+":"+os.Getenv("PATH"), "PS1=(cz-laptop) \\w# ")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.adminKubeconfig(), "PATH="+l.searchPath()+":"+os.Getenv("PATH"), "PS1=(cz-laptop) \\w# ")
 	return cmd.Run()
 }

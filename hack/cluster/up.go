@@ -125,7 +125,7 @@ func (l layout) up(ctx context.Context, imagesDir string) error {
 			return fmt.Errorf("%s exited (%s)", c.name, l.logHint(c.name))
 		}
 	}
-	fmt.Printf("\nCluster up. Use it with:\n  export KUBECONFIG=%s\n  export PATH=%s:$PATH\n", l.adminKubeconfig(), l.bin)
+	fmt.Printf("\nCluster up. Use it with:\n  export KUBECONFIG=%s\n  export PATH=%s:$PATH\n", l.adminKubeconfig(), l.searchPath())
 	return nil
 }
 
