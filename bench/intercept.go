@@ -123,23 +123,11 @@ func (b *bench) intercept(ctx context.Context) error {
 	if err := waitLaptop(ctx, base, nil); err != nil {
 		return err
 	}
-	for i := 0; i < b.pings; i++ {
-		start := time.Now()
-		if _, err := get(ctx, client, base+"/ping"); err != nil {
-			return err
-		}
-		allPing.samples = append(allPing.samples, ms(time.Since(start)))
+	if err := b.pingsKeepAlive(ctx, client, base, allPing); err != nil {
+		return err
 	}
-	for i := 0; i < b.runs; i++ {
-		start := time.Now()
-		n, err := get(ctx, client, fmt.Sprintf("%s/bytes?n=%d", base, blobSize))
-		if err != nil {
-			return err
-		}
-		if n != blobSize {
-			return fmt.Errorf("--all: got %d bytes", n)
-		}
-		all.samples = append(all.samples, mibps(n, time.Since(start)))
+	if err := b.transfers(ctx, client, base, all); err != nil {
+		return err
 	}
 	for _, r := range []*row{active, matched, passed, allPing, all} {
 		b.table.add(r)

@@ -56,29 +56,17 @@ func (b *bench) portForward(ctx context.Context) error {
 // latency and new-connection latency.
 func (b *bench) httpRows(ctx context.Context, path, base, baseline string) error {
 	fmt.Fprintf(os.Stderr, "bench: %s\n", path)
-	thr := &row{name: "GET 100 MiB, " + path, unit: "MiB/s"}
+	thr := &row{name: "GET 100 MiB, " + path, unit: "MiB/s", baseline: baselineName("GET 100 MiB", baseline)}
+	keep := &row{name: "ping, keep-alive, " + path, unit: "ms", baseline: baselineName("ping, keep-alive", baseline)}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
 	defer client.CloseIdleConnections()
-	for i := 0; i < b.runs; i++ {
-		start := time.Now()
-		n, err := get(ctx, client, fmt.Sprintf("%s/bytes?n=%d", base, blobSize))
-		if err != nil {
-			return err
-		}
-		if n != blobSize {
-			return fmt.Errorf("%s: got %d bytes, want %d", path, n, blobSize)
-		}
-		thr.samples = append(thr.samples, mibps(n, time.Since(start)))
+	if err := b.transfers(ctx, client, base, thr); err != nil {
+		return err
 	}
-	keep := &row{name: "ping, keep-alive, " + path, unit: "ms"}
-	for i := 0; i < b.pings; i++ {
-		start := time.Now()
-		if _, err := get(ctx, client, base+"/ping"); err != nil {
-			return err
-		}
-		keep.samples = append(keep.samples, ms(time.Since(start)))
+	if err := b.pingsKeepAlive(ctx, client, base, keep); err != nil {
+		return err
 	}
-	fresh := &row{name: "new connection + request + first byte, " + path, unit: "ms"}
+	fresh := &row{name: "new connection + request + first byte, " + path, unit: "ms", baseline: baselineName("new connection + request + first byte", baseline)}
 	noKeep := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := 0; i < b.pings/4; i++ {
 		start := time.Now()
@@ -90,16 +78,43 @@ func (b *bench) httpRows(ctx context.Context, path, base, baseline string) error
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	// Rows are named "<metric>, <path>"; baselines by the same scheme.
-	thr.baseline = baselineName("GET 100 MiB", baseline)
-	keep.baseline = baselineName("ping, keep-alive", baseline)
-	fresh.baseline = baselineName("new connection + request + first byte", baseline)
 	b.table.add(thr)
 	b.table.add(keep)
 	b.table.add(fresh)
 	return nil
 }
 
+// transfers adds b.runs samples of a 100 MiB GET from base to r.
+func (b *bench) transfers(ctx context.Context, client *http.Client, base string, r *row) error {
+	for i := 0; i < b.runs; i++ {
+		start := time.Now()
+		n, err := get(ctx, client, fmt.Sprintf("%s/bytes?n=%d", base, blobSize))
+		if err != nil {
+			return err
+		}
+		if n != blobSize {
+			return fmt.Errorf("%s: got %d bytes, want %d", r.name, n, blobSize)
+		}
+		r.samples = append(r.samples, mibps(n, time.Since(start)))
+	}
+	return nil
+}
+
+// pingsKeepAlive adds b.pings samples of GET /ping over client's kept-alive
+// connection to r.
+func (b *bench) pingsKeepAlive(ctx context.Context, client *http.Client, base string, r *row) error {
+	for i := 0; i < b.pings; i++ {
+		start := time.Now()
+		if _, err := get(ctx, client, base+"/ping"); err != nil {
+			return err
+		}
+		r.samples = append(r.samples, ms(time.Since(start)))
+	}
+	return nil
+}
+
+// baselineName is the row a metric is compared with: rows are named
+// "<metric>, <path>".
 func baselineName(metric, path string) string {
 	if path == "" {
 		return ""

@@ -110,6 +110,15 @@ func startPrimitive(t *testing.T, env []string, service, localFile, stopAt, want
 	return p, id
 }
 
+// crashedPrimitive runs the test primitive on a Service until it is ready,
+// then kills it with SIGKILL: a session left behind by a crash.
+func crashedPrimitive(t *testing.T, env []string, service string) string {
+	p, id := startPrimitive(t, env, service, "", "", "ready")
+	p.signal(syscall.SIGKILL)
+	p.wait(10 * time.Second)
+	return id
+}
+
 // cz runs a one-shot plugin command on the laptop as the given machine.
 func cz(t testing.TB, env []string, args ...string) result {
 	t.Helper()
@@ -222,12 +231,8 @@ func TestTwoSessionsCloseIndependently(t *testing.T) {
 	beforeLeaf := guardService(t, cs, "leaf")
 	beforeCore := guardService(t, cs, "core")
 	env := machine(t)
-	pa, a := startPrimitive(t, env, "leaf", "", "", "ready")
-	pb, b := startPrimitive(t, env, "core", "", "", "ready")
-	for _, p := range []*proc{pa, pb} {
-		p.signal(syscall.SIGKILL)
-		p.wait(10 * time.Second)
-	}
+	a := crashedPrimitive(t, env, "leaf")
+	b := crashedPrimitive(t, env, "core")
 	r := cz(t, env, "-n", demoNamespace, "session", "list", "-o", "json")
 	for _, id := range []string{a, b} {
 		if !strings.Contains(r.stdout, `"id": "`+id+`"`) {
@@ -254,9 +259,7 @@ func TestSessionConflictThenForce(t *testing.T) {
 	cs := clientset(t)
 	before := guardService(t, cs, "leaf")
 	env := machine(t)
-	p, id := startPrimitive(t, env, "leaf", "", "", "ready")
-	p.signal(syscall.SIGKILL)
-	p.wait(10 * time.Second)
+	id := crashedPrimitive(t, env, "leaf")
 
 	svc, _ := cs.CoreV1().Services(demoNamespace).Get(ctx, "leaf", metav1.GetOptions{})
 	svc.Spec.Selector = map[string]string{"edited-by": "someone-else"}
@@ -293,9 +296,7 @@ func TestCorruptJournalChangesNothing(t *testing.T) {
 	cs := clientset(t)
 	before := guardService(t, cs, "leaf")
 	env := machine(t)
-	p, id := startPrimitive(t, env, "leaf", "", "", "ready")
-	p.signal(syscall.SIGKILL)
-	p.wait(10 * time.Second)
+	id := crashedPrimitive(t, env, "leaf")
 
 	journal, err := cs.CoreV1().ConfigMaps(demoNamespace).Get(ctx, "cz-session-"+id, metav1.GetOptions{})
 	if err != nil {
@@ -386,9 +387,7 @@ func TestSessionGC(t *testing.T) {
 	beforeLeaf := guardService(t, cs, "leaf")
 	guardService(t, cs, "core")
 	env := machine(t)
-	dead, deadID := startPrimitive(t, env, "leaf", "", "", "ready")
-	dead.signal(syscall.SIGKILL)
-	dead.wait(10 * time.Second)
+	deadID := crashedPrimitive(t, env, "leaf")
 	live, liveID := startPrimitive(t, env, "core", "", "", "ready")
 
 	// Too recent a heartbeat: gc leaves even the dead owner's session alone.

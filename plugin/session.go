@@ -270,7 +270,8 @@ type closeMode struct{ force, self bool }
 // closeSession loads a session from every namespace it can see and closes it.
 func closeSession(ctx context.Context, a *clusterAccess, id string, mode closeMode, out io.Writer) error {
 	loaded, err := session.Load(ctx, a.Clients, id, nil, session.DefaultStateDir())
-	if err != nil && strings.Contains(err.Error(), "forbidden") {
+	var forbidden *session.ForbiddenError
+	if errors.As(err, &forbidden) {
 		// No cluster-wide list: look in the current namespace only.
 		loaded, err = session.Load(ctx, a.Clients, id, []string{a.Namespace}, session.DefaultStateDir())
 	}

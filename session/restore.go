@@ -131,6 +131,12 @@ func corruptError(cm *corev1.ConfigMap, err error) error {
 		cm.Namespace, cm.Name, err, cm.Namespace, cm.Name)
 }
 
+// ForbiddenError says the user may not list journals where they were looked
+// for; a caller can then look somewhere narrower.
+type ForbiddenError struct{ msg string }
+
+func (e *ForbiddenError) Error() string { return e.msg }
+
 // listJournals lists journal ConfigMaps matching selector in namespaces (nil: all).
 func listJournals(ctx context.Context, c Clients, namespaces []string, selector string) ([]corev1.ConfigMap, error) {
 	selector = LabelManagedBy + "=" + ManagedBy + "," + selector
@@ -146,7 +152,7 @@ func listJournals(ctx context.Context, c Clients, namespaces []string, selector 
 				where = "all namespaces"
 			}
 			if apierrors.IsForbidden(err) {
-				return nil, fmt.Errorf("cannot list session journals (ConfigMaps) in %s: forbidden; kubectl cz needs list on configmaps there", where)
+				return nil, &ForbiddenError{msg: fmt.Sprintf("cannot list session journals (ConfigMaps) in %s: forbidden; kubectl cz needs list on configmaps there", where)}
 			}
 			return nil, fmt.Errorf("cannot list session journals (ConfigMaps) in %s: %w", where, err)
 		}

@@ -1,12 +1,10 @@
 package interceptor_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"testing"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
@@ -20,15 +18,14 @@ import (
 func BenchmarkNonMatchingRequest(b *testing.B) {
 	decoy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong\n") }))
 	defer decoy.Close()
-	httpPort, rawPort, control := freePort(b), freePort(b), freePort(b)
-	s := &interceptor.Server{Decoy: "127.0.0.1", Ports: []interceptor.Port{
-		{Name: "http", Listen: httpPort, DecoyPort: portOf(decoy), HTTP: true},
-		{Name: "raw", Listen: rawPort, DecoyPort: portOf(decoy)},
-	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Run(ctx, "127.0.0.1:"+strconv.Itoa(control))
-	waitDial(b, control)
+	var httpPort, rawPort, control int
+	runAgent(b, func() *interceptor.Server {
+		httpPort, rawPort, control = freePort(b), freePort(b), freePort(b)
+		return &interceptor.Server{Decoy: "127.0.0.1", Ports: []interceptor.Port{
+			{Name: "http", Listen: httpPort, DecoyPort: portOf(decoy), HTTP: true},
+			{Name: "raw", Listen: rawPort, DecoyPort: portOf(decoy)},
+		}}
+	}, func() int { return control })
 	for _, tc := range []struct{ name, url string }{
 		{"direct", decoy.URL + "/ping"},
 		{"router", fmt.Sprintf("http://127.0.0.1:%d/ping", httpPort)},

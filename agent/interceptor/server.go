@@ -41,6 +41,8 @@ type Server struct {
 	Decoy string
 	Ports []Port
 	Log   *slog.Logger
+	// Ready, if set, is closed once every port listens.
+	Ready chan struct{}
 
 	mu   sync.RWMutex
 	devs map[*developer]bool
@@ -94,6 +96,9 @@ func (s *Server) Run(ctx context.Context, controlAddr string) error {
 		closeAll()
 	}()
 	s.Log.Info("interceptor ready", "decoy", s.Decoy, "ports", s.Ports, "control", controlAddr)
+	if s.Ready != nil {
+		close(s.Ready)
+	}
 	for {
 		c, err := control.Accept()
 		if err != nil {

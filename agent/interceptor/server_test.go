@@ -51,24 +51,39 @@ type rig struct {
 }
 
 func startAgent(t testing.TB, decoy *httptest.Server) rig {
-	r := rig{listen: freePort(t), control: freePort(t)}
-	s := &interceptor.Server{Decoy: "127.0.0.1", Ports: []interceptor.Port{{Name: "http", Listen: r.listen, DecoyPort: portOf(decoy), HTTP: true}}}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go s.Run(ctx, "127.0.0.1:"+strconv.Itoa(r.control))
-	waitDial(t, r.control)
+	t.Helper()
+	var r rig
+	runAgent(t, func() *interceptor.Server {
+		r = rig{listen: freePort(t), control: freePort(t)}
+		return &interceptor.Server{Decoy: "127.0.0.1", Ports: []interceptor.Port{{Name: "http", Listen: r.listen, DecoyPort: portOf(decoy), HTTP: true}}}
+	}, func() int { return r.control })
 	return r
 }
 
-func waitDial(t testing.TB, port int) {
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
+// runAgent starts the server newServer returns and waits until it listens. A
+// port picked free can be taken by another socket before the agent binds
+// it: then it tries again with new ports.
+func runAgent(t testing.TB, newServer func() *interceptor.Server, control func() int) {
+	t.Helper()
+	for attempt := 0; attempt < 5; attempt++ {
+		s := newServer()
+		s.Ready = make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- s.Run(ctx, "127.0.0.1:"+strconv.Itoa(control())) }()
+		select {
+		case <-s.Ready:
+			t.Cleanup(cancel)
 			return
+		case err := <-errc:
+			cancel()
+			t.Logf("agent did not start (%v): trying other ports", err)
+		case <-time.After(5 * time.Second):
+			cancel()
+			t.Fatal("agent not ready after 5s")
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("nothing listens on %d", port)
+	t.Fatal("agent could not bind its ports")
 }
 
 func join(t testing.TB, r rig, hello interceptor.Hello, local string) *intercept.Tunnel {
