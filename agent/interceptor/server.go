@@ -48,7 +48,6 @@ type Server struct {
 	devs map[*developer]bool
 
 	decoyDialer net.Dialer
-	decoyH1     *http.Transport
 	decoyH2     *http2.Transport
 }
 
@@ -58,7 +57,6 @@ type developer struct {
 	sess  *yamux.Session
 	token string
 	spare chan net.Conn // idle port-forward streams from the laptop
-	h1    *http.Transport
 	h2    *http2.Transport
 }
 
@@ -68,7 +66,6 @@ func (s *Server) Run(ctx context.Context, controlAddr string) error {
 		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s.devs = map[*developer]bool{}
-	s.decoyH1 = h1Transport(s.decoyDialer.DialContext)
 	s.decoyH2 = h2cTransport(s.decoyDialer.DialContext)
 
 	var listeners []net.Listener
@@ -172,7 +169,6 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 	}
 	dev := &developer{hello: hello, sess: sess, token: newToken(), spare: make(chan net.Conn, 64)}
 	// Ready to carry requests before anyone can route to it.
-	dev.h1 = h1Transport(dev.dial)
 	dev.h2 = h2cTransport(dev.dial)
 	if err := s.register(dev); err != nil {
 		_ = enc.Encode(Reply{Error: err.Error()})
@@ -195,7 +191,6 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 				drained = true
 			}
 		}
-		dev.h1.CloseIdleConnections()
 		dev.h2.CloseIdleConnections()
 		s.Log.Info("developer left", "developer", hello.Developer)
 	}()
@@ -278,6 +273,12 @@ func (s *Server) unregister(dev *developer) {
 	s.mu.Unlock()
 }
 
+func (s *Server) registered(dev *developer) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.devs[dev]
+}
+
 func (s *Server) count() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -335,10 +336,11 @@ func (s *Server) match(port string, h http.Header) *developer {
 // connection opened before a developer joined is still routed per request);
 // else straight to the decoy, without parsing a byte.
 func (s *Server) servePort(ctx context.Context, l net.Listener, p Port) {
-	httpConns := newChanListener(l.Addr())
-	proxy := s.reverseProxy(p)
-	srv := &http.Server{Handler: noH2CUpgrade(h2c.NewHandler(proxy, &http2.Server{})), ReadHeaderTimeout: time.Minute}
-	go func() { _ = srv.Serve(httpConns) }()
+	// HTTP/2 connections (gRPC) are served by net/http's HTTP/2 server and
+	// a reverse proxy; HTTP/1 by the router in h1.go.
+	h2Conns := newChanListener(l.Addr())
+	srv := &http.Server{Handler: h2c.NewHandler(s.reverseProxy(p), &http2.Server{}), ReadHeaderTimeout: time.Minute}
+	go func() { _ = srv.Serve(h2Conns) }()
 	defer srv.Close()
 	for {
 		c, err := l.Accept()
@@ -349,7 +351,7 @@ func (s *Server) servePort(ctx context.Context, l net.Listener, p Port) {
 		case all != nil:
 			go s.pipeToDeveloper(ctx, c, all)
 		case p.HTTP || s.hasHeaderRules(p.Name):
-			httpConns.push(c)
+			go s.serveHTTP(ctx, c, p, h2Conns)
 		default:
 			go s.pipeToDecoy(ctx, c, p)
 		}
@@ -468,9 +470,8 @@ func (b *bufferedConn) CloseWrite() error {
 // Transport.
 type routeKey struct{}
 
-// reverseProxy routes each request of a port: a matching developer's
-// laptop, else the decoy. HTTP/1.1 (with upgrades such as WebSocket) and
-// h2c (gRPC) keep their protocol on both legs.
+// reverseProxy routes each HTTP/2 request (h2c, gRPC) of a port: a matching
+// developer's laptop, else the decoy, in HTTP/2 on both legs.
 func (s *Server) reverseProxy(p Port) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -482,18 +483,10 @@ func (s *Server) reverseProxy(p Port) *httputil.ReverseProxy {
 			}
 		},
 		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
-			dev, _ := r.Context().Value(routeKey{}).(*developer)
-			h2 := r.ProtoMajor == 2
-			switch {
-			case dev != nil && h2:
+			if dev, _ := r.Context().Value(routeKey{}).(*developer); dev != nil {
 				return dev.h2.RoundTrip(r)
-			case dev != nil:
-				return dev.h1.RoundTrip(r)
-			case h2:
-				return s.decoyH2.RoundTrip(r)
-			default:
-				return s.decoyH1.RoundTrip(r)
 			}
+			return s.decoyH2.RoundTrip(r)
 		}),
 		FlushInterval: 0, // streaming responses (gRPC, SSE, unknown length) are flushed at once anyway
 		BufferPool:    bufferPool{},
@@ -504,32 +497,9 @@ func (s *Server) reverseProxy(p Port) *httputil.ReverseProxy {
 	}
 }
 
-// noH2CUpgrade refuses the HTTP/1.1 "Upgrade: h2c" dance by dropping its
-// headers: the request then goes on as HTTP/1.1, which every backend speaks.
-// HTTP/2 with prior knowledge (gRPC) is still accepted.
-func noH2CUpgrade(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.EqualFold(r.Header.Get("Upgrade"), "h2c") {
-			r.Header.Del("Upgrade")
-			r.Header.Del("Http2-Settings")
-			if strings.EqualFold(r.Header.Get("Connection"), "Upgrade, HTTP2-Settings") {
-				r.Header.Del("Connection")
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// h1Transport keeps connections alive for reuse, with buffers sized for
-// bulk responses.
-func h1Transport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
-	return &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
-		DisableCompression: true, WriteBufferSize: 64 << 10, ReadBufferSize: 64 << 10}
-}
 
 // bufferPool lends the reverse proxy its copy buffers.
 type bufferPool struct{}
