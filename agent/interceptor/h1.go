@@ -76,7 +76,11 @@ func (u *upstream) closedWhileIdle() bool {
 		return true
 	}
 	c := u.conn
-	if b, ok := c.(*bufferedConn); ok {
+	for { // a spare stream is wrapped twice: token line, then status byte
+		b, ok := c.(*bufferedConn)
+		if !ok {
+			break
+		}
 		if b.r.Buffered() > 0 {
 			return true
 		}

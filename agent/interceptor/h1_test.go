@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/intercept"
 )
 
 // rawConn speaks HTTP/1 by hand to the agent, to send what net/http's
@@ -178,35 +179,66 @@ func TestKeepAliveConnectionRoutedPerRequest(t *testing.T) {
 	}
 }
 
-// A backend that closes idle keep-alive connections: the next request, with
-// or without a body, is sent on a new connection instead of failing.
+// A backend that closes idle keep-alive connections, the original pods or a
+// developer's local server (Node.js closes them after 5 s): the next
+// request, with or without a body, goes on a new connection instead of
+// failing.
 func TestBackendClosingIdleConnections(t *testing.T) {
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%s %d", r.Method, len(b))
-	}))
-	backend.Config.IdleTimeout = 20 * time.Millisecond
-	backend.Start()
-	defer backend.Close()
-	r := startAgent(t, backend)
-	url := fmt.Sprintf("http://127.0.0.1:%d/", r.listen)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	for i := 0; i < 6; i++ {
-		time.Sleep(60 * time.Millisecond) // past the backend's idle timeout
-		var resp *http.Response
-		var err error
-		if i%2 == 0 {
-			resp, err = client.Get(url)
-		} else {
-			resp, err = client.Post(url, "text/plain", strings.NewReader("payload"))
+	for _, route := range []string{"decoy", "laptop, spare stream", "laptop, yamux stream"} {
+		laptop := route != "decoy"
+		backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %d", r.Method, len(b))
+		}))
+		backend.Config.IdleTimeout = 20 * time.Millisecond
+		backend.Start()
+		defer backend.Close()
+		decoy := backend
+		var header []string
+		if laptop {
+			decoy = named("decoy")
+			defer decoy.Close()
 		}
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
+		r := startAgent(t, decoy)
+		hello := interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}
+		switch route {
+		case "laptop, spare stream":
+			join(t, r, hello, backend.Listener.Addr().String())
+		case "laptop, yamux stream":
+			c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tun, err := intercept.Register(c, hello, backend.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tun.Close()
+			go tun.Serve(context.Background())
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if want := map[bool]string{true: "GET 0", false: "POST 7"}[i%2 == 0]; string(b) != want {
-			t.Fatalf("request %d: %q, want %q", i, b, want)
+		if laptop {
+			header = []string{"x-cz-intercept", "alice"}
+		}
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		for i := 0; i < 6; i++ {
+			time.Sleep(60 * time.Millisecond) // past the backend's idle timeout
+			method, body, want := http.MethodGet, "", "GET 0"
+			if i%2 == 1 {
+				method, body, want = http.MethodPost, "payload", "POST 7"
+			}
+			req, _ := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d/", r.listen), strings.NewReader(body))
+			for j := 0; j+1 < len(header); j += 2 {
+				req.Header.Set(header[j], header[j+1])
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("%s, request %d: %v", route, i, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != want {
+				t.Fatalf("%s, request %d: %q, want %q", route, i, b, want)
+			}
 		}
 	}
 }
