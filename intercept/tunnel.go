@@ -166,11 +166,15 @@ func (t *Tunnel) serveStream(ctx context.Context, st net.Conn) {
 // Leave unregisters from the agent and says how many developers remain.
 func (t *Tunnel) Leave() (int, error) {
 	defer t.sess.Close()
-	if err := json.NewEncoder(t.control).Encode(interceptor.Leave{Leave: true}); err != nil {
-		return 0, err
-	}
+	// yamux can report the write failed when the agent read it, answered
+	// and hung up before the write was confirmed here: an answer that
+	// arrived still counts.
+	werr := json.NewEncoder(t.control).Encode(interceptor.Leave{Leave: true})
 	var reply interceptor.Reply
 	if err := t.dec.Decode(&reply); err != nil {
+		if werr != nil {
+			return 0, fmt.Errorf("say goodbye to the interceptor: %w", werr)
+		}
 		return 0, fmt.Errorf("the interceptor did not confirm: %w", err)
 	}
 	return reply.Remaining, nil

@@ -201,6 +201,14 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		if err := dec.Decode(&msg); err == nil && msg.Leave {
 			s.unregister(dev)
 			_ = enc.Encode(Reply{Remaining: s.count()})
+			// Let the laptop read the reply and hang up first: closing
+			// here can end its session before yamux has confirmed its own
+			// write of the Leave, which it would then report as failed.
+			select {
+			case <-sess.CloseChan():
+			case <-time.After(5 * time.Second):
+			case <-ctx.Done():
+			}
 		}
 	}()
 	select {
