@@ -32,6 +32,7 @@ reversible steps, so one developer gets a private variant of a shared environmen
   teleport   make the laptop behave as if it were inside the cluster
   intercept  send a Service's traffic (all of it, or requests with your header) to the laptop
   mount      see a pod's volumes as a local folder
+  env        print the environment a workload's container gets, to run it locally
   session    list and close the recorded alterations; closing restores the cluster exactly
 
 It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ...).`,
@@ -53,6 +54,7 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 
 	root.AddCommand(NewVersionCommand(configFlags, streams))
 	root.AddCommand(NewInterceptCommand(configFlags, streams))
+	root.AddCommand(NewEnvCommand(configFlags, streams))
 	root.AddCommand(NewSessionCommand(configFlags, streams))
 	for _, extra := range extraCommands {
 		root.AddCommand(extra(configFlags, streams))

@@ -1,0 +1,100 @@
+package workloadenv
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Formats are the ways an environment can be written.
+var Formats = []string{"sh", "env", "docker", "json", "yaml"}
+
+var (
+	shellName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	plain     = regexp.MustCompile(`^[A-Za-z0-9_./:@,+=%^-]*$`)
+)
+
+// Write writes vars in format:
+//
+//	sh      export NAME='value' lines, for `eval` or `source`
+//	env     NAME=value lines, quoted where needed (a .env file for docker
+//	        compose, dotenv libraries and IDEs)
+//	docker  NAME=value lines, unquoted (docker run --env-file); values with a
+//	        line break cannot be written
+//	json    {"NAME": "value", ...}
+//	yaml    NAME: value
+//
+// It returns the names it had to leave out (sh: names the shell cannot
+// export).
+func Write(w io.Writer, vars []Var, format string) (skipped []string, err error) {
+	var b strings.Builder
+	switch format {
+	case "sh":
+		for _, v := range vars {
+			if !shellName.MatchString(v.Name) {
+				skipped = append(skipped, v.Name)
+				continue
+			}
+			fmt.Fprintf(&b, "export %s=%s\n", v.Name, shQuote(v.Value))
+		}
+	case "env":
+		for _, v := range vars {
+			fmt.Fprintf(&b, "%s=%s\n", v.Name, dotenvQuote(v.Value))
+		}
+	case "docker":
+		var multiline []string
+		for _, v := range vars {
+			if strings.ContainsAny(v.Value, "\r\n") {
+				multiline = append(multiline, v.Name)
+				continue
+			}
+			fmt.Fprintf(&b, "%s=%s\n", v.Name, v.Value)
+		}
+		if len(multiline) > 0 {
+			return nil, fmt.Errorf("docker's --env-file cannot hold values with line breaks (%s): use -o env or -o sh", strings.Join(multiline, ", "))
+		}
+	case "json", "yaml":
+		m := make(map[string]string, len(vars))
+		for _, v := range vars {
+			m[v.Name] = v.Value
+		}
+		var out []byte
+		if format == "json" {
+			out, err = json.MarshalIndent(m, "", "  ")
+			out = append(out, '\n')
+		} else {
+			out, err = yaml.Marshal(m)
+		}
+		if err != nil {
+			return nil, err
+		}
+		b.Write(out)
+	default:
+		return nil, fmt.Errorf("unknown format %q: want one of %s", format, strings.Join(Formats, ", "))
+	}
+	_, err = io.WriteString(w, b.String())
+	return skipped, err
+}
+
+// shQuote single-quotes s for a POSIX shell.
+func shQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// dotenvQuote leaves plain values bare, single-quotes values without a
+// single quote or line break (literal in docker compose and dotenv
+// libraries), and double-quotes the rest with backslash escapes.
+func dotenvQuote(s string) string {
+	switch {
+	case plain.MatchString(s):
+		return s
+	case !strings.ContainsAny(s, "'\r\n"):
+		return "'" + s + "'"
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "$", `\$`)
+	return `"` + r.Replace(s) + `"`
+}
