@@ -1,0 +1,259 @@
+// Package localnet makes teleport's changes to the laptop, each recorded in
+// the session's local journal before it is made: addresses on the loopback
+// interface, the resolver configuration (/etc/resolv.conf) or a marked block
+// in /etc/hosts. Their undo is registered here, so `kubectl cz session
+// close`, or the next command after a crash, puts everything back.
+package localnet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+// Entry kinds in the local journal.
+const (
+	KindAddress = "teleport.address"
+	KindFile    = "teleport.file"
+)
+
+func init() {
+	session.RegisterUndo(KindAddress, undoAddress)
+	session.RegisterCheck(KindAddress, func(e session.Entry) error {
+		var d addressData
+		if err := json.Unmarshal(e.Data, &d); err != nil || net.ParseIP(d.IP) == nil || d.Link == "" {
+			return fmt.Errorf("a teleport address entry without an address or a link")
+		}
+		return nil
+	})
+	session.RegisterUndo(KindFile, undoFile)
+	session.RegisterCheck(KindFile, func(e session.Entry) error {
+		var d fileData
+		if err := json.Unmarshal(e.Data, &d); err != nil || d.Path == "" {
+			return fmt.Errorf("a teleport file entry without a path")
+		}
+		return nil
+	})
+}
+
+// Link is where teleport puts its addresses: the kernel's dummy driver is
+// not on every machine, the loopback interface is.
+const Link = "lo"
+
+type addressData struct {
+	IP   string `json:"ip"`
+	Link string `json:"link"`
+}
+
+// Taken reports whether ip is already this machine's, or inside a network
+// a route other than the default one leads to (a VPN, the LAN): teleport
+// must not shadow it.
+func Taken(ip net.IP) (bool, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false, fmt.Errorf("list this machine's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(ip) {
+			return true, nil
+		}
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false, fmt.Errorf("list this machine's routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.Contains(ip) {
+			if ones, _ := r.Dst.Mask.Size(); ones > 0 {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// AddAddress puts ip/32 on the loopback interface, journaled first.
+func AddAddress(ctx context.Context, s *session.Session, ip net.IP) error {
+	link, err := netlink.LinkByName(Link)
+	if err != nil {
+		return fmt.Errorf("find interface %s: %w", Link, err)
+	}
+	e, err := s.Record(ctx, KindAddress, "teleport", "", addressData{IP: ip.String(), Link: Link})
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(link, hostAddr(ip)); err != nil {
+		_ = s.Discard(ctx, e)
+		if errors.Is(err, syscall.EPERM) {
+			return fmt.Errorf("add address %s to %s: not permitted: teleport changes this machine's network, run it as root (sudo -E kubectl cz teleport ...)", ip, Link)
+		}
+		return fmt.Errorf("add address %s to %s: %w", ip, Link, err)
+	}
+	_, err = s.Applied(ctx, e, nil)
+	return err
+}
+
+// RemoveAddress takes an address teleport added off again (its Service went
+// away); the journal entry stays, and its undo finds nothing to do.
+func RemoveAddress(ip net.IP) error {
+	link, err := netlink.LinkByName(Link)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrDel(link, hostAddr(ip)); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+		return fmt.Errorf("remove address %s: %w", ip, err)
+	}
+	return nil
+}
+
+func hostAddr(ip net.IP) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)}, Scope: int(netlink.SCOPE_HOST)}
+}
+
+func undoAddress(_ context.Context, u *session.UndoContext, e session.Entry) error {
+	var d addressData
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return err
+	}
+	link, err := netlink.LinkByName(d.Link)
+	if err != nil {
+		return fmt.Errorf("find interface %s: %w", d.Link, err)
+	}
+	ip := net.ParseIP(d.IP)
+	if err := netlink.AddrDel(link, hostAddr(ip)); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+		return fmt.Errorf("remove address %s from %s: %w", d.IP, d.Link, err)
+	}
+	fmt.Fprintf(u.Log, "removed address %s from %s\n", d.IP, d.Link)
+	return nil
+}
+
+type fileData struct {
+	Path string `json:"path"`
+	// Original is the file's content before; Written is what teleport
+	// wrote, so the undo can tell whether someone changed it since.
+	Original []byte `json:"original"`
+	Written  []byte `json:"written"`
+	Mode     uint32 `json:"mode"`
+}
+
+// ReplaceFile writes content to path in place (/etc/resolv.conf can be a
+// bind mount, which a rename would not replace), journaled first with the
+// original content.
+func ReplaceFile(ctx context.Context, s *session.Session, path string, content []byte) error {
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	mode := uint32(0o644)
+	if st, err := os.Stat(path); err == nil {
+		mode = uint32(st.Mode().Perm())
+	}
+	e, err := s.Record(ctx, KindFile, "teleport", "", fileData{Path: path, Original: orig, Written: content, Mode: mode})
+	if err != nil {
+		return err
+	}
+	if err := writeInPlace(path, content, os.FileMode(mode)); err != nil {
+		// The write may have truncated the file: put the original back.
+		_ = writeInPlace(path, orig, os.FileMode(mode))
+		_ = s.Discard(ctx, e)
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("write %s: permission denied: teleport changes this machine's resolver, run it as root (sudo -E kubectl cz teleport ...) or use --dns none", path)
+		}
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = s.Applied(ctx, e, nil)
+	return err
+}
+
+func writeInPlace(path string, content []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func undoFile(_ context.Context, u *session.UndoContext, e session.Entry) error {
+	var d fileData
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return err
+	}
+	cur, err := os.ReadFile(d.Path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", d.Path, err)
+	}
+	switch {
+	case bytes.Equal(cur, d.Original):
+		return nil // never written, or already put back
+	case !bytes.Equal(cur, d.Written) && !u.Force:
+		return fmt.Errorf("%s: %w (--force puts the original back)", d.Path, session.ErrConflict)
+	}
+	if err := writeInPlace(d.Path, d.Original, os.FileMode(d.Mode)); err != nil {
+		return fmt.Errorf("restore %s: %w", d.Path, err)
+	}
+	fmt.Fprintf(u.Log, "restored %s\n", d.Path)
+	return nil
+}
+
+// ResolvConf is the resolver configuration that sends every query to the
+// shim at dnsIP, with the cluster's search domains in front of the
+// original ones; it returns the nameservers that were there, for the shim
+// to forward other names to.
+func ResolvConf(orig []byte, dnsIP string, search []string) ([]byte, []string) {
+	var upstreams, oldSearch, rest []string
+	for _, line := range strings.Split(string(orig), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "nameserver":
+			if f[1] != dnsIP {
+				upstreams = append(upstreams, net.JoinHostPort(f[1], "53"))
+			}
+		case len(f) >= 2 && (f[0] == "search" || f[0] == "domain"):
+			oldSearch = append(oldSearch, f[1:]...)
+		case len(f) > 0 && !strings.HasPrefix(f[0], "#") && !strings.HasPrefix(f[0], ";"):
+			rest = append(rest, line)
+		}
+	}
+	var b strings.Builder
+	b.WriteString("# Written by kubectl cz teleport; the original comes back when its session closes.\n")
+	fmt.Fprintf(&b, "nameserver %s\n", dnsIP)
+	fmt.Fprintf(&b, "search %s\n", strings.Join(append(search, oldSearch...), " "))
+	for _, l := range rest {
+		b.WriteString(l + "\n")
+	}
+	return []byte(b.String()), upstreams
+}
+
+// HostsBlock is /etc/hosts with a marked block of names appended (after
+// any block an earlier teleport left).
+func HostsBlock(orig []byte, id string, lines []string) []byte {
+	var b bytes.Buffer
+	b.Write(orig)
+	if len(orig) > 0 && !bytes.HasSuffix(orig, []byte("\n")) {
+		b.WriteByte('\n')
+	}
+	fmt.Fprintf(&b, "# kubectl cz teleport %s: begin (removed when the session closes)\n", id)
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+	fmt.Fprintf(&b, "# kubectl cz teleport %s: end\n", id)
+	return b.Bytes()
+}

@@ -1,0 +1,621 @@
+// Package teleport makes the laptop behave as if it were inside the
+// cluster: every Service of the teleported namespaces gets a local address
+// (its own ClusterIP where that clashes with nothing here) and listeners on
+// its ports; each accepted connection goes, over port-forward, to a ready
+// pod picked from the Service's EndpointSlices at that moment; a DNS shim
+// answers the cluster names. Every change to the laptop is journaled in the
+// session first (package localnet).
+package teleport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/netstack/dnsshim"
+	"github.com/kubectl-cz/kubectl-cz/netstack/localnet"
+	"github.com/kubectl-cz/kubectl-cz/pfconn"
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+// DNS integration modes.
+const (
+	DNSAuto       = "auto"
+	DNSResolvConf = "resolvconf"
+	DNSHosts      = "hosts"
+	DNSNone       = "none"
+)
+
+// Config is one teleport.
+type Config struct {
+	Namespaces []string // the first one's Services also answer to their bare name
+	// Exclude lists Services to leave out, as "name" or "namespace/name".
+	Exclude []string
+	DNS     string
+	Kube    kubernetes.Interface
+	Rest    *rest.Config
+	Session *session.Session
+	// Log gets progress and changes, one line each.
+	Log io.Writer
+	// DNSAddr is where the shim answers (default 127.0.21.53:53).
+	DNSAddr string
+	// ResolvConf and Hosts are the files the DNS modes change (defaults
+	// /etc/resolv.conf and /etc/hosts).
+	ResolvConf, Hosts string
+	// Ready, if set, is called once every Service is reachable.
+	Ready func()
+}
+
+// fallbackBase is where Services whose ClusterIP clashes with this
+// machine's networks, and pods of headless Services, get addresses: all of
+// 127/8 is already local, so no address has to be added for them.
+var fallbackBase = net.IPv4(127, 241, 0, 0)
+
+type teleport struct {
+	cfg     Config
+	dns     *dnsshim.Server
+	fwd     *forwarder
+	svcs    map[string]listersv1.ServiceLister
+	slices  map[string]discoverylisters.EndpointSliceLister
+	exposed map[string]*exposure // by "ns/name", or "ns/name/pod" for a pod of a headless Service
+	nextIP  uint32
+	ips     map[string]net.IP // fallback addresses handed out, by key
+	hosts   []string          // the last /etc/hosts block written
+}
+
+// exposure is one address with its listeners.
+type exposure struct {
+	ip        net.IP
+	added     bool // an address teleport put on the interface
+	listeners map[int]net.Listener
+	rr        atomic.Uint64
+}
+
+// Run teleports until ctx ends, then closes its listeners; the caller
+// closes the session, which undoes the changes to the laptop.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.DNSAddr == "" {
+		cfg.DNSAddr = "127.0.21.53:53"
+	}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = "/etc/resolv.conf"
+	}
+	if cfg.Hosts == "" {
+		cfg.Hosts = "/etc/hosts"
+	}
+	if cfg.DNS == "" || cfg.DNS == DNSAuto {
+		cfg.DNS = DNSResolvConf // systemd-resolved's per-link DNS is not used yet
+	}
+	t := &teleport{cfg: cfg, dns: &dnsshim.Server{}, fwd: &forwarder{rest: cfg.Rest, kube: cfg.Kube, conns: map[string]*pfconn.Conn{}},
+		svcs: map[string]listersv1.ServiceLister{}, slices: map[string]discoverylisters.EndpointSliceLister{},
+		exposed: map[string]*exposure{}, ips: map[string]net.IP{}}
+	defer t.fwd.closeAll()
+	defer t.closeAll()
+
+	changed := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { notify() },
+		UpdateFunc: func(any, any) { notify() },
+		DeleteFunc: func(any) { notify() },
+	}
+	var synced []cache.InformerSynced
+	for _, ns := range cfg.Namespaces {
+		f := informers.NewSharedInformerFactoryWithOptions(cfg.Kube, 0, informers.WithNamespace(ns))
+		si, ei := f.Core().V1().Services(), f.Discovery().V1().EndpointSlices()
+		if _, err := si.Informer().AddEventHandler(handler); err != nil {
+			return err
+		}
+		if _, err := ei.Informer().AddEventHandler(handler); err != nil {
+			return err
+		}
+		t.svcs[ns], t.slices[ns] = si.Lister(), ei.Lister()
+		synced = append(synced, si.Informer().HasSynced, ei.Informer().HasSynced)
+		f.Start(ctx.Done())
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return ctx.Err()
+	}
+	if err := t.reconcile(ctx); err != nil {
+		return err
+	}
+	if err := t.startDNS(ctx); err != nil {
+		return err
+	}
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+			// Let a burst of events (a rollout) settle into one pass.
+			time.Sleep(100 * time.Millisecond)
+			if err := t.reconcile(ctx); err != nil {
+				fmt.Fprintf(cfg.Log, "warning: %v\n", err)
+			}
+		}
+	}
+}
+
+// startDNS serves the shim and points the resolver (or /etc/hosts) at it.
+func (t *teleport) startDNS(ctx context.Context) error {
+	if t.cfg.DNS == DNSNone || t.cfg.DNS == DNSHosts {
+		return nil
+	}
+	orig, err := os.ReadFile(t.cfg.ResolvConf)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", t.cfg.ResolvConf, err)
+	}
+	host, _, _ := net.SplitHostPort(t.cfg.DNSAddr)
+	var search []string
+	for _, ns := range t.cfg.Namespaces {
+		search = append(search, ns+".svc.cluster.local")
+	}
+	search = append(search, "svc.cluster.local", "cluster.local")
+	content, upstreams := localnet.ResolvConf(orig, host, search)
+	t.dns.Upstreams = upstreams
+	ready := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- t.dns.ListenAndServe(ctx, t.cfg.DNSAddr, func() { close(ready) })
+	}()
+	select {
+	case <-ready:
+	case err := <-errc:
+		return fmt.Errorf("the DNS shim cannot listen on %s: %w", t.cfg.DNSAddr, err)
+	}
+	if err := localnet.ReplaceFile(ctx, t.cfg.Session, t.cfg.ResolvConf, content); err != nil {
+		return err
+	}
+	fmt.Fprintf(t.cfg.Log, "DNS: %s now asks the shim at %s for cluster names (others go to %s)\n", t.cfg.ResolvConf, host, strings.Join(upstreams, ", "))
+	return nil
+}
+
+func (t *teleport) excluded(ns, name string) bool {
+	for _, x := range t.cfg.Exclude {
+		if x == name || x == ns+"/"+name {
+			return true
+		}
+	}
+	return false
+}
+
+// target is one way to reach an exposed port: pods of the Service, or one pod.
+type target struct {
+	ns, service, portName, pod string
+	port                       int // the pod's port, for a fixed pod
+}
+
+// reconcile brings addresses, listeners and DNS records in line with the
+// Services and EndpointSlices now known.
+func (t *teleport) reconcile(ctx context.Context) error {
+	want := map[string]bool{}
+	var records []dnsshim.Service
+	var errs []string
+	for _, ns := range t.cfg.Namespaces {
+		svcs, err := t.svcs[ns].List(labels.Everything())
+		if err != nil {
+			return err
+		}
+		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
+		for _, svc := range svcs {
+			if t.excluded(ns, svc.Name) {
+				continue
+			}
+			rec := dnsshim.Service{Name: svc.Name, Namespace: ns}
+			for _, p := range svc.Spec.Ports {
+				rec.Ports = append(rec.Ports, dnsshim.Port{Name: p.Name, Protocol: strings.ToLower(string(orTCP(p.Protocol))), Port: int(p.Port)})
+			}
+			switch {
+			case svc.Spec.ClusterIP == corev1.ClusterIPNone:
+				rec.Pods = map[string]net.IP{}
+				for _, ep := range t.podEndpoints(ns, svc.Name) {
+					key := ns + "/" + svc.Name + "/" + ep.pod
+					want[key] = true
+					e, err := t.expose(ctx, key, nil, ep.ports, func(port int) target {
+						return target{ns: ns, service: svc.Name, pod: ep.pod, port: port}
+					})
+					if err != nil {
+						errs = append(errs, err.Error())
+						continue
+					}
+					rec.IPs = append(rec.IPs, e.ip)
+					rec.Pods[ep.hostname] = e.ip
+				}
+			case svc.Spec.ClusterIP != "":
+				key := ns + "/" + svc.Name
+				want[key] = true
+				ports := map[int]string{}
+				for _, p := range svc.Spec.Ports {
+					if orTCP(p.Protocol) == corev1.ProtocolTCP {
+						ports[int(p.Port)] = p.Name
+					}
+				}
+				e, err := t.expose(ctx, key, net.ParseIP(svc.Spec.ClusterIP), ports, func(port int) target {
+					return target{ns: ns, service: svc.Name, portName: ports[port]}
+				})
+				if err != nil {
+					errs = append(errs, err.Error())
+					continue
+				}
+				rec.IPs = []net.IP{e.ip}
+			default:
+				continue // ExternalName: the shim does not answer for it
+			}
+			records = append(records, rec)
+		}
+	}
+	for key, e := range t.exposed {
+		if !want[key] {
+			t.unexpose(key, e)
+		}
+	}
+	t.dns.Set(t.cfg.Namespaces[0], records)
+	if t.cfg.DNS == DNSHosts {
+		if err := t.writeHosts(ctx, records); err != nil {
+			return err
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func orTCP(p corev1.Protocol) corev1.Protocol {
+	if p == "" {
+		return corev1.ProtocolTCP
+	}
+	return p
+}
+
+// expose gives key an address (clusterIP if it is free here, else one of
+// the fallback range) and listeners on ports, each serving route(port).
+func (t *teleport) expose(ctx context.Context, key string, clusterIP net.IP, ports map[int]string, route func(int) target) (*exposure, error) {
+	e := t.exposed[key]
+	if e == nil {
+		ip := clusterIP
+		added := false
+		if ip != nil {
+			taken, err := localnet.Taken(ip)
+			if err != nil {
+				return nil, err
+			}
+			if taken {
+				fmt.Fprintf(t.cfg.Log, "%s: ClusterIP %s is taken on this machine; using a loopback address\n", key, ip)
+				ip = nil
+			}
+		}
+		if ip == nil {
+			ip = t.fallback(key)
+		} else {
+			if err := localnet.AddAddress(ctx, t.cfg.Session, ip); err != nil {
+				return nil, err
+			}
+			added = true
+		}
+		e = &exposure{ip: ip, added: added, listeners: map[int]net.Listener{}}
+		t.exposed[key] = e
+	}
+	for port := range ports {
+		if e.listeners[port] != nil {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(e.ip.String(), strconv.Itoa(port)))
+		if err != nil {
+			return e, fmt.Errorf("%s: listen on %s port %d: %w", key, e.ip, port, err)
+		}
+		e.listeners[port] = l
+		go t.serve(ctx, l, e, route(port))
+	}
+	for port, l := range e.listeners {
+		if _, ok := ports[port]; !ok {
+			l.Close()
+			delete(e.listeners, port)
+		}
+	}
+	return e, nil
+}
+
+func (t *teleport) unexpose(key string, e *exposure) {
+	for _, l := range e.listeners {
+		l.Close()
+	}
+	if e.added {
+		if err := localnet.RemoveAddress(e.ip); err != nil {
+			fmt.Fprintf(t.cfg.Log, "warning: %v\n", err)
+		}
+	}
+	delete(t.exposed, key)
+}
+
+func (t *teleport) closeAll() {
+	for _, e := range t.exposed {
+		for _, l := range e.listeners {
+			l.Close()
+		}
+	}
+}
+
+// fallback is key's address in 127.241.0.0/16, the same one for as long as
+// teleport runs.
+func (t *teleport) fallback(key string) net.IP {
+	if ip, ok := t.ips[key]; ok {
+		return ip
+	}
+	t.nextIP++
+	n := t.nextIP
+	ip := net.IPv4(fallbackBase[12], fallbackBase[13], byte(n>>8), byte(n))
+	t.ips[key] = ip
+	return ip
+}
+
+// serve relays each connection to a pod over port-forward.
+func (t *teleport) serve(ctx context.Context, l net.Listener, e *exposure, to target) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			up, err := t.dial(ctx, e, to)
+			if err != nil {
+				fmt.Fprintf(t.cfg.Log, "warning: %v\n", err)
+				c.Close()
+				return
+			}
+			interceptor.Pipe(c, up)
+		}()
+	}
+}
+
+// dial reaches the target: its fixed pod, or a ready pod of the Service
+// picked now, trying the next one if a pod cannot be reached.
+func (t *teleport) dial(ctx context.Context, e *exposure, to target) (net.Conn, error) {
+	if to.pod != "" {
+		return t.fwd.dial(ctx, to.ns, to.pod, to.port)
+	}
+	eps := t.endpoints(to.ns, to.service, to.portName)
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("service %s/%s has no ready pod", to.ns, to.service)
+	}
+	start := int(e.rr.Add(1))
+	var lastErr error
+	for i := range eps {
+		ep := eps[(start+i)%len(eps)]
+		c, err := t.fwd.dial(ctx, to.ns, ep.pod, ep.port)
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// endpoint is a ready pod and its port for one Service port.
+type endpoint struct {
+	pod, hostname string
+	port          int
+	ports         map[int]string // every port (headless Services)
+}
+
+func (t *teleport) slicesOf(ns, service string) []*discoveryv1.EndpointSlice {
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: service})
+	slices, _ := t.slices[ns].List(sel)
+	return slices
+}
+
+// endpoints are the ready pods behind a Service port (by port name, as
+// EndpointSlices name them).
+func (t *teleport) endpoints(ns, service, portName string) []endpoint {
+	var eps []endpoint
+	for _, s := range t.slicesOf(ns, service) {
+		port := -1
+		for _, p := range s.Ports {
+			name := ""
+			if p.Name != nil {
+				name = *p.Name
+			}
+			if name == portName && p.Port != nil {
+				port = int(*p.Port)
+			}
+		}
+		if port < 0 {
+			continue
+		}
+		for _, ep := range s.Endpoints {
+			if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" || (ep.Conditions.Ready != nil && !*ep.Conditions.Ready) {
+				continue
+			}
+			eps = append(eps, endpoint{pod: ep.TargetRef.Name, port: port})
+		}
+	}
+	sort.Slice(eps, func(i, j int) bool { return eps[i].pod < eps[j].pod })
+	return eps
+}
+
+// podEndpoints are the ready pods of a headless Service with all their ports.
+func (t *teleport) podEndpoints(ns, service string) []endpoint {
+	byPod := map[string]*endpoint{}
+	for _, s := range t.slicesOf(ns, service) {
+		for _, ep := range s.Endpoints {
+			if ep.TargetRef == nil || ep.TargetRef.Kind != "Pod" || (ep.Conditions.Ready != nil && !*ep.Conditions.Ready) {
+				continue
+			}
+			e := byPod[ep.TargetRef.Name]
+			if e == nil {
+				host := ep.TargetRef.Name
+				if ep.Hostname != nil {
+					host = *ep.Hostname
+				}
+				e = &endpoint{pod: ep.TargetRef.Name, hostname: host, ports: map[int]string{}}
+				byPod[ep.TargetRef.Name] = e
+			}
+			for _, p := range s.Ports {
+				if p.Port != nil && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+					name := ""
+					if p.Name != nil {
+						name = *p.Name
+					}
+					e.ports[int(*p.Port)] = name
+				}
+			}
+		}
+	}
+	var eps []endpoint
+	for _, e := range byPod {
+		eps = append(eps, *e)
+	}
+	sort.Slice(eps, func(i, j int) bool { return eps[i].pod < eps[j].pod })
+	return eps
+}
+
+// writeHosts puts every name in a marked /etc/hosts block when it changed.
+func (t *teleport) writeHosts(ctx context.Context, records []dnsshim.Service) error {
+	var lines []string
+	for _, r := range records {
+		full := r.Name + "." + r.Namespace + ".svc.cluster.local"
+		names := []string{full, r.Name + "." + r.Namespace + ".svc", r.Name + "." + r.Namespace}
+		if r.Namespace == t.cfg.Namespaces[0] {
+			names = append(names, r.Name)
+		}
+		if len(r.IPs) > 0 && r.Pods == nil {
+			lines = append(lines, r.IPs[0].String()+"\t"+strings.Join(names, " "))
+		}
+		for host, ip := range r.Pods {
+			lines = append(lines, ip.String()+"\t"+host+"."+full)
+		}
+	}
+	sort.Strings(lines)
+	if strings.Join(lines, "\n") == strings.Join(t.hosts, "\n") {
+		return nil
+	}
+	orig, err := os.ReadFile(t.cfg.Hosts)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", t.cfg.Hosts, err)
+	}
+	if t.hosts != nil {
+		orig = withoutBlock(orig, t.cfg.Session.ID())
+	}
+	if err := localnet.ReplaceFile(ctx, t.cfg.Session, t.cfg.Hosts, localnet.HostsBlock(orig, t.cfg.Session.ID(), lines)); err != nil {
+		return err
+	}
+	t.hosts = lines
+	return nil
+}
+
+// withoutBlock drops this session's block from a hosts file.
+func withoutBlock(b []byte, id string) []byte {
+	begin := "# kubectl cz teleport " + id + ": begin"
+	end := "# kubectl cz teleport " + id + ": end"
+	var out []string
+	skip := false
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, begin):
+			skip = true
+		case strings.HasPrefix(line, end):
+			skip = false
+		case !skip:
+			out = append(out, line)
+		}
+	}
+	return []byte(strings.Join(out, ""))
+}
+
+// forwarder keeps one port-forward connection per pod, reused for every
+// stream to it, and replaces it when it breaks.
+type forwarder struct {
+	rest  *rest.Config
+	kube  kubernetes.Interface
+	mu    sync.Mutex
+	conns map[string]*pfconn.Conn
+}
+
+func (f *forwarder) dial(ctx context.Context, ns, pod string, port int) (net.Conn, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := f.conn(ctx, ns, pod)
+		if err != nil {
+			return nil, err
+		}
+		s, err := c.DialPort(ctx, port)
+		if err == nil {
+			return s, nil
+		}
+		f.drop(ns+"/"+pod, c)
+		if attempt > 0 {
+			return nil, err
+		}
+	}
+}
+
+func (f *forwarder) conn(ctx context.Context, ns, pod string) (*pfconn.Conn, error) {
+	key := ns + "/" + pod
+	f.mu.Lock()
+	c := f.conns[key]
+	f.mu.Unlock()
+	if c != nil {
+		select {
+		case <-c.Done():
+			f.drop(key, c)
+		default:
+			return c, nil
+		}
+	}
+	c, err := pfconn.Dial(ctx, f.rest, f.kube, ns, pod)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if other := f.conns[key]; other != nil {
+		c.Close() // another connection won the race
+		return other, nil
+	}
+	f.conns[key] = c
+	return c, nil
+}
+
+func (f *forwarder) drop(key string, c *pfconn.Conn) {
+	f.mu.Lock()
+	if f.conns[key] == c {
+		delete(f.conns, key)
+	}
+	f.mu.Unlock()
+	c.Close()
+}
+
+func (f *forwarder) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, c := range f.conns {
+		c.Close()
+		delete(f.conns, k)
+	}
+}

@@ -1,0 +1,159 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-cz/kubectl-cz/netstack/teleport"
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+type teleportOptions struct {
+	flags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	namespaces []string
+	exclude    []string
+	dns        string
+	sessionID  string
+}
+
+// NewTeleportCommand returns `kubectl cz teleport`.
+func NewTeleportCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &teleportOptions{flags: flags, IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:   "teleport namespace [NAMESPACE ...] [--exclude SERVICE ...] [--dns auto|resolvconf|hosts|none]",
+		Short: "Reach every Service of namespaces from this machine by its cluster DNS names",
+		Long: `Make this machine behave as if it were inside the cluster: every Service of the namespaces
+answers at its cluster DNS names (svc, svc.ns, svc.ns.svc.cluster.local) and ports, and pods of
+headless Services at theirs. Each connection goes over port-forward to a ready pod picked from the
+Service's endpoints at that moment, so a pod that goes away is replaced without a restart.
+
+Services get their own ClusterIP on the loopback interface where it clashes with no network here,
+else an address in 127.241.0.0/16. A DNS shim on 127.0.21.53 answers cluster names and passes the
+rest to the resolvers that were configured (--dns resolvconf, the default); --dns hosts writes a
+marked block in /etc/hosts instead; --dns none leaves name resolution alone.
+
+It changes this machine's network, so it runs as root (sudo -E). Every change is journaled first
+and undone on Ctrl-C; after a crash, the next kubectl cz command undoes it.`,
+		Example: `  # The current namespace
+  sudo -E kubectl cz teleport namespace
+
+  # Two namespaces; bare names are those of the first
+  sudo -E kubectl cz teleport namespace shop payments
+
+  # Leave a Service out, and use /etc/hosts instead of the resolver
+  sudo -E kubectl cz teleport namespace shop --exclude legacy-db --dns hosts`,
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := o.complete(c, args); err != nil {
+				return err
+			}
+			return o.run(c.Context())
+		},
+	}
+	cmd.ValidArgsFunction = func(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return []string{"namespace"}, cobra.ShellCompDirectiveNoFileComp
+		}
+		a, err := resolveAccess(flags)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		list, err := a.Kube.CoreV1().Namespaces().List(c.Context(), metav1.ListOptions{})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var names []string
+		for _, ns := range list.Items {
+			names = append(names, ns.Name)
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&o.exclude, "exclude", nil, "Services to leave out, as NAME or NAMESPACE/NAME (repeatable)")
+	f.StringVar(&o.dns, "dns", teleport.DNSAuto, "How names resolve: auto, resolvconf (the shim in /etc/resolv.conf), hosts (a block in /etc/hosts) or none")
+	f.StringVar(&o.sessionID, "session", "", "Session to record the changes in (default: a new one)")
+	return cmd
+}
+
+func (o *teleportOptions) complete(c *cobra.Command, args []string) error {
+	if len(args) == 0 || !(args[0] == "namespace" || args[0] == "namespaces" || args[0] == "ns") {
+		return usageError(c, "want: kubectl cz teleport namespace [NAMESPACE ...]")
+	}
+	o.namespaces = args[1:]
+	switch o.dns {
+	case teleport.DNSAuto, teleport.DNSResolvConf, teleport.DNSHosts, teleport.DNSNone:
+	default:
+		return usageError(c, "--dns %q: want auto, resolvconf, hosts or none", o.dns)
+	}
+	return nil
+}
+
+func (o *teleportOptions) run(parent context.Context) error {
+	start := time.Now()
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := resolveAccess(o.flags)
+	if err != nil {
+		return err
+	}
+	if len(o.namespaces) == 0 {
+		o.namespaces = []string{a.Namespace}
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("teleport changes this machine's addresses and resolver: run it as root (sudo -E kubectl cz teleport namespace %s)", strings.Join(o.namespaces, " "))
+	}
+	cfg, err := o.flags.ToRESTConfig()
+	if err != nil {
+		return err
+	}
+	for _, ns := range o.namespaces {
+		if _, err := a.Kube.CoreV1().Services(ns).List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+			if apierrors.IsForbidden(err) {
+				return fmt.Errorf("cannot list services in namespace %q: RBAC refuses it (teleport needs list and watch on services and endpointslices, and create on pods/portforward)", ns)
+			}
+			return fmt.Errorf("namespace %q: %w", ns, err)
+		}
+		if _, err := a.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return fmt.Errorf("namespace %q not found", ns)
+		}
+	}
+	recoverCrashed(ctx, a.Clients, o.ErrOut)
+	s, err := openSession(ctx, a, o.flags, o.sessionID, session.Config{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "session %s (if this process dies, the next kubectl cz command on this machine undoes its changes)\n", s.ID())
+	beatCtx, stopBeat := context.WithCancel(ctx)
+	defer stopBeat()
+	go s.KeepAlive(beatCtx, heartbeatInterval, func(err error) { fmt.Fprintln(o.ErrOut, "warning: heartbeat:", err) })
+
+	runErr := teleport.Run(ctx, teleport.Config{
+		Namespaces: o.namespaces, Exclude: o.exclude, DNS: o.dns,
+		Kube: a.Kube, Rest: cfg, Session: s, Log: o.Out,
+		Ready: func() {
+			fmt.Fprintf(o.Out, "teleport active after %.1fs: the Services of %s answer here by their cluster names (Ctrl-C to stop)\n",
+				time.Since(start).Seconds(), strings.Join(o.namespaces, ", "))
+		},
+	})
+	stopBeat()
+	fmt.Fprintln(o.Out, "restoring this machine's network and resolver")
+	if _, err := s.Close(context.Background(), session.CloseOptions{Log: prefixWriter{o.Out, "  "}}); err != nil {
+		if runErr != nil {
+			return fmt.Errorf("%w; undoing failed too: %v (run kubectl cz session close %s)", runErr, err, s.ID())
+		}
+		return fmt.Errorf("undo: %w (run kubectl cz session close %s)", err, s.ID())
+	}
+	return runErr
+}
