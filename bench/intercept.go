@@ -30,17 +30,25 @@ func laptopCmd(ctx context.Context, env []string, name string, args ...string) *
 	return cmd
 }
 
-var activeAfter = regexp.MustCompile(`intercept active after ([0-9.]+)s`)
+var (
+	interceptActive = regexp.MustCompile(`intercept active after ([0-9.]+)s`)
+	teleportActive  = regexp.MustCompile(`teleport active after ([0-9.]+)s`)
+)
 
-// startIntercept runs `kubectl-cz intercept` on the laptop and returns it once
-// active, with the time it reported from start to active.
+// startIntercept runs `kubectl-cz intercept` on the laptop and returns it
+// once active, with the time it reported from start to active.
 func startIntercept(ctx context.Context, args ...string) (*exec.Cmd, float64, error) {
+	return startPlugin(ctx, interceptActive, append([]string{"-n", benchNamespace, "intercept", "service", benchPod, "--local-port", strings.Split(localAddr, ":")[1]}, args...)...)
+}
+
+// startPlugin runs kubectl-cz on the laptop and returns it once it printed
+// the line active matches, with the seconds that line reports.
+func startPlugin(ctx context.Context, active *regexp.Regexp, args ...string) (*exec.Cmd, float64, error) {
 	plugin, err := exec.LookPath("kubectl-cz")
 	if err != nil {
 		return nil, 0, err
 	}
-	cmd := laptopCmd(ctx, []string{"KUBECTL_CZ_STATE_DIR=" + os.TempDir() + "/cz-bench-state"}, plugin,
-		append([]string{"-n", benchNamespace, "intercept", "service", benchPod, "--local-port", strings.Split(localAddr, ":")[1]}, args...)...)
+	cmd := laptopCmd(ctx, []string{"KUBECTL_CZ_STATE_DIR=" + os.TempDir() + "/cz-bench-state"}, plugin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, 0, err
@@ -53,17 +61,18 @@ func startIntercept(ctx context.Context, args ...string) (*exec.Cmd, float64, er
 	var lines []string
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
-		if m := activeAfter.FindStringSubmatch(sc.Text()); m != nil {
+		if m := active.FindStringSubmatch(sc.Text()); m != nil {
 			go io.Copy(io.Discard, out)
 			secs, _ := strconv.ParseFloat(m[1], 64)
 			return cmd, secs, nil
 		}
 	}
 	_ = cmd.Wait()
-	return nil, 0, fmt.Errorf("intercept did not become active:\n%s", strings.Join(lines, "\n"))
+	return nil, 0, fmt.Errorf("kubectl-cz %s did not become active:\n%s", strings.Join(args, " "), strings.Join(lines, "\n"))
 }
 
-func stopIntercept(cmd *exec.Cmd) error {
+// stopPlugin ends a plugin started by startPlugin as Ctrl-C would.
+func stopPlugin(cmd *exec.Cmd) error {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	return cmd.Wait()
 }
@@ -109,11 +118,11 @@ func (b *bench) intercept(ctx context.Context) error {
 		active.samples = append(active.samples, secs)
 		if run == 0 {
 			if err := b.interceptLatency(ctx, base, direct, floor, matched, passed); err != nil {
-				stopIntercept(cmd)
+				stopPlugin(cmd)
 				return err
 			}
 		}
-		if err := stopIntercept(cmd); err != nil {
+		if err := stopPlugin(cmd); err != nil {
 			return fmt.Errorf("intercept exit: %w", err)
 		}
 	}
@@ -122,7 +131,7 @@ func (b *bench) intercept(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer stopIntercept(cmd)
+	defer stopPlugin(cmd)
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	// Until kube-proxy routes new connections to the interceptor, the
 	// original pod answers; its answer has no "laptop" in it.

@@ -24,7 +24,7 @@ var transports = []struct{ name, env string }{
 
 func (b *bench) portForward(ctx context.Context) error {
 	direct := "http://" + net.JoinHostPort(b.podIP, "8080")
-	if err := b.httpRows(ctx, "direct (pod IP)", direct, ""); err != nil {
+	if err := b.httpRows(ctx, "direct (pod IP)", direct, "", nil); err != nil {
 		return err
 	}
 	for _, tr := range transports {
@@ -32,7 +32,7 @@ func (b *bench) portForward(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		err = b.httpRows(ctx, "kubectl port-forward ("+tr.name+")", "http://"+pf.addr, "direct (pod IP)")
+		err = b.httpRows(ctx, "kubectl port-forward ("+tr.name+")", "http://"+pf.addr, "direct (pod IP)", nil)
 		pf.stop()
 		if err != nil {
 			return err
@@ -53,12 +53,13 @@ func (b *bench) portForward(ctx context.Context) error {
 }
 
 // httpRows measures one path: 100 MiB GET throughput, keep-alive ping
-// latency and new-connection latency.
-func (b *bench) httpRows(ctx context.Context, path, base, baseline string) error {
+// latency and new-connection latency. dial, if set, opens the connections
+// (from the laptop namespace, for teleport).
+func (b *bench) httpRows(ctx context.Context, path, base, baseline string, dial func(context.Context, string, string) (net.Conn, error)) error {
 	fmt.Fprintf(os.Stderr, "bench: %s\n", path)
 	thr := &row{name: "GET 100 MiB, " + path, unit: "MiB/s", baseline: baselineName("GET 100 MiB", baseline)}
 	keep := &row{name: "ping, keep-alive, " + path, unit: "ms", baseline: baselineName("ping, keep-alive", baseline)}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true, DialContext: dial}}
 	defer client.CloseIdleConnections()
 	if err := b.transfers(ctx, client, base, thr); err != nil {
 		return err
@@ -67,7 +68,7 @@ func (b *bench) httpRows(ctx context.Context, path, base, baseline string) error
 		return err
 	}
 	fresh := &row{name: "new connection + request + first byte, " + path, unit: "ms", baseline: baselineName("new connection + request + first byte", baseline)}
-	noKeep := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	noKeep := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
 	for i := 0; i < b.pings/4; i++ {
 		start := time.Now()
 		resp, err := noKeep.Get(base + "/ping")
