@@ -70,13 +70,21 @@ func (t *table) markdown() string {
 			ratio = fmt.Sprintf("%.2fx %s", r.median()/base.median(), shortName(base.name))
 			if r.unit == "ms" {
 				// For latency, what users feel is the time added.
-				ratio += fmt.Sprintf(" (+%s ms p50, +%s ms p99)", format(r.median()-base.median()), format(quantile(s, 0.99)-quantile(base.sorted(), 0.99)))
+				ratio += fmt.Sprintf(" (%s ms p50, %s ms p99)", signed(r.median()-base.median()), signed(quantile(s, 0.99)-quantile(base.sorted(), 0.99)))
 			}
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %s |\n", r.name, r.unit,
 			format(quantile(s, 0)), format(quantile(s, 0.5)), format(quantile(s, 0.99)), format(quantile(s, 1)), len(s), ratio)
 	}
 	return b.String()
+}
+
+// signed is a difference with its sign: "+0.30", "-0.18".
+func signed(v float64) string {
+	if v < 0 {
+		return "-" + format(-v)
+	}
+	return "+" + format(v)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
