@@ -44,7 +44,9 @@ func envWorkload(t *testing.T, cs kubernetes.Interface) string {
 		}
 	}
 	must(cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: envNamespace}}, metav1.CreateOptions{}))
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), envNamespace, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Namespaces().Delete(context.Background(), envNamespace, metav1.DeleteOptions{})
+	})
 	must(cs.CoreV1().ConfigMaps(envNamespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "app-config"},
 		Data: map[string]string{"LOG_LEVEL": "debug", "TRICKY": tricky, "dotted.key": "d"}}, metav1.CreateOptions{}))
 	must(cs.CoreV1().Secrets(envNamespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "app-secret"},
