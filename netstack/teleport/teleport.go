@@ -188,7 +188,7 @@ func (t *teleport) startDNS(ctx context.Context) error {
 	select {
 	case <-ready:
 	case err := <-errc:
-		return fmt.Errorf("the DNS shim cannot listen on %s: %w", t.cfg.DNSAddr, err)
+		return fmt.Errorf("the DNS shim cannot listen on %s (is another kubectl cz teleport running? --dns none or hosts do without it): %w", t.cfg.DNSAddr, err)
 	}
 	if err := localnet.ReplaceFile(ctx, t.cfg.Session, t.cfg.ResolvConf, content); err != nil {
 		return err
@@ -302,6 +302,9 @@ func (t *teleport) expose(ctx context.Context, key string, clusterIP net.IP, por
 	if e == nil {
 		ip := clusterIP
 		added := false
+		if ip != nil && ip.To4() == nil {
+			ip = nil // an IPv6 ClusterIP: the fallback range is IPv4
+		}
 		if ip != nil {
 			taken, err := localnet.Taken(ip)
 			if err != nil {
