@@ -154,3 +154,43 @@ func TestTeleportErrors(t *testing.T) {
 	}
 	assertLaptopRestored(t, before)
 }
+
+// A workload teleport writes the workload's environment to a file; a local
+// copy of the workload started with it reaches its downstreams by the
+// names its spec uses, through teleport. The file goes when teleport ends.
+func TestTeleportWorkloadRunsLocally(t *testing.T) {
+	before := snapshotLaptop(t)
+	dir := t.TempDir()
+	envFile := dir + "/core.env"
+	p := startOnLaptop(t, machine(t), "kubectl-cz", "-n", demoNamespace, "teleport", "deployment", "core", "--env-file", envFile)
+	p.waitFor("teleport active", 60*time.Second)
+	b, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(envFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("env file mode %v: it may hold Secrets, want 0600", st.Mode().Perm())
+	}
+	for _, want := range []string{"ROLE=core\n", "POD_NAMESPACE=sample-project\n", "DOWNSTREAMS="} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("env file lacks %q:\n%s", want, b)
+		}
+	}
+	// The local core, with the cluster's environment (its own address and
+	// an empty seed folder instead of the pod's).
+	local := startOnLaptop(t, nil, "sh", "-c", `set -a; . "$1"; set +a; LISTEN=127.0.0.1:3300 SEED_DIR="$2" POD_NAME=laptop exec cz-demo`, "sh", envFile, dir)
+	local.waitFor("listening", 20*time.Second)
+	r := onLaptop(t, 20*time.Second, "curl", "-sS", "-m", "15", "http://127.0.0.1:3300/")
+	if r.err != nil || !strings.Contains(r.stdout, `"pod":"laptop"`) || !strings.Contains(r.stdout, `"service":"leaf"`) || !strings.Contains(r.stdout, `"pod":"db-0"`) {
+		t.Fatalf("the local core did not reach leaf and db through teleport: %v %s\n%s", r.err, r.stderr, r.stdout)
+	}
+	local.signal(syscall.SIGKILL)
+	p.signal(syscall.SIGTERM)
+	if err := p.wait(30 * time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.output())
+	}
+	if _, err := os.Stat(envFile); !os.IsNotExist(err) {
+		t.Errorf("the env file is still there after teleport ended (%v)", err)
+	}
+	assertLaptopRestored(t, before)
+}

@@ -139,16 +139,18 @@ func undoAddress(_ context.Context, u *session.UndoContext, e session.Entry) err
 
 type fileData struct {
 	Path string `json:"path"`
-	// Original is the file's content before; Written is what teleport
-	// wrote, so the undo can tell whether someone changed it since.
+	// Original is the file's content before (Absent: there was no file);
+	// Written is what teleport wrote, so the undo can tell whether someone
+	// changed it since.
 	Original []byte `json:"original"`
+	Absent   bool   `json:"absent,omitempty"`
 	Written  []byte `json:"written"`
 	Mode     uint32 `json:"mode"`
 }
 
-// ReplaceFile writes content to path in place (/etc/resolv.conf can be a
-// bind mount, which a rename would not replace), journaled first with the
-// original content.
+// ReplaceFile writes content to an existing file in place (/etc/resolv.conf
+// can be a bind mount, which a rename would not replace), journaled first
+// with the original content.
 func ReplaceFile(ctx context.Context, s *session.Session, path string, content []byte) error {
 	orig, err := os.ReadFile(path)
 	if err != nil {
@@ -158,25 +160,50 @@ func ReplaceFile(ctx context.Context, s *session.Session, path string, content [
 	if st, err := os.Stat(path); err == nil {
 		mode = uint32(st.Mode().Perm())
 	}
-	e, err := s.Record(ctx, KindFile, "teleport", "", fileData{Path: path, Original: orig, Written: content, Mode: mode})
+	return writeJournaled(ctx, s, fileData{Path: path, Original: orig, Written: content, Mode: mode})
+}
+
+// WriteFile creates or replaces a file the user asked for (an env file),
+// journaled first, so closing the session removes it or puts back what was
+// there.
+func WriteFile(ctx context.Context, s *session.Session, path string, content []byte, mode os.FileMode) error {
+	d := fileData{Path: path, Written: content, Mode: uint32(mode.Perm())}
+	orig, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		d.Absent = true
+	case err != nil:
+		return fmt.Errorf("read %s: %w", path, err)
+	default:
+		d.Original = orig
+	}
+	return writeJournaled(ctx, s, d)
+}
+
+func writeJournaled(ctx context.Context, s *session.Session, d fileData) error {
+	e, err := s.Record(ctx, KindFile, "teleport", "", d)
 	if err != nil {
 		return err
 	}
-	if err := writeInPlace(path, content, os.FileMode(mode)); err != nil {
+	if err := writeInPlace(d.Path, d.Written, os.FileMode(d.Mode)); err != nil {
 		// The write may have truncated the file: put the original back.
-		_ = writeInPlace(path, orig, os.FileMode(mode))
+		if d.Absent {
+			os.Remove(d.Path)
+		} else {
+			_ = writeInPlace(d.Path, d.Original, os.FileMode(d.Mode))
+		}
 		_ = s.Discard(ctx, e)
 		if errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("write %s: permission denied: teleport changes this machine's resolver, run it as root (sudo -E kubectl cz teleport ...) or use --dns none", path)
+			return fmt.Errorf("write %s: permission denied: teleport changes this machine's resolver, run it as root (sudo -E kubectl cz teleport ...) or use --dns none", d.Path)
 		}
-		return fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", d.Path, err)
 	}
 	_, err = s.Applied(ctx, e, nil)
 	return err
 }
 
 func writeInPlace(path string, content []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, mode)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
 		return err
 	}
@@ -197,14 +224,22 @@ func undoFile(_ context.Context, u *session.UndoContext, e session.Entry) error 
 		return err
 	}
 	cur, err := os.ReadFile(d.Path)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", d.Path, err)
-	}
 	switch {
-	case bytes.Equal(cur, d.Original):
+	case errors.Is(err, os.ErrNotExist) && d.Absent:
+		return nil // already gone
+	case err != nil:
+		return fmt.Errorf("read %s: %w", d.Path, err)
+	case !d.Absent && bytes.Equal(cur, d.Original):
 		return nil // never written, or already put back
-	case !bytes.Equal(cur, d.Written) && !u.Force:
+	case !bytes.Equal(cur, d.Written) && !(d.Absent && len(cur) == 0) && !u.Force:
 		return fmt.Errorf("%s: %w (--force puts the original back)", d.Path, session.ErrConflict)
+	}
+	if d.Absent {
+		if err := os.Remove(d.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", d.Path, err)
+		}
+		fmt.Fprintf(u.Log, "removed %s\n", d.Path)
+		return nil
 	}
 	if err := writeInPlace(d.Path, d.Original, os.FileMode(d.Mode)); err != nil {
 		return fmt.Errorf("restore %s: %w", d.Path, err)
