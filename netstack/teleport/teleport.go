@@ -276,6 +276,7 @@ func (t *teleport) reconcile(ctx context.Context) error {
 			t.unexpose(key, e)
 		}
 	}
+	t.fwd.retain(t.knownPods())
 	t.dns.Set(t.cfg.Namespaces[0], records)
 	if t.cfg.DNS == DNSHosts {
 		if err := t.writeHosts(ctx, records); err != nil {
@@ -463,6 +464,23 @@ func (t *teleport) endpoints(ns, service, portName string) []endpoint {
 	return eps
 }
 
+// knownPods are the pods ("ns/pod") in any EndpointSlice of the namespaces,
+// ready or terminating: a connection to one of them may still be relayed.
+func (t *teleport) knownPods() map[string]bool {
+	pods := map[string]bool{}
+	for _, ns := range t.cfg.Namespaces {
+		slices, _ := t.slices[ns].List(labels.Everything())
+		for _, s := range slices {
+			for _, ep := range s.Endpoints {
+				if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+					pods[ns+"/"+ep.TargetRef.Name] = true
+				}
+			}
+		}
+	}
+	return pods
+}
+
 // podEndpoints are the ready pods of a headless Service with all their ports.
 func (t *teleport) podEndpoints(ns, service string) []endpoint {
 	byPod := map[string]*endpoint{}
@@ -612,6 +630,18 @@ func (f *forwarder) drop(key string, c *pfconn.Conn) {
 	}
 	f.mu.Unlock()
 	c.Close()
+}
+
+// retain closes the connections to pods no Service sends to any more.
+func (f *forwarder) retain(pods map[string]bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for key, c := range f.conns {
+		if !pods[key] {
+			c.Close()
+			delete(f.conns, key)
+		}
+	}
 }
 
 func (f *forwarder) closeAll() {
