@@ -143,8 +143,13 @@ laptop-shell: $(CLUSTER) build
 	$(CLUSTER) laptop
 
 ## demo: everything from a fresh machine: cluster, sample-project graph, one request's path
-demo: cluster-up build
+demo: cluster-up build $(CZBIN)/walkthrough
 	$(CLUSTER) demo
+	$(CLUSTER) laptop -- $(CZBIN)/walkthrough
+
+# The primitives together, from the laptop namespace (demo/walkthrough).
+$(CZBIN)/walkthrough: $(GO_SOURCES)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./demo/walkthrough
 
 demo-deploy: cluster-up
 	$(CLUSTER) demo >/dev/null

@@ -225,7 +225,9 @@ func (t *teleport) reconcile(ctx context.Context) error {
 		}
 		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
 		for _, svc := range svcs {
-			if t.excluded(ns, svc.Name) {
+			// kubectl-cz's own Services (an intercept's decoy) are not part of
+			// the graph a developer works with.
+			if t.excluded(ns, svc.Name) || svc.Labels[session.LabelManagedBy] == session.ManagedBy {
 				continue
 			}
 			rec := dnsshim.Service{Name: svc.Name, Namespace: ns}
