@@ -1,6 +1,7 @@
 // Command cz-agent is kubectl-cz's in-cluster agent, one static binary in
 // an image with nothing else. `cz-agent intercept` runs in the interceptor
-// Deployment of `kubectl cz intercept`.
+// Deployment of `kubectl cz intercept`; `cz-agent files` in the ephemeral
+// container of `kubectl cz mount`.
 package main
 
 import (
@@ -13,7 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/kubectl-cz/kubectl-cz/agent/files"
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
 )
 
@@ -48,7 +51,7 @@ func (p *portsFlag) Set(v string) error {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: cz-agent intercept|version [flags]")
+		fmt.Fprintln(os.Stderr, "usage: cz-agent intercept|files|version [flags]")
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -71,6 +74,16 @@ func main() {
 		s := &interceptor.Server{Decoy: *decoy, Ports: ports, Log: log}
 		if err := s.Run(ctx, *control); err != nil {
 			log.Error("interceptor stopped", "err", err)
+			os.Exit(1)
+		}
+	case "files":
+		fs := flag.NewFlagSet("files", flag.ExitOnError)
+		listen := fs.String("listen", ":"+strconv.Itoa(files.Port), "address to serve SFTP on (reached through port-forward)")
+		idle := fs.Duration("idle-exit", 30*time.Second, "exit after this long without a connection")
+		_ = fs.Parse(os.Args[2:])
+		s := &files.Server{Log: log, IdleExit: *idle}
+		if err := s.Run(ctx, *listen); err != nil {
+			log.Error("file server stopped", "err", err)
 			os.Exit(1)
 		}
 	default:

@@ -1,0 +1,101 @@
+// Package files is the in-cluster half of `kubectl cz mount`: an SFTP
+// server (github.com/pkg/sftp) in an ephemeral container of the target pod,
+// which has the target container's volume mounts at the same paths. The
+// laptop reaches it only through port-forward.
+package files
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pkg/sftp"
+)
+
+// Port is where the file server listens in the pod.
+const Port = 7071
+
+// Server serves SFTP on every connection until ctx ends, or until it has
+// had no connection for IdleExit (the laptop is gone; an ephemeral
+// container cannot be removed, so it ends itself).
+type Server struct {
+	Log      *slog.Logger
+	IdleExit time.Duration
+	// Ready, if set, is closed once it listens.
+	Ready chan struct{}
+}
+
+func (s *Server) Run(ctx context.Context, addr string) error {
+	if s.Log == nil {
+		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { <-ctx.Done(); l.Close() }()
+
+	var mu sync.Mutex
+	active := 0
+	idleSince := time.Now()
+	if s.IdleExit > 0 {
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					mu.Lock()
+					idle := active == 0 && time.Since(idleSince) > s.IdleExit
+					mu.Unlock()
+					if idle {
+						s.Log.Info("no laptop connected: exiting", "idle", s.IdleExit)
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+	}
+	if s.Ready != nil {
+		close(s.Ready)
+	}
+	s.Log.Info("file server ready", "addr", addr)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		mu.Lock()
+		active++
+		mu.Unlock()
+		go func() {
+			defer func() {
+				mu.Lock()
+				active--
+				idleSince = time.Now()
+				mu.Unlock()
+			}()
+			srv, err := sftp.NewServer(c)
+			if err != nil {
+				c.Close()
+				return
+			}
+			if err := srv.Serve(); err != nil && !errors.Is(err, io.EOF) {
+				s.Log.Warn("sftp session ended", "err", err)
+			}
+			srv.Close()
+		}()
+	}
+}

@@ -1,0 +1,373 @@
+// Package fusefs shows a remote file tree as a local folder with go-fuse:
+// `kubectl cz mount`. It talks to the remote side through Remote (an SFTP
+// client in practice), and lets the kernel cache attributes, names and
+// pages for a second, so editors, grep and git see a normal, fast folder.
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// File is an open remote file.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+}
+
+// Remote is the file service behind the mount.
+type Remote interface {
+	Lstat(p string) (os.FileInfo, error)
+	ReadDir(p string) ([]os.FileInfo, error)
+	OpenFile(p string, flags int) (File, error)
+	Mkdir(p string) error
+	Remove(p string) error
+	RemoveDirectory(p string) error
+	PosixRename(oldname, newname string) error
+	Chmod(p string, mode os.FileMode) error
+	Chtimes(p string, atime, mtime time.Time) error
+	Truncate(p string, size int64) error
+	Symlink(oldname, newname string) error
+	ReadLink(p string) (string, error)
+}
+
+// CacheTimeout is how long the kernel may trust what it learned.
+const CacheTimeout = time.Second
+
+// Mount serves the remote paths (a container's volume mount paths) under
+// dir, each at its own path below it (/data appears as dir/data), until
+// the returned server is unmounted.
+func Mount(dir string, r Remote, paths []string, readOnly bool) (*fuse.Server, error) {
+	timeout := CacheTimeout
+	opts := &fs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		MountOptions: fuse.MountOptions{
+			FsName:       "kubectl-cz",
+			Name:         "cz",
+			DirectMount:  true, // as root, without fusermount
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
+		},
+	}
+	if readOnly {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	root := &tree{remote: r, paths: paths}
+	return fs.Mount(dir, root, opts)
+}
+
+// tree is the mount's root: local folders leading to each remote path.
+type tree struct {
+	fs.Inode
+	remote Remote
+	paths  []string
+}
+
+var _ = (fs.NodeOnAdder)((*tree)(nil))
+
+func (t *tree) OnAdd(ctx context.Context) {
+	for _, p := range t.paths {
+		parts := strings.Split(strings.Trim(path.Clean(p), "/"), "/")
+		parent := &t.Inode
+		for i, name := range parts {
+			if child := parent.GetChild(name); child != nil {
+				parent = child
+				continue
+			}
+			var node fs.InodeEmbedder = &fs.Inode{}
+			mode := uint32(syscall.S_IFDIR)
+			if i == len(parts)-1 {
+				node = &remoteNode{remote: t.remote}
+			}
+			child := parent.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode})
+			parent.AddChild(name, child, false)
+			parent = child
+		}
+	}
+}
+
+// remoteNode is a remote file or folder. Its remote path is where it sits
+// in the tree now (the tree mirrors the remote paths): a renamed node keeps
+// serving, under its new name, what the kernel asks of it.
+type remoteNode struct {
+	fs.Inode
+	remote Remote
+}
+
+func (n *remoteNode) path() string { return "/" + n.Path(nil) }
+
+var (
+	_ = (fs.NodeGetattrer)((*remoteNode)(nil))
+	_ = (fs.NodeSetattrer)((*remoteNode)(nil))
+	_ = (fs.NodeLookuper)((*remoteNode)(nil))
+	_ = (fs.NodeReaddirer)((*remoteNode)(nil))
+	_ = (fs.NodeOpener)((*remoteNode)(nil))
+	_ = (fs.NodeCreater)((*remoteNode)(nil))
+	_ = (fs.NodeMkdirer)((*remoteNode)(nil))
+	_ = (fs.NodeUnlinker)((*remoteNode)(nil))
+	_ = (fs.NodeRmdirer)((*remoteNode)(nil))
+	_ = (fs.NodeRenamer)((*remoteNode)(nil))
+	_ = (fs.NodeSymlinker)((*remoteNode)(nil))
+	_ = (fs.NodeReadlinker)((*remoteNode)(nil))
+)
+
+func (n *remoteNode) child(name string) (*remoteNode, string) {
+	return &remoteNode{remote: n.remote}, path.Join(n.path(), name)
+}
+
+func (n *remoteNode) newInode(ctx context.Context, c *remoteNode, fi os.FileInfo, out *fuse.EntryOut) *fs.Inode {
+	fillAttr(fi, &out.Attr)
+	out.SetEntryTimeout(CacheTimeout)
+	out.SetAttrTimeout(CacheTimeout)
+	return n.NewInode(ctx, c, fs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT})
+}
+
+func (n *remoteNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fi, err := n.remote.Lstat(n.path())
+	if err != nil {
+		return errno(err)
+	}
+	fillAttr(fi, &out.Attr)
+	out.SetTimeout(CacheTimeout)
+	return 0
+}
+
+func (n *remoteNode) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		if err := n.remote.Truncate(n.path(), int64(size)); err != nil {
+			return errno(err)
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		if err := n.remote.Chmod(n.path(), os.FileMode(mode&0o7777)); err != nil {
+			return errno(err)
+		}
+	}
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if mok || aok {
+		if !mok {
+			mtime = time.Now()
+		}
+		if !aok {
+			atime = mtime
+		}
+		if err := n.remote.Chtimes(n.path(), atime, mtime); err != nil {
+			return errno(err)
+		}
+	}
+	return n.Getattr(ctx, nil, out)
+}
+
+func (n *remoteNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, p := n.child(name)
+	fi, err := n.remote.Lstat(p)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.newInode(ctx, c, fi, out), 0
+}
+
+func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	list, err := n.remote.ReadDir(n.path())
+	if err != nil {
+		return nil, errno(err)
+	}
+	entries := make([]fuse.DirEntry, 0, len(list))
+	for _, fi := range list {
+		entries = append(entries, fuse.DirEntry{Name: fi.Name(), Mode: modeOf(fi) & syscall.S_IFMT})
+	}
+	return fs.NewListDirStream(entries), 0
+}
+
+func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	f, err := n.remote.OpenFile(n.path(), int(flags)&(os.O_RDONLY|os.O_WRONLY|os.O_RDWR|os.O_APPEND|os.O_TRUNC))
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	return &handle{f: f}, 0, 0
+}
+
+func (n *remoteNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	c, p := n.child(name)
+	f, err := n.remote.OpenFile(p, int(flags)&(os.O_WRONLY|os.O_RDWR|os.O_APPEND|os.O_TRUNC|os.O_EXCL)|os.O_CREATE)
+	if err != nil {
+		return nil, nil, 0, errno(err)
+	}
+	_ = n.remote.Chmod(p, os.FileMode(mode&0o7777))
+	fi, err := n.remote.Lstat(p)
+	if err != nil {
+		f.Close()
+		return nil, nil, 0, errno(err)
+	}
+	return n.newInode(ctx, c, fi, out), &handle{f: f}, 0, 0
+}
+
+func (n *remoteNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, p := n.child(name)
+	if err := n.remote.Mkdir(p); err != nil {
+		return nil, errno(err)
+	}
+	_ = n.remote.Chmod(p, os.FileMode(mode&0o7777))
+	fi, err := n.remote.Lstat(p)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.newInode(ctx, c, fi, out), 0
+}
+
+func (n *remoteNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	return errno(n.remote.Remove(path.Join(n.path(), name)))
+}
+
+func (n *remoteNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return errno(n.remote.RemoveDirectory(path.Join(n.path(), name)))
+}
+
+func (n *remoteNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	dst, ok := newParent.(*remoteNode)
+	if !ok || flags != 0 {
+		return syscall.EXDEV // across volumes, or RENAME_EXCHANGE/NOREPLACE
+	}
+	return errno(n.remote.PosixRename(path.Join(n.path(), name), path.Join(dst.path(), newName)))
+}
+
+func (n *remoteNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, p := n.child(name)
+	if err := n.remote.Symlink(target, p); err != nil {
+		return nil, errno(err)
+	}
+	fi, err := n.remote.Lstat(p)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.newInode(ctx, c, fi, out), 0
+}
+
+func (n *remoteNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, err := n.remote.ReadLink(n.path())
+	if err != nil {
+		return nil, errno(err)
+	}
+	return []byte(t), 0
+}
+
+// handle is an open file.
+type handle struct{ f File }
+
+var (
+	_ = (fs.FileReader)((*handle)(nil))
+	_ = (fs.FileWriter)((*handle)(nil))
+	_ = (fs.FileReleaser)((*handle)(nil))
+	_ = (fs.FileFlusher)((*handle)(nil))
+	_ = (fs.FileFsyncer)((*handle)(nil))
+)
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.f.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, errno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := h.f.WriteAt(data, off)
+	if err != nil {
+		return uint32(n), errno(err)
+	}
+	return uint32(n), 0
+}
+
+func (h *handle) Flush(ctx context.Context) syscall.Errno               { return 0 }
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+func (h *handle) Release(ctx context.Context) syscall.Errno             { return errno(h.f.Close()) }
+
+func modeOf(fi os.FileInfo) uint32 {
+	m := fi.Mode()
+	mode := uint32(m.Perm())
+	switch {
+	case m.IsDir():
+		mode |= syscall.S_IFDIR
+	case m&os.ModeSymlink != 0:
+		mode |= syscall.S_IFLNK
+	case m&os.ModeNamedPipe != 0:
+		mode |= syscall.S_IFIFO
+	case m&os.ModeSocket != 0:
+		mode |= syscall.S_IFSOCK
+	case m&os.ModeDevice != 0:
+		mode |= syscall.S_IFBLK
+	default:
+		mode |= syscall.S_IFREG
+	}
+	if m&os.ModeSetuid != 0 {
+		mode |= syscall.S_ISUID
+	}
+	if m&os.ModeSetgid != 0 {
+		mode |= syscall.S_ISGID
+	}
+	if m&os.ModeSticky != 0 {
+		mode |= syscall.S_ISVTX
+	}
+	return mode
+}
+
+func fillAttr(fi os.FileInfo, a *fuse.Attr) {
+	a.Mode = modeOf(fi)
+	a.Size = uint64(fi.Size())
+	a.Blocks = (a.Size + 511) / 512
+	mt := fi.ModTime()
+	a.SetTimes(nil, &mt, &mt)
+	a.Nlink = 1
+	if o, ok := fi.(interface{ Uid() uint32 }); ok {
+		a.Uid = o.Uid()
+	}
+	if o, ok := fi.(interface{ Gid() uint32 }); ok {
+		a.Gid = o.Gid()
+	}
+}
+
+// errno maps the remote side's errors to what a local program expects.
+func errno(err error) syscall.Errno {
+	var e syscall.Errno
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, os.ErrNotExist):
+		return syscall.ENOENT
+	case errors.Is(err, os.ErrPermission):
+		return syscall.EACCES
+	case errors.Is(err, os.ErrExist):
+		return syscall.EEXIST
+	}
+	// SFTP says "failure" for the rest, with the server's message.
+	msg := err.Error()
+	for text, e := range map[string]syscall.Errno{
+		"directory not empty": syscall.ENOTEMPTY,
+		"file exists":         syscall.EEXIST,
+		"is a directory":      syscall.EISDIR,
+		"not a directory":     syscall.ENOTDIR,
+		"no space left":       syscall.ENOSPC,
+		"read-only file":      syscall.EROFS,
+		"invalid argument":    syscall.EINVAL,
+	} {
+		if strings.Contains(msg, text) {
+			return e
+		}
+	}
+	return syscall.EIO
+}
