@@ -125,7 +125,14 @@ type proc struct {
 // environment, collecting its output lines.
 func startOnLaptop(t testing.TB, env []string, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", laptopNetns, name}, args...)...)
+	return startCmd(t, env, append([]string{"ip", "netns", "exec", laptopNetns, name}, args...))
+}
+
+// startCmd starts argv with the laptop's environment plus env, collecting
+// its output lines.
+func startCmd(t testing.TB, env []string, argv []string) *proc {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(laptopEnv(t), env...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw

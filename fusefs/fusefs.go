@@ -44,10 +44,21 @@ type Remote interface {
 // CacheTimeout is how long the kernel may trust what it learned.
 const CacheTimeout = time.Second
 
+// Owner maps the pod's user to the local one: files the application owns
+// in the pod show as the developer's here, so git and editors treat them as
+// their own.
+type Owner struct {
+	RemoteUID, RemoteGID uint32
+	LocalUID, LocalGID   uint32
+	// AllowOther lets users other than the mounting one (root under sudo)
+	// use the mount.
+	AllowOther bool
+}
+
 // Mount serves the remote paths (a container's volume mount paths) under
 // dir, each at its own path below it (/data appears as dir/data), until
 // the returned server is unmounted.
-func Mount(dir string, r Remote, paths []string, readOnly bool) (*fuse.Server, error) {
+func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*fuse.Server, error) {
 	timeout := CacheTimeout
 	opts := &fs.Options{
 		EntryTimeout:    &timeout,
@@ -63,6 +74,10 @@ func Mount(dir string, r Remote, paths []string, readOnly bool) (*fuse.Server, e
 	}
 	if readOnly {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	if owner != nil {
+		opts.MountOptions.AllowOther = owner.AllowOther
+		r = ownedRemote{Remote: r, o: *owner}
 	}
 	root := &tree{remote: r, paths: paths}
 	return fs.Mount(dir, root, opts)
@@ -294,6 +309,53 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 func (h *handle) Flush(ctx context.Context) syscall.Errno               { return 0 }
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
 func (h *handle) Release(ctx context.Context) syscall.Errno             { return errno(h.f.Close()) }
+
+// ownedRemote shows the remote user's files as the local user's.
+type ownedRemote struct {
+	Remote
+	o Owner
+}
+
+func (r ownedRemote) Lstat(p string) (os.FileInfo, error) {
+	fi, err := r.Remote.Lstat(p)
+	if err != nil {
+		return nil, err
+	}
+	return r.mapped(fi), nil
+}
+
+func (r ownedRemote) ReadDir(p string) ([]os.FileInfo, error) {
+	list, err := r.Remote.ReadDir(p)
+	for i := range list {
+		list[i] = r.mapped(list[i])
+	}
+	return list, err
+}
+
+func (r ownedRemote) mapped(fi os.FileInfo) os.FileInfo {
+	m := mappedInfo{FileInfo: fi}
+	if o, ok := fi.(interface{ Uid() uint32 }); ok {
+		m.uid = o.Uid()
+	}
+	if o, ok := fi.(interface{ Gid() uint32 }); ok {
+		m.gid = o.Gid()
+	}
+	if m.uid == r.o.RemoteUID {
+		m.uid = r.o.LocalUID
+	}
+	if m.gid == r.o.RemoteGID {
+		m.gid = r.o.LocalGID
+	}
+	return m
+}
+
+type mappedInfo struct {
+	os.FileInfo
+	uid, gid uint32
+}
+
+func (m mappedInfo) Uid() uint32 { return m.uid }
+func (m mappedInfo) Gid() uint32 { return m.gid }
 
 func modeOf(fi os.FileInfo) uint32 {
 	m := fi.Mode()

@@ -47,7 +47,7 @@ func mountLocal(t *testing.T, remoteDir string) string {
 	}
 	t.Cleanup(func() { client.Close() })
 	mnt := t.TempDir()
-	srv, err := Mount(mnt, SFTP{client}, []string{remoteDir}, false)
+	srv, err := Mount(mnt, SFTP{client}, []string{remoteDir}, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,6 +55,7 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 	root.AddCommand(NewVersionCommand(configFlags, streams))
 	root.AddCommand(NewInterceptCommand(configFlags, streams))
 	root.AddCommand(NewTeleportCommand(configFlags, streams))
+	root.AddCommand(NewMountCommand(configFlags, streams))
 	root.AddCommand(NewEnvCommand(configFlags, streams))
 	root.AddCommand(NewSessionCommand(configFlags, streams))
 	for _, extra := range extraCommands {

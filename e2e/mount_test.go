@@ -1,0 +1,177 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// startInLaptopNet runs a command in the laptop's network namespace only:
+// its FUSE mount is then in this machine's mount namespace, where the test
+// can look at it (`ip netns exec` would give it a mount namespace of its own).
+func startInLaptopNet(t *testing.T, env []string, name string, args ...string) *proc {
+	t.Helper()
+	return startCmd(t, env, append([]string{"nsenter", "--net=/var/run/netns/" + laptopNetns, name}, args...))
+}
+
+// filesTarget is a pod with an emptyDir seeded with a file and a ConfigMap
+// volume, running as user 1000, with a shell to check from the inside.
+func filesTarget(t *testing.T, cs kubernetes.Interface) string {
+	t.Helper()
+	ctx := context.Background()
+	name := "files-target"
+	_ = cs.CoreV1().Pods(demoNamespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+	waitUntil(t, 60*time.Second, func() bool {
+		_, err := cs.CoreV1().Pods(demoNamespace).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	_ = cs.CoreV1().ConfigMaps(demoNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if _, err := cs.CoreV1().ConfigMaps(demoNamespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"greeting": "hi"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](1000), RunAsGroup: ptr.To[int64](1000), FSGroup: ptr.To[int64](1000),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{
+				Name: "main", Image: "kubectl-cz.local/toolbox:dev", ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:         []string{"sh", "-c", "echo seed > /work/seed.txt && exec sleep 3600"},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+				VolumeMounts:    []corev1.VolumeMount{{Name: "work", MountPath: "/work"}, {Name: "cfg", MountPath: "/etc/app", ReadOnly: true}},
+			}},
+			Volumes: []corev1.Volume{
+				{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}},
+			},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(demoNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Pods(demoNamespace).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		_ = cs.CoreV1().ConfigMaps(demoNamespace).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	waitUntil(t, 60*time.Second, func() bool {
+		p, err := cs.CoreV1().Pods(demoNamespace).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning
+	})
+	return name
+}
+
+func inPod(t *testing.T, pod string, args ...string) string {
+	t.Helper()
+	r := onLaptop(t, 30*time.Second, "kubectl", append([]string{"-n", demoNamespace, "exec", pod, "-c", "main", "--"}, args...)...)
+	if r.err != nil {
+		t.Fatalf("exec %v: %v %s", args, r.err, r.stderr)
+	}
+	return r.stdout
+}
+
+// isMountpoint reads the mount table (a dead FUSE mount cannot be stat'ed).
+func isMountpoint(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mounts")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// A pod's volumes as a local folder: read, write (as the pod's user), git,
+// a read-only ConfigMap volume; Ctrl-C unmounts and leaves no journal.
+func TestMountReadWriteGit(t *testing.T) {
+	cs := clientset(t)
+	pod := filesTarget(t, cs)
+	dir := t.TempDir()
+	p := startInLaptopNet(t, machine(t), "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
+	id := strings.Fields(p.waitFor("session ", 30*time.Second))[1]
+	p.waitFor("mounted after", 90*time.Second)
+
+	if b, err := os.ReadFile(filepath.Join(dir, "work", "seed.txt")); err != nil || string(b) != "seed\n" {
+		t.Fatalf("seed file: %q %v", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "etc", "app", "greeting")); err != nil || string(b) != "hi" {
+		t.Fatalf("ConfigMap volume: %q %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "work", "from-laptop.txt"), []byte("written on the laptop\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := inPod(t, pod, "cat", "/work/from-laptop.txt"); got != "written on the laptop\n" {
+		t.Fatalf("the pod reads %q", got)
+	}
+	if owner := strings.TrimSpace(inPod(t, pod, "stat", "-c", "%u", "/work/from-laptop.txt")); owner != "1000" {
+		t.Errorf("a file written through the mount belongs to %s in the pod, want the pod's user 1000", owner)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc", "app", "greeting"), []byte("x"), 0o644); err == nil {
+		t.Error("a read-only ConfigMap volume took a write")
+	}
+	work := filepath.Join(dir, "work")
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"commit", "-q", "-m", "from the laptop"}} {
+		cmd := exec.Command("git", append([]string{"-C", work, "-c", "user.email=dev@laptop", "-c", "user.name=dev"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	if got := inPod(t, pod, "cat", "/work/.git/HEAD"); !strings.HasPrefix(got, "ref: refs/heads/") {
+		t.Fatalf("the pod's .git/HEAD: %q", got)
+	}
+	out, err := exec.Command("grep", "-rl", "written on the laptop", work).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "from-laptop.txt") {
+		t.Fatalf("grep -r: %v %s", err, out)
+	}
+
+	p.signal(syscall.SIGTERM)
+	if err := p.wait(30 * time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.output())
+	}
+	if isMountpoint(dir) {
+		t.Fatal("still mounted after Ctrl-C")
+	}
+	if configMapExists(t, cs, "cz-session-"+id) {
+		t.Fatalf("the session's journal is still there after Ctrl-C:\n%s", p.output())
+	}
+}
+
+// --read-only refuses writes; kill -9 leaves a dead mount that the next
+// command on the machine takes away.
+func TestMountReadOnlyAndCrash(t *testing.T) {
+	cs := clientset(t)
+	pod := filesTarget(t, cs)
+	dir := t.TempDir()
+	env := machine(t)
+	p := startInLaptopNet(t, env, "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--read-only", "--agent-pull-policy", "Never")
+	id := strings.Fields(p.waitFor("session ", 30*time.Second))[1]
+	line := p.waitFor("mounted after", 90*time.Second)
+	if err := os.WriteFile(filepath.Join(dir, "work", "x"), []byte("x"), 0o644); err == nil {
+		t.Fatalf("--read-only took a write (%s)", line)
+	}
+	p.signal(syscall.SIGKILL)
+	_ = p.wait(10 * time.Second)
+	if !isMountpoint(dir) {
+		t.Fatal("kill -9 left no mount: the test proves nothing")
+	}
+	// The next command, in the same mount namespace as the dead mount.
+	c := startInLaptopNet(t, env, testPlugin(t), "-n", demoNamespace, "session", "close", id)
+	if err := c.wait(60 * time.Second); err != nil || isMountpoint(dir) || !strings.Contains(c.output(), "recovered session "+id) {
+		t.Fatalf("session close after a crash: %v mounted=%v\n%s", err, isMountpoint(dir), c.output())
+	}
+	if configMapExists(t, cs, "cz-session-"+id) {
+		t.Fatal("the session's journal is still there")
+	}
+}

@@ -1,0 +1,307 @@
+// Package mount is the laptop half of `kubectl cz mount`: it adds the
+// agent's file server to the target pod as an ephemeral container with the
+// target container's volume mounts (so emptyDir, PVC, ConfigMap and Secret
+// volumes all appear, also on images without a shell), reaches it over
+// port-forward and serves it as a local folder with fusefs.
+package mount
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pkg/sftp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/files"
+	"github.com/kubectl-cz/kubectl-cz/fusefs"
+	"github.com/kubectl-cz/kubectl-cz/pfconn"
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+// Entry kinds.
+const (
+	// KindAgent is the ephemeral container: Kubernetes cannot remove one,
+	// so its undo only reports it; the file server ends itself when idle.
+	KindAgent = "mount.agent"
+	// KindMount is the local FUSE mount; its undo unmounts it (after a
+	// crash, a dead FUSE server leaves a mount that answers nothing).
+	KindMount = "mount.fuse"
+)
+
+func init() {
+	session.RegisterUndo(KindAgent, func(_ context.Context, u *session.UndoContext, e session.Entry) error {
+		var d agentData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return err
+		}
+		fmt.Fprintf(u.Log, "ephemeral container %s stays in pod %s/%s until the pod is replaced (Kubernetes cannot remove one); its file server ends itself when idle\n", d.Container, e.Namespace, d.Pod)
+		return nil
+	})
+	session.RegisterUndo(KindMount, func(_ context.Context, u *session.UndoContext, e session.Entry) error {
+		var d mountData
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return err
+		}
+		if err := syscall.Unmount(d.Dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", d.Dir, err)
+		}
+		fmt.Fprintf(u.Log, "unmounted %s\n", d.Dir)
+		return nil
+	})
+}
+
+type agentData struct {
+	Pod       string `json:"pod"`
+	Container string `json:"container"`
+}
+
+type mountData struct {
+	Dir string `json:"dir"`
+}
+
+// Spec is one mount.
+type Spec struct {
+	Pod       *corev1.Pod
+	Container string // whose volumes to mount
+	Dir       string
+	ReadOnly  bool
+	Image     string
+	Pull      corev1.PullPolicy
+}
+
+// skipMount: the service-account token Kubernetes mounts into every
+// container is not one of the pod's volumes a developer works on.
+func skipMount(m corev1.VolumeMount) bool {
+	return strings.HasPrefix(m.MountPath, "/var/run/secrets/kubernetes.io/")
+}
+
+// Paths are the mount paths that will appear under the local folder.
+func Paths(pod *corev1.Pod, container string) ([]corev1.VolumeMount, error) {
+	for _, c := range pod.Spec.Containers {
+		if c.Name != container {
+			continue
+		}
+		var mounts []corev1.VolumeMount
+		for _, m := range c.VolumeMounts {
+			if !skipMount(m) {
+				mounts = append(mounts, m)
+			}
+		}
+		if len(mounts) == 0 {
+			return nil, fmt.Errorf("container %s of pod %s mounts no volume", container, pod.Name)
+		}
+		return mounts, nil
+	}
+	return nil, fmt.Errorf("pod %s has no container %q", pod.Name, container)
+}
+
+// AddAgent adds the file server to the pod as an ephemeral container, as
+// the target container's user and with its volume mounts, journaled first,
+// and waits until it runs. It returns the container's name.
+func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface, spec Spec, progress io.Writer) (string, error) {
+	mounts, err := Paths(spec.Pod, spec.Container)
+	if err != nil {
+		return "", err
+	}
+	for i := range mounts {
+		if spec.ReadOnly {
+			mounts[i].ReadOnly = true
+		}
+		mounts[i].MountPropagation = nil
+	}
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	name := "cz-files-" + hex.EncodeToString(suffix)
+	ec := corev1.EphemeralContainer{
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+			Name: name, Image: spec.Image, ImagePullPolicy: spec.Pull,
+			Args:            []string{"files"},
+			VolumeMounts:    mounts,
+			SecurityContext: agentSecurity(spec.Pod, spec.Container),
+		},
+	}
+	e, err := s.Record(ctx, KindAgent, "mount", spec.Pod.Namespace, agentData{Pod: spec.Pod.Name, Container: name})
+	if err != nil {
+		return "", err
+	}
+	pod := spec.Pod.DeepCopy()
+	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, ec)
+	if _, err := kube.CoreV1().Pods(pod.Namespace).UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{}); err != nil {
+		_ = s.Discard(ctx, e)
+		if apierrors.IsForbidden(err) {
+			return "", fmt.Errorf("cannot add the file server to pod %s: RBAC refuses it (mount needs update on pods/ephemeralcontainers and create on pods/portforward)", pod.Name)
+		}
+		return "", fmt.Errorf("add the file server to pod %s: %w", pod.Name, err)
+	}
+	if _, err := s.Applied(ctx, e, nil); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(progress, "added file server %s (%s) to pod %s\n", name, spec.Image, pod.Name)
+	return name, waitRunning(ctx, kube, pod.Namespace, pod.Name, name, spec.Image, progress)
+}
+
+// LocalOwner maps the file server's user (the application's) to the user
+// who runs kubectl cz, the one behind sudo if any.
+func LocalOwner(pod *corev1.Pod, container string) *fusefs.Owner {
+	sc := agentSecurity(pod, container)
+	o := &fusefs.Owner{RemoteUID: uint32(*sc.RunAsUser), RemoteGID: uint32(*sc.RunAsGroup), LocalUID: uint32(os.Getuid()), LocalGID: uint32(os.Getgid())}
+	if uid, err := strconv.Atoi(os.Getenv("SUDO_UID")); err == nil && os.Getuid() == 0 {
+		o.LocalUID, o.AllowOther = uint32(uid), true
+		if gid, err := strconv.Atoi(os.Getenv("SUDO_GID")); err == nil {
+			o.LocalGID = uint32(gid)
+		}
+	}
+	return o
+}
+
+// agentSecurity runs the file server as the target container's user, so
+// it reads and writes what the application can, and within Pod Security
+// "restricted".
+func agentSecurity(pod *corev1.Pod, container string) *corev1.SecurityContext {
+	sc := &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	uid, gid := int64(65532), int64(65532)
+	if p := pod.Spec.SecurityContext; p != nil {
+		if p.RunAsUser != nil {
+			uid = *p.RunAsUser
+		}
+		if p.RunAsGroup != nil {
+			gid = *p.RunAsGroup
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == container && c.SecurityContext != nil {
+			if c.SecurityContext.RunAsUser != nil {
+				uid = *c.SecurityContext.RunAsUser
+			}
+			if c.SecurityContext.RunAsGroup != nil {
+				gid = *c.SecurityContext.RunAsGroup
+			}
+		}
+	}
+	sc.RunAsUser, sc.RunAsGroup = &uid, &gid
+	sc.RunAsNonRoot = ptr.To(uid != 0)
+	return sc
+}
+
+func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, image string, progress io.Writer) error {
+	last := ""
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		p, err := kube.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, st := range p.Status.EphemeralContainerStatuses {
+			if st.Name != name {
+				continue
+			}
+			switch {
+			case st.State.Running != nil:
+				return nil
+			case st.State.Terminated != nil:
+				return fmt.Errorf("the file server in pod %s ended: %s %s", pod, st.State.Terminated.Reason, st.State.Terminated.Message)
+			case st.State.Waiting != nil:
+				w := st.State.Waiting
+				switch w.Reason {
+				case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
+					return fmt.Errorf("the file server cannot start in pod %s: %s: %s (can the node pull %s? see --agent-image)", pod, w.Reason, w.Message, image)
+				}
+				if w.Reason != last {
+					fmt.Fprintf(progress, "waiting for the file server: %s\n", w.Reason)
+					last = w.Reason
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the file server in pod %s did not start within 2 minutes", pod)
+}
+
+// Connect opens an SFTP session with the file server over port-forward,
+// retrying while it starts listening.
+func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod string) (*sftp.Client, func(), error) {
+	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
+	if err != nil {
+		return nil, nil, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 20; attempt++ {
+		c, err := pf.DialPort(ctx, files.Port)
+		if err == nil {
+			client, err := sftp.NewClientPipe(c, c, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
+			if err == nil {
+				return client, func() { client.Close(); pf.Close() }, nil
+			}
+			c.Close()
+			lastErr = err
+		} else {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			pf.Close()
+			return nil, nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	pf.Close()
+	return nil, nil, fmt.Errorf("the file server in pod %s does not answer: %w", pod, lastErr)
+}
+
+// Serve mounts the file server's volumes at dir, journaled, until ctx ends,
+// then unmounts.
+func Serve(ctx context.Context, s *session.Session, client *sftp.Client, mounts []corev1.VolumeMount, dir string, readOnly bool, owner *fusefs.Owner, ready func()) error {
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		return fmt.Errorf("%s is not a folder: create it first", dir)
+	}
+	var paths []string
+	for _, m := range mounts {
+		paths = append(paths, m.MountPath)
+	}
+	e, err := s.Record(ctx, KindMount, "mount", "", mountData{Dir: dir})
+	if err != nil {
+		return err
+	}
+	srv, err := fusefs.Mount(dir, fusefs.SFTP{Client: client}, paths, readOnly, owner)
+	if err != nil {
+		_ = s.Discard(ctx, e)
+		return fmt.Errorf("mount at %s: %w", dir, err)
+	}
+	if _, err := s.Applied(ctx, e, nil); err != nil {
+		_ = srv.Unmount()
+		return err
+	}
+	if ready != nil {
+		ready()
+	}
+	<-ctx.Done()
+	if err := srv.Unmount(); err != nil {
+		// Busy (a shell inside it): detach; the kernel finishes when it can.
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+	}
+	return nil
+}
