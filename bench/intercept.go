@@ -49,13 +49,20 @@ func startPlugin(ctx context.Context, active *regexp.Regexp, args ...string) (*e
 		return nil, 0, err
 	}
 	cmd := laptopCmd(ctx, []string{"KUBECTL_CZ_STATE_DIR=" + os.TempDir() + "/cz-bench-state"}, plugin, args...)
+	secs, err := waitActive(cmd, active)
+	return cmd, secs, err
+}
+
+// waitActive starts cmd and returns once it printed the line active
+// matches, with the seconds that line reports.
+func waitActive(cmd *exec.Cmd, active *regexp.Regexp) (float64, error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	sc := bufio.NewScanner(out)
 	var lines []string
@@ -64,11 +71,11 @@ func startPlugin(ctx context.Context, active *regexp.Regexp, args ...string) (*e
 		if m := active.FindStringSubmatch(sc.Text()); m != nil {
 			go io.Copy(io.Discard, out)
 			secs, _ := strconv.ParseFloat(m[1], 64)
-			return cmd, secs, nil
+			return secs, nil
 		}
 	}
 	_ = cmd.Wait()
-	return nil, 0, fmt.Errorf("kubectl-cz %s did not become active:\n%s", strings.Join(args, " "), strings.Join(lines, "\n"))
+	return 0, fmt.Errorf("%s did not become active:\n%s", strings.Join(cmd.Args, " "), strings.Join(lines, "\n"))
 }
 
 // stopPlugin ends a plugin started by startPlugin as Ctrl-C would.

@@ -110,13 +110,21 @@ func Paths(pod *corev1.Pod, container string) ([]corev1.VolumeMount, error) {
 	return nil, fmt.Errorf("pod %s has no container %q", pod.Name, container)
 }
 
+// Agent is the file server a mount talks to.
+type Agent struct {
+	Container string
+	Port      int
+}
+
 // AddAgent adds the file server to the pod as an ephemeral container, as
 // the target container's user and with its volume mounts, journaled first,
-// and waits until it runs. It returns the container's name.
-func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface, spec Spec, progress io.Writer) (string, error) {
+// and waits until it runs. A file server of an earlier mount that still
+// runs with the same mounts is used again (it serves several laptops); else
+// the new one listens on a port no earlier one took.
+func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface, spec Spec, progress io.Writer) (Agent, error) {
 	mounts, err := Paths(spec.Pod, spec.Container)
 	if err != nil {
-		return "", err
+		return Agent{}, err
 	}
 	for i := range mounts {
 		if spec.ReadOnly {
@@ -124,35 +132,87 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 		}
 		mounts[i].MountPropagation = nil
 	}
+	port := files.Port
+	for _, ec := range spec.Pod.Spec.EphemeralContainers {
+		p, ok := agentPort(ec)
+		if !ok {
+			continue
+		}
+		if p >= port {
+			port = p + 1
+		}
+		if running(spec.Pod, ec.Name) && sameMounts(ec.VolumeMounts, mounts) {
+			fmt.Fprintf(progress, "using file server %s, already running in pod %s\n", ec.Name, spec.Pod.Name)
+			return Agent{Container: ec.Name, Port: p}, nil
+		}
+	}
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
-	name := "cz-files-" + hex.EncodeToString(suffix)
+	name := agentPrefix + hex.EncodeToString(suffix)
 	ec := corev1.EphemeralContainer{
 		EphemeralContainerCommon: corev1.EphemeralContainerCommon{
 			Name: name, Image: spec.Image, ImagePullPolicy: spec.Pull,
-			Args:            []string{"files"},
+			Args:            []string{"files", "--listen", ":" + strconv.Itoa(port)},
 			VolumeMounts:    mounts,
 			SecurityContext: agentSecurity(spec.Pod, spec.Container),
 		},
 	}
 	e, err := s.Record(ctx, KindAgent, "mount", spec.Pod.Namespace, agentData{Pod: spec.Pod.Name, Container: name})
 	if err != nil {
-		return "", err
+		return Agent{}, err
 	}
 	pod := spec.Pod.DeepCopy()
 	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, ec)
 	if _, err := kube.CoreV1().Pods(pod.Namespace).UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{}); err != nil {
 		_ = s.Discard(ctx, e)
 		if apierrors.IsForbidden(err) {
-			return "", fmt.Errorf("cannot add the file server to pod %s: RBAC refuses it (mount needs update on pods/ephemeralcontainers and create on pods/portforward)", pod.Name)
+			return Agent{}, fmt.Errorf("cannot add the file server to pod %s: RBAC refuses it (mount needs update on pods/ephemeralcontainers and create on pods/portforward)", pod.Name)
 		}
-		return "", fmt.Errorf("add the file server to pod %s: %w", pod.Name, err)
+		return Agent{}, fmt.Errorf("add the file server to pod %s: %w", pod.Name, err)
 	}
 	if _, err := s.Applied(ctx, e, nil); err != nil {
-		return "", err
+		return Agent{}, err
 	}
 	fmt.Fprintf(progress, "added file server %s (%s) to pod %s\n", name, spec.Image, pod.Name)
-	return name, waitRunning(ctx, kube, pod.Namespace, pod.Name, name, spec.Image, progress)
+	return Agent{Container: name, Port: port}, waitRunning(ctx, kube, pod.Namespace, pod.Name, name, spec.Image, progress)
+}
+
+const agentPrefix = "cz-files-"
+
+// agentPort is the port an earlier file server of kubectl cz listens on.
+func agentPort(ec corev1.EphemeralContainer) (int, bool) {
+	if !strings.HasPrefix(ec.Name, agentPrefix) {
+		return 0, false
+	}
+	for i, a := range ec.Args {
+		if a == "--listen" && i+1 < len(ec.Args) {
+			if p, err := strconv.Atoi(strings.TrimPrefix(ec.Args[i+1], ":")); err == nil {
+				return p, true
+			}
+		}
+	}
+	return files.Port, true
+}
+
+func running(pod *corev1.Pod, name string) bool {
+	for _, st := range pod.Status.EphemeralContainerStatuses {
+		if st.Name == name {
+			return st.State.Running != nil
+		}
+	}
+	return false
+}
+
+func sameMounts(a, b []corev1.VolumeMount) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].MountPath != b[i].MountPath || a[i].ReadOnly != b[i].ReadOnly || a[i].SubPath != b[i].SubPath {
+			return false
+		}
+	}
+	return true
 }
 
 // LocalOwner maps the file server's user (the application's) to the user
@@ -242,14 +302,14 @@ func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, 
 
 // Connect opens an SFTP session with the file server over port-forward,
 // retrying while it starts listening.
-func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod string) (*sftp.Client, func(), error) {
+func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod string, port int) (*sftp.Client, func(), error) {
 	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
 	if err != nil {
 		return nil, nil, err
 	}
 	var lastErr error
 	for attempt := 0; attempt < 20; attempt++ {
-		c, err := pf.DialPort(ctx, files.Port)
+		c, err := pf.DialPort(ctx, port)
 		if err == nil {
 			client, err := sftp.NewClientPipe(c, c, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
 			if err == nil {

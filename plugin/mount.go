@@ -146,10 +146,11 @@ func (o *mountOptions) run(parent context.Context) error {
 
 	runErr := func() error {
 		spec := mount.Spec{Pod: src.Pod, Container: container, Dir: o.dir, ReadOnly: o.readOnly, Image: o.agentImage, Pull: corev1.PullPolicy(o.pullPolicy)}
-		if _, err := mount.AddAgent(ctx, s, a.Kube, spec, o.Out); err != nil {
+		agent, err := mount.AddAgent(ctx, s, a.Kube, spec, o.Out)
+		if err != nil {
 			return err
 		}
-		client, done, err := mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name)
+		client, done, err := mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name, agent.Port)
 		if err != nil {
 			return err
 		}

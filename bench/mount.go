@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+var mountActive = regexp.MustCompile(`mounted after ([0-9.]+)s`)
+
+// mount measures `kubectl cz mount` of the bench pod's /data beside kubectl
+// cp and exec (the kubectl section's rows, same run): time to mounted, a
+// 100 MiB file read, copying the 2,000-file tree, and walking it.
+func (b *bench) mount(ctx context.Context) error {
+	fmt.Fprintln(os.Stderr, "bench: kubectl cz mount")
+	dir, err := os.MkdirTemp("", "cz-bench-mount-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(dir)
+	active := &row{name: "time from start to mounted, kubectl cz mount", unit: "s"}
+	read := &row{name: "100 MiB file, kubectl cz mount (read)", unit: "MiB/s", baseline: "100 MiB file, kubectl cp"}
+	tree := &row{name: "2,000 files in 110 folders, kubectl cz mount (cp -r)", unit: "s", baseline: "2,000 files in 110 folders, kubectl cp"}
+	walk := &row{name: "2,000 files in 110 folders, kubectl cz mount (find)", unit: "s", baseline: "2,000 files in 110 folders, kubectl exec find"}
+	for run := 0; run < b.runs; run++ {
+		// In the laptop's network namespace only, so the mount is visible here.
+		cmd := exec.CommandContext(ctx, "nsenter", "--net=/var/run/netns/"+laptopNetns, "kubectl-cz", "-n", benchNamespace,
+			"mount", "pod", benchPod, dir, "--agent-pull-policy", "Never")
+		cmd.Env = append(os.Environ(), "KUBECTL_CZ_STATE_DIR="+os.TempDir()+"/cz-bench-state")
+		secs, err := waitActive(cmd, mountActive)
+		if err != nil {
+			return err
+		}
+		active.samples = append(active.samples, secs)
+		data := filepath.Join(dir, "data")
+		t0 := time.Now()
+		f, err := os.Open(filepath.Join(data, "blob"))
+		if err == nil {
+			var n int64
+			n, err = io.Copy(io.Discard, f)
+			f.Close()
+			if err == nil && n != blobSize {
+				err = fmt.Errorf("read %d bytes of the blob, want %d", n, blobSize)
+			}
+		}
+		if err == nil {
+			read.samples = append(read.samples, mibps(blobSize, time.Since(t0)))
+			dst := filepath.Join(b.tmp, fmt.Sprintf("mount-tree-%d", run))
+			t0 = time.Now()
+			if out, cerr := exec.CommandContext(ctx, "cp", "-r", filepath.Join(data, "tree"), dst).CombinedOutput(); cerr != nil {
+				err = fmt.Errorf("cp -r: %v: %s", cerr, out)
+			} else {
+				tree.samples = append(tree.samples, time.Since(t0).Seconds())
+			}
+			os.RemoveAll(dst)
+		}
+		if err == nil {
+			t0 = time.Now()
+			if out, ferr := exec.CommandContext(ctx, "find", filepath.Join(data, "tree"), "-type", "f").Output(); ferr != nil {
+				err = fmt.Errorf("find: %v", ferr)
+			} else if n := countLines(out); n != 2000 {
+				err = fmt.Errorf("find saw %d files, want 2000", n)
+			} else {
+				walk.samples = append(walk.samples, time.Since(t0).Seconds())
+			}
+		}
+		if serr := stopPlugin(cmd); err == nil && serr != nil {
+			err = fmt.Errorf("mount exit: %w", serr)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, r := range []*row{active, read, tree, walk} {
+		b.table.add(r)
+	}
+	return nil
+}
+
+func countLines(b []byte) int {
+	n := 0
+	for _, c := range b {
+		if c == '\n' {
+			n++
+		}
+	}
+	return n
+}
