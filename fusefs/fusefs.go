@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -119,6 +120,40 @@ func (t *tree) OnAdd(ctx context.Context) {
 type remoteNode struct {
 	fs.Inode
 	remote Remote
+
+	// The last listing of a folder: its entries' attributes answer the
+	// lookups that follow (ls -l, find, cp -r) without a round trip each.
+	mu       sync.Mutex
+	listed   map[string]os.FileInfo
+	listedAt time.Time
+}
+
+// cached is a child's attributes from a fresh listing; known reports
+// whether the listing is fresh enough to say the child does not exist.
+func (n *remoteNode) cached(name string) (fi os.FileInfo, known bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.listed == nil || time.Since(n.listedAt) > CacheTimeout {
+		return nil, false
+	}
+	fi = n.listed[name]
+	return fi, true
+}
+
+// forget drops the listing after a change made through this folder.
+func (n *remoteNode) forget() {
+	n.mu.Lock()
+	n.listed = nil
+	n.mu.Unlock()
+}
+
+// forgetParent drops the parent folder's listing after a child changed.
+func (n *remoteNode) forgetParent() {
+	if _, parent := n.Parent(); parent != nil {
+		if p, ok := parent.Operations().(*remoteNode); ok {
+			p.forget()
+		}
+	}
 }
 
 func (n *remoteNode) path() string { return "/" + n.Path(nil) }
@@ -160,6 +195,7 @@ func (n *remoteNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.Att
 }
 
 func (n *remoteNode) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	n.forgetParent()
 	if size, ok := in.GetSize(); ok {
 		if err := n.remote.Truncate(n.path(), int64(size)); err != nil {
 			return errno(err)
@@ -188,6 +224,12 @@ func (n *remoteNode) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetA
 
 func (n *remoteNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	c, p := n.child(name)
+	if fi, known := n.cached(name); known {
+		if fi == nil {
+			return nil, syscall.ENOENT
+		}
+		return n.newInode(ctx, c, fi, out), 0
+	}
 	fi, err := n.remote.Lstat(p)
 	if err != nil {
 		return nil, errno(err)
@@ -201,9 +243,14 @@ func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 		return nil, errno(err)
 	}
 	entries := make([]fuse.DirEntry, 0, len(list))
+	listed := make(map[string]os.FileInfo, len(list))
 	for _, fi := range list {
 		entries = append(entries, fuse.DirEntry{Name: fi.Name(), Mode: modeOf(fi) & syscall.S_IFMT})
+		listed[fi.Name()] = fi
 	}
+	n.mu.Lock()
+	n.listed, n.listedAt = listed, time.Now()
+	n.mu.Unlock()
 	return fs.NewListDirStream(entries), 0
 }
 
@@ -212,10 +259,11 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	if err != nil {
 		return nil, 0, errno(err)
 	}
-	return &handle{f: f}, 0, 0
+	return &handle{f: f, node: n}, 0, 0
 }
 
 func (n *remoteNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	n.forget()
 	c, p := n.child(name)
 	f, err := n.remote.OpenFile(p, int(flags)&(os.O_WRONLY|os.O_RDWR|os.O_APPEND|os.O_TRUNC|os.O_EXCL)|os.O_CREATE)
 	if err != nil {
@@ -227,10 +275,12 @@ func (n *remoteNode) Create(ctx context.Context, name string, flags uint32, mode
 		f.Close()
 		return nil, nil, 0, errno(err)
 	}
-	return n.newInode(ctx, c, fi, out), &handle{f: f}, 0, 0
+	ino := n.newInode(ctx, c, fi, out)
+	return ino, &handle{f: f, node: c}, 0, 0
 }
 
 func (n *remoteNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n.forget()
 	c, p := n.child(name)
 	if err := n.remote.Mkdir(p); err != nil {
 		return nil, errno(err)
@@ -244,10 +294,12 @@ func (n *remoteNode) Mkdir(ctx context.Context, name string, mode uint32, out *f
 }
 
 func (n *remoteNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	n.forget()
 	return errno(n.remote.Remove(path.Join(n.path(), name)))
 }
 
 func (n *remoteNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	n.forget()
 	return errno(n.remote.RemoveDirectory(path.Join(n.path(), name)))
 }
 
@@ -256,10 +308,13 @@ func (n *remoteNode) Rename(ctx context.Context, name string, newParent fs.Inode
 	if !ok || flags != 0 {
 		return syscall.EXDEV // across volumes, or RENAME_EXCHANGE/NOREPLACE
 	}
+	n.forget()
+	dst.forget()
 	return errno(n.remote.PosixRename(path.Join(n.path(), name), path.Join(dst.path(), newName)))
 }
 
 func (n *remoteNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	n.forget()
 	c, p := n.child(name)
 	if err := n.remote.Symlink(target, p); err != nil {
 		return nil, errno(err)
@@ -279,8 +334,11 @@ func (n *remoteNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(t), 0
 }
 
-// handle is an open file.
-type handle struct{ f File }
+// handle is an open file of a node.
+type handle struct {
+	f    File
+	node *remoteNode
+}
 
 var (
 	_ = (fs.FileReader)((*handle)(nil))
@@ -299,6 +357,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.node.forgetParent() // the listing's size of this file is out of date
 	n, err := h.f.WriteAt(data, off)
 	if err != nil {
 		return uint32(n), errno(err)
