@@ -75,10 +75,11 @@ spec:
   shortDescription: Re-shape a shared cluster's service graph from your laptop
   description: |
     kubectl cz alters a shared cluster's microservice graph in small, recorded,
-    reversible steps: intercept a Service's traffic (all of it, or only requests
-    with your header) to a process on your laptop; every change is journaled
-    in the cluster first, and closing the session restores the original exactly,
-    also after a crash and from another machine.
+    reversible steps: teleport a namespace's Services to your laptop by their
+    cluster DNS names; intercept a Service's traffic (all of it, or only
+    requests with your header) to a process on your laptop; mount a pod's
+    volumes as a local folder; print a workload's environment. Every change is
+    journaled first, and closing the session restores it, also after a crash.
   platforms:
 {{- range .Platforms }}
   - selector:
