@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 
@@ -124,31 +125,40 @@ func (o *envOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if src.Container, err = o.pickContainer(src); err != nil {
+	if src.Container, err = pickContainer(o.ErrOut, src, o.container); err != nil {
 		return err
 	}
-	res, err := workloadenv.Resolve(ctx, a.Kube, src)
-	if err != nil {
-		return err
-	}
-	for _, w := range res.Warnings {
-		fmt.Fprintln(o.ErrOut, "warning: "+w)
-	}
-	skipped, err := workloadenv.Write(o.Out, res.Vars, o.output)
-	if err != nil {
-		return err
-	}
-	if len(skipped) > 0 {
-		fmt.Fprintf(o.ErrOut, "warning: a shell cannot export %s: left out (-o env or -o json keep them)\n", strings.Join(skipped, ", "))
-	}
-	return nil
+	_, err = renderEnv(ctx, a.Kube, src, o.output, o.Out, o.ErrOut)
+	return err
 }
 
-// pickContainer is -c, else the default-container annotation, else the
-// first container, said on stderr when there was a choice (as kubectl exec).
-func (o *envOptions) pickContainer(src workloadenv.Source) (string, error) {
-	if o.container != "" {
-		return o.container, nil
+// renderEnv resolves a container's environment and writes it in format to
+// w, with what could not be known or written said on errOut. It returns
+// how many variables there are.
+func renderEnv(ctx context.Context, kube kubernetes.Interface, src workloadenv.Source, format string, w, errOut io.Writer) (int, error) {
+	res, err := workloadenv.Resolve(ctx, kube, src)
+	if err != nil {
+		return 0, err
+	}
+	for _, warning := range res.Warnings {
+		fmt.Fprintln(errOut, "warning: "+warning)
+	}
+	skipped, err := workloadenv.Write(w, res.Vars, format)
+	if err != nil {
+		return 0, err
+	}
+	if len(skipped) > 0 {
+		fmt.Fprintf(errOut, "warning: a shell cannot export %s: left out (-o env or -o json keep them)\n", strings.Join(skipped, ", "))
+	}
+	return len(res.Vars), nil
+}
+
+// pickContainer is the requested container (-c), else the default-container
+// annotation, else the first container, said on stderr when there was a
+// choice (as kubectl exec does).
+func pickContainer(errOut io.Writer, src workloadenv.Source, requested string) (string, error) {
+	if requested != "" {
+		return requested, nil
 	}
 	var names []string
 	for _, c := range src.Spec.Containers {
@@ -158,7 +168,7 @@ func (o *envOptions) pickContainer(src workloadenv.Source) (string, error) {
 		return def, nil
 	}
 	if len(names) > 1 {
-		fmt.Fprintf(o.ErrOut, "Defaulted container %q out of: %s\n", names[0], strings.Join(names, ", "))
+		fmt.Fprintf(errOut, "Defaulted container %q out of: %s\n", names[0], strings.Join(names, ", "))
 	}
 	return names[0], nil
 }

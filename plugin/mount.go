@@ -125,8 +125,7 @@ func (o *mountOptions) run(parent context.Context) error {
 	if src.Pod == nil {
 		return fmt.Errorf("%s %q has no running pod to mount", o.kind, o.name)
 	}
-	env := &envOptions{IOStreams: o.IOStreams, container: o.container}
-	container, err := env.pickContainer(src)
+	container, err := pickContainer(o.ErrOut, src, o.container)
 	if err != nil {
 		return err
 	}
@@ -164,11 +163,5 @@ func (o *mountOptions) run(parent context.Context) error {
 		})
 	}()
 	stopBeat()
-	if _, err := s.Close(context.Background(), session.CloseOptions{Log: prefixWriter{o.Out, "  "}}); err != nil {
-		if runErr != nil {
-			return fmt.Errorf("%w; undoing failed too: %v (run kubectl cz session close %s)", runErr, err, s.ID())
-		}
-		return fmt.Errorf("undo: %w (run kubectl cz session close %s)", err, s.ID())
-	}
-	return runErr
+	return closeOwn(s, runErr, o.Out)
 }

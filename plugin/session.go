@@ -387,3 +387,15 @@ func (o *sessionGCOptions) run(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// closeOwn undoes what this process recorded in its session when a
+// primitive ends, reporting both its own error and a failed undo.
+func closeOwn(s *session.Session, runErr error, out io.Writer) error {
+	if _, err := s.Close(context.Background(), session.CloseOptions{Log: prefixWriter{out, "  "}}); err != nil {
+		if runErr != nil {
+			return fmt.Errorf("%w; undoing failed too: %v (run kubectl cz session close %s)", runErr, err, s.ID())
+		}
+		return fmt.Errorf("undo: %w (run kubectl cz session close %s)", err, s.ID())
+	}
+	return runErr
+}

@@ -153,29 +153,18 @@ func (o *teleportOptions) writeEnv(ctx context.Context, a *clusterAccess, s *ses
 	if err != nil {
 		return err
 	}
-	env := &envOptions{IOStreams: o.IOStreams}
-	if src.Container, err = env.pickContainer(src); err != nil {
+	if src.Container, err = pickContainer(o.ErrOut, src, ""); err != nil {
 		return err
-	}
-	res, err := workloadenv.Resolve(ctx, a.Kube, src)
-	if err != nil {
-		return err
-	}
-	for _, w := range res.Warnings {
-		fmt.Fprintln(o.ErrOut, "warning: "+w)
 	}
 	var buf bytes.Buffer
-	skipped, err := workloadenv.Write(&buf, res.Vars, o.envFormat)
+	n, err := renderEnv(ctx, a.Kube, src, o.envFormat, &buf, o.ErrOut)
 	if err != nil {
 		return err
-	}
-	if len(skipped) > 0 {
-		fmt.Fprintf(o.ErrOut, "warning: a shell cannot export %s: left out of %s\n", strings.Join(skipped, ", "), o.envFile)
 	}
 	if err := localnet.WriteFile(ctx, s, o.envFile, buf.Bytes(), 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.Out, "environment of %s %s (container %s, %d variables) written to %s; removed when teleport ends\n", o.kind, o.name, src.Container, len(res.Vars), o.envFile)
+	fmt.Fprintf(o.Out, "environment of %s %s (container %s, %d variables) written to %s; removed when teleport ends\n", o.kind, o.name, src.Container, n, o.envFile)
 	return nil
 }
 
@@ -234,11 +223,5 @@ func (o *teleportOptions) run(parent context.Context) error {
 	}
 	stopBeat()
 	fmt.Fprintln(o.Out, "restoring this machine's network and resolver")
-	if _, err := s.Close(context.Background(), session.CloseOptions{Log: prefixWriter{o.Out, "  "}}); err != nil {
-		if runErr != nil {
-			return fmt.Errorf("%w; undoing failed too: %v (run kubectl cz session close %s)", runErr, err, s.ID())
-		}
-		return fmt.Errorf("undo: %w (run kubectl cz session close %s)", err, s.ID())
-	}
-	return runErr
+	return closeOwn(s, runErr, o.Out)
 }
