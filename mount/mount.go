@@ -311,7 +311,7 @@ func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, n
 	for attempt := 0; attempt < 20; attempt++ {
 		c, err := pf.DialPort(ctx, port)
 		if err == nil {
-			client, err := sftp.NewClientPipe(c, c, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
+			client, err := sftp.NewClientPipe(c, c, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64), sftp.MaxPacketUnchecked(files.MaxPacket))
 			if err == nil {
 				return client, func() { client.Close(); pf.Close() }, nil
 			}

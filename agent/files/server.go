@@ -19,6 +19,11 @@ import (
 // Port is where the file server listens in the pod.
 const Port = 7071
 
+// MaxPacket is the data size of one read or write, for both ends: every
+// request crosses port-forward, so few big ones beat many of SFTP's
+// customary 32 KiB (pkg/sftp accepts messages up to 256 KiB).
+const MaxPacket = 128 << 10
+
 // Server serves SFTP on every connection until ctx ends, or until it has
 // had no connection for IdleExit (the laptop is gone; an ephemeral
 // container cannot be removed, so it ends itself).
@@ -87,7 +92,7 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				idleSince = time.Now()
 				mu.Unlock()
 			}()
-			srv, err := sftp.NewServer(c)
+			srv, err := sftp.NewServer(c, sftp.WithMaxTxPacket(MaxPacket))
 			if err != nil {
 				c.Close()
 				return
