@@ -136,6 +136,17 @@ func TestMountReadWriteGit(t *testing.T) {
 		t.Fatalf("grep -r: %v %s", err, out)
 	}
 
+	// The network drops the laptop's connections to the API server (ss -K
+	// destroys them): the next operation goes over a new port-forward.
+	killed, err := exec.Command("ip", "netns", "exec", laptopNetns, "ss", "-tnK", "dst", "10.220.0.1", "dport", "=", "6443").Output()
+	if err != nil || !strings.Contains(string(killed), "ESTAB") {
+		t.Fatalf("could not drop the connections (%v): %s", err, killed)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the kernel's cache of names and attributes
+	if b, err := os.ReadFile(filepath.Join(dir, "work", "seed.txt")); err != nil || string(b) != "seed\n" {
+		t.Fatalf("after the connection dropped: %q %v", b, err)
+	}
+
 	p.signal(syscall.SIGTERM)
 	if err := p.wait(30 * time.Second); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.output())

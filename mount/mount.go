@@ -333,7 +333,7 @@ func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, n
 
 // Serve mounts the file server's volumes at dir, journaled, until ctx ends,
 // then unmounts.
-func Serve(ctx context.Context, s *session.Session, client *sftp.Client, mounts []corev1.VolumeMount, dir string, readOnly bool, owner *fusefs.Owner, ready func()) error {
+func Serve(ctx context.Context, s *session.Session, remote fusefs.Remote, mounts []corev1.VolumeMount, dir string, readOnly bool, owner *fusefs.Owner, ready func()) error {
 	st, err := os.Stat(dir)
 	if err != nil || !st.IsDir() {
 		return fmt.Errorf("%s is not a folder: create it first", dir)
@@ -346,7 +346,7 @@ func Serve(ctx context.Context, s *session.Session, client *sftp.Client, mounts 
 	if err != nil {
 		return err
 	}
-	srv, err := fusefs.Mount(dir, fusefs.SFTP{Client: client}, paths, readOnly, owner)
+	srv, err := fusefs.Mount(dir, remote, paths, readOnly, owner)
 	if err != nil {
 		_ = s.Discard(ctx, e)
 		return fmt.Errorf("mount at %s: %w", dir, err)

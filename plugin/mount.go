@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pkg/sftp"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -149,16 +150,18 @@ func (o *mountOptions) run(parent context.Context) error {
 		if err != nil {
 			return err
 		}
-		client, done, err := mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name, agent.Port)
+		remote, err := mount.NewRedialer(func() (*sftp.Client, func(), error) {
+			return mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name, agent.Port)
+		})
 		if err != nil {
 			return err
 		}
-		defer done()
+		defer remote.Close()
 		var paths []string
 		for _, m := range mounts {
 			paths = append(paths, filepath.Join(o.dir, m.MountPath))
 		}
-		return mount.Serve(ctx, s, client, mounts, o.dir, o.readOnly, mount.LocalOwner(src.Pod, container), func() {
+		return mount.Serve(ctx, s, remote, mounts, o.dir, o.readOnly, mount.LocalOwner(src.Pod, container), func() {
 			fmt.Fprintf(o.Out, "mounted after %.1fs: pod %s container %s at %s (Ctrl-C to unmount)\n", time.Since(start).Seconds(), src.Pod.Name, container, strings.Join(paths, ", "))
 		})
 	}()
