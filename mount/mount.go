@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,20 @@ const (
 )
 
 func init() {
+	session.RegisterCheck(KindAgent, func(e session.Entry) error {
+		var d agentData
+		if err := json.Unmarshal(e.Data, &d); err != nil || d.Pod == "" || !strings.HasPrefix(d.Container, agentPrefix) {
+			return fmt.Errorf("a mount agent entry without a pod or a file server container")
+		}
+		return nil
+	})
+	session.RegisterCheck(KindMount, func(e session.Entry) error {
+		var d mountData
+		if err := json.Unmarshal(e.Data, &d); err != nil || !filepath.IsAbs(d.Dir) {
+			return fmt.Errorf("a mount entry without an absolute folder")
+		}
+		return nil
+	})
 	session.RegisterUndo(KindAgent, func(_ context.Context, u *session.UndoContext, e session.Entry) error {
 		var d agentData
 		if err := json.Unmarshal(e.Data, &d); err != nil {
