@@ -33,7 +33,8 @@ reversible steps, so one developer gets a private variant of a shared environmen
   intercept  send a Service's traffic (all of it, or requests with your header) to the laptop
   mount      see a pod's volumes as a local folder
   env        print the environment a workload's container gets, to run it locally
-  session    list and close the recorded alterations; closing restores the cluster exactly
+  session    list and close the recorded alterations; closing puts them back (a mount's
+             ephemeral container stays in its pod, stopped: Kubernetes cannot remove one)
 
 It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ...).`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: displayName},
