@@ -59,18 +59,7 @@ Secret values are printed in clear: mind where the output goes. Nothing in the c
 		},
 	}
 	cmd.ValidArgsFunction = func(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-		if len(args) == 0 {
-			return []string{"deployment", "statefulset", "pod"}, cobra.ShellCompDirectiveNoFileComp
-		}
-		if len(args) > 1 {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		a, err := resolveAccess(flags)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		names, _ := workloadNames(c.Context(), a.Kube, a.Namespace, args[0])
-		return names, cobra.ShellCompDirectiveNoFileComp
+		return completeWorkload(c, flags, args)
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.container, "container", "c", "", "Container whose environment to print (default: the pod's default container, else its first)")
@@ -79,6 +68,22 @@ Secret values are printed in clear: mind where the output goes. Nothing in the c
 		return workloadenv.Formats, cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
+}
+
+// completeWorkload completes "KIND NAME" of a workload; nothing after it.
+func completeWorkload(c *cobra.Command, flags *genericclioptions.ConfigFlags, args []string) ([]string, cobra.ShellCompDirective) {
+	switch len(args) {
+	case 0:
+		return []string{"deployment", "statefulset", "pod"}, cobra.ShellCompDirectiveNoFileComp
+	case 1:
+		a, err := resolveAccess(flags)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		names, _ := workloadNames(c.Context(), a.Kube, a.Namespace, args[0])
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+	return nil, cobra.ShellCompDirectiveNoFileComp
 }
 
 // workloadKind is the canonical name of what users may type for a kind.

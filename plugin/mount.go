@@ -60,16 +60,8 @@ the last connection. Mounting needs root (or fusermount); Ctrl-C unmounts.`,
 		},
 	}
 	cmd.ValidArgsFunction = func(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-		switch len(args) {
-		case 0:
-			return []string{"deployment", "statefulset", "pod"}, cobra.ShellCompDirectiveNoFileComp
-		case 1:
-			a, err := resolveAccess(flags)
-			if err != nil {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			names, _ := workloadNames(c.Context(), a.Kube, a.Namespace, args[0])
-			return names, cobra.ShellCompDirectiveNoFileComp
+		if len(args) < 2 {
+			return completeWorkload(c, flags, args)
 		}
 		return nil, cobra.ShellCompDirectiveFilterDirs
 	}

@@ -83,16 +83,12 @@ and undone on Ctrl-C; after a crash, the next kubectl cz command undoes it.`,
 		if len(args) == 0 {
 			return []string{"namespace", "deployment", "statefulset", "pod"}, cobra.ShellCompDirectiveNoFileComp
 		}
+		if isWorkload(args[0]) {
+			return completeWorkload(c, flags, args)
+		}
 		a, err := resolveAccess(flags)
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		if _, ok := workloadKind(args[0]); ok {
-			if len(args) > 1 {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			names, _ := workloadNames(c.Context(), a.Kube, a.Namespace, args[0])
-			return names, cobra.ShellCompDirectiveNoFileComp
 		}
 		list, err := a.Kube.CoreV1().Namespaces().List(c.Context(), metav1.ListOptions{})
 		if err != nil {

@@ -76,7 +76,8 @@ type teleport struct {
 	fwd     *forwarder
 	svcs    map[string]listersv1.ServiceLister
 	slices  map[string]discoverylisters.EndpointSliceLister
-	exposed map[string]*exposure // by "ns/name", or "ns/name/pod" for a pod of a headless Service
+	bySvc   map[string]cache.Indexer // EndpointSlices by Service name, per namespace
+	exposed map[string]*exposure     // by "ns/name", or "ns/name/pod" for a pod of a headless Service
 	nextIP  uint32
 	ips     map[string]net.IP // fallback addresses handed out, by key
 	hosts   []string          // the last /etc/hosts block written
@@ -106,7 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.DNS = DNSResolvConf // systemd-resolved's per-link DNS is not used yet
 	}
 	t := &teleport{cfg: cfg, dns: &dnsshim.Server{}, fwd: &forwarder{rest: cfg.Rest, kube: cfg.Kube, conns: map[string]*pfconn.Conn{}},
-		svcs: map[string]listersv1.ServiceLister{}, slices: map[string]discoverylisters.EndpointSliceLister{},
+		svcs: map[string]listersv1.ServiceLister{}, slices: map[string]discoverylisters.EndpointSliceLister{}, bySvc: map[string]cache.Indexer{},
 		exposed: map[string]*exposure{}, ips: map[string]net.IP{}}
 	defer t.fwd.closeAll()
 	defer t.closeAll()
@@ -133,7 +134,17 @@ func Run(ctx context.Context, cfg Config) error {
 		if _, err := ei.Informer().AddEventHandler(handler); err != nil {
 			return err
 		}
-		t.svcs[ns], t.slices[ns] = si.Lister(), ei.Lister()
+		// Every accepted connection looks up its Service's slices: by index,
+		// not by scanning the namespace's.
+		if err := ei.Informer().AddIndexers(cache.Indexers{serviceIndex: func(obj any) ([]string, error) {
+			if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
+				return []string{es.Labels[discoveryv1.LabelServiceName]}, nil
+			}
+			return nil, nil
+		}}); err != nil {
+			return err
+		}
+		t.svcs[ns], t.slices[ns], t.bySvc[ns] = si.Lister(), ei.Lister(), ei.Informer().GetIndexer()
 		synced = append(synced, si.Informer().HasSynced, ei.Informer().HasSynced)
 		f.Start(ctx.Done())
 	}
@@ -431,9 +442,16 @@ type endpoint struct {
 	ports         map[int]string // every port (headless Services)
 }
 
+const serviceIndex = "service"
+
 func (t *teleport) slicesOf(ns, service string) []*discoveryv1.EndpointSlice {
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: service})
-	slices, _ := t.slices[ns].List(sel)
+	objs, _ := t.bySvc[ns].ByIndex(serviceIndex, service)
+	slices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if es, ok := o.(*discoveryv1.EndpointSlice); ok {
+			slices = append(slices, es)
+		}
+	}
 	return slices
 }
 
