@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/agentsecret"
 	"github.com/kubectl-cz/kubectl-cz/pfconn"
 )
 
@@ -48,11 +51,15 @@ func (r *Runner) connect(ctx context.Context) (*Tunnel, *pfconn.Conn, error) {
 	if pod == "" {
 		return nil, nil, fmt.Errorf("no ready interceptor pod for service %s", r.Service)
 	}
+	secret, err := agentsecret.Read(ctx, r.Kube, r.Namespace, AgentName(r.Service))
+	if err != nil {
+		return nil, nil, err
+	}
 	pf, err := pfconn.Dial(ctx, r.Config, r.Kube, r.Namespace, pod)
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := pf.DialPort(ctx, interceptor.ControlPort)
+	conn, err := dialControl(ctx, pf, secret)
 	if err != nil {
 		pf.Close()
 		return nil, nil, err
@@ -62,7 +69,59 @@ func (r *Runner) connect(ctx context.Context) (*Tunnel, *pfconn.Conn, error) {
 		pf.Close()
 		return nil, nil, err
 	}
+	tun.secret = secret
 	return tun, pf, nil
+}
+
+// AgentName is the interceptor Deployment of a Service, and its Secret's name.
+func AgentName(service string) string { return childName("cz-interceptor-", service, 63) }
+
+// dialControl opens a stream to the agent's control port and presents the
+// secret on it.
+func dialControl(ctx context.Context, pf *pfconn.Conn, secret string) (net.Conn, error) {
+	c, err := pf.DialPort(ctx, interceptor.ControlPort)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := wire.Present(ctx, c, secret); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("interceptor pod %s/%s: %w", pf.Namespace, pf.Pod, err)
+	}
+	return c, nil
+}
+
+// Reach waits until the agent of a new interceptor answers on its control
+// port with the secret of Secret name: the agent listens, on every Service
+// port too, and this machine's path to it works.
+func Reach(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod, name string, timeout time.Duration) error {
+	secret, err := agentsecret.Read(ctx, kube, ns, name)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
+	if err != nil {
+		return err
+	}
+	defer pf.Close()
+	for {
+		c, err := dialControl(ctx, pf, secret)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if errors.Is(err, wire.ErrRefused) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the interceptor in pod %s/%s did not answer within %s: %w", ns, pod, timeout, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Run holds the tunnel until ctx ends, reconnecting with backoff when it
@@ -97,7 +156,7 @@ func (r *Runner) Run(ctx context.Context, active func(first bool)) (int, error) 
 		serveCtx, stop := context.WithCancel(context.Background())
 		go func() { _ = tun.Serve(serveCtx) }()
 		tun.KeepSpares(serveCtx, spareStreams, func(ctx context.Context) (net.Conn, error) {
-			return pf.DialPort(ctx, interceptor.ControlPort)
+			return dialControl(ctx, pf, tun.secret)
 		})
 		select {
 		case <-ctx.Done():

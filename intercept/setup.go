@@ -19,11 +19,12 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agentsecret"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -51,7 +52,7 @@ type Plan struct {
 	Service  *corev1.Service
 	PortKey  string // how the agent names the intercepted port
 	Decoy    string // decoy Service name
-	Agent    string // interceptor Deployment name
+	Agent    string // interceptor Deployment name, and its Secret's
 	Existing bool   // an interceptor already runs: join it
 }
 
@@ -88,7 +89,7 @@ func Prepare(ctx context.Context, kube kubernetes.Interface, t Target) (*Plan, e
 	if err != nil {
 		return nil, fmt.Errorf("cannot read service %s/%s: %w", t.Namespace, t.Service, err)
 	}
-	p := &Plan{Service: svc, Decoy: childName("cz-decoy-", t.Service, 63), Agent: childName("cz-interceptor-", t.Service, 63)}
+	p := &Plan{Service: svc, Decoy: childName("cz-decoy-", t.Service, 63), Agent: AgentName(t.Service)}
 	if len(svc.Spec.Selector) == 0 {
 		return nil, fmt.Errorf("service %s/%s has no selector: its endpoints are managed by hand, so there are no pods to redirect from", t.Namespace, t.Service)
 	}
@@ -133,10 +134,18 @@ type AgentSpec struct {
 // Install creates the decoy Service and the interceptor Deployment, waits
 // for the agent, then points the Service at it: every step journaled in s
 // first. progress gets one line per state change.
-func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface, p *Plan, agent AgentSpec, progress io.Writer) error {
+func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface, cfg *rest.Config, p *Plan, agent AgentSpec, progress io.Writer) error {
 	svc := p.Service
 	ns := svc.Namespace
 	labels := map[string]string{session.LabelManagedBy: session.ManagedBy, LabelInterceptor: svc.Name}
+
+	// The agent's connection secret, under the Deployment's name.
+	if _, err := agentsecret.Create(ctx, s, primitive, ns, p.Agent, labels); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("secret %s already exists: another developer is setting up an intercept of %s right now (retry in a few seconds), or a crashed one left it (kubectl cz session close %s)", p.Agent, svc.Name, SessionID(ns, svc.Name))
+		}
+		return err
+	}
 
 	decoy := &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
@@ -166,7 +175,6 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 		args = append(args, "--port", spec)
 		ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("p%d", i), ContainerPort: int32(interceptor.FirstListenPort + i)})
 	}
-	ports = append(ports, corev1.ContainerPort{Name: "control", ContainerPort: interceptor.ControlPort})
 	deploy := &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: metav1.ObjectMeta{Name: p.Agent, Namespace: ns, Labels: labels},
@@ -175,7 +183,7 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelInterceptor: svc.Name}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       agentPod(agent, args, ports),
+				Spec:       agentPod(agent, p.Agent, args, ports),
 			},
 		},
 	}
@@ -183,9 +191,17 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 		return err
 	}
 	fmt.Fprintf(progress, "created interceptor deployment %s (%s)\n", p.Agent, agent.Image)
-	if _, err := WaitAgent(ctx, kube, ns, svc.Name, p.Agent, 90*time.Second, progress); err != nil {
+	pod, err := WaitAgent(ctx, kube, ns, svc.Name, p.Agent, 90*time.Second, progress)
+	if err != nil {
 		return err
 	}
+	// The pod has no readiness probe (the control port is on its loopback,
+	// out of the kubelet's reach): the agent is ready once it answers here,
+	// through port-forward, with its secret.
+	if err := Reach(ctx, cfg, kube, ns, pod, p.Agent, 30*time.Second); err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "interceptor %s answers on its control port\n", pod)
 
 	ref := session.ObjectRef{Version: "v1", Resource: "services", Kind: "Service", Namespace: ns, Name: svc.Name}
 	_, err = s.Patch(ctx, primitive, ref, [][]string{{"spec", "selector"}, {"spec", "ports"}}, func(u *unstructured.Unstructured) error {
@@ -213,7 +229,7 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 	return waitEndpoints(ctx, kube, ns, svc.Name, 30*time.Second)
 }
 
-func agentPod(agent AgentSpec, args []string, ports []corev1.ContainerPort) corev1.PodSpec {
+func agentPod(agent AgentSpec, secretName string, args []string, ports []corev1.ContainerPort) corev1.PodSpec {
 	return corev1.PodSpec{
 		AutomountServiceAccountToken:  ptr.To(false),
 		EnableServiceLinks:            ptr.To(false),
@@ -230,11 +246,8 @@ func agentPod(agent AgentSpec, args []string, ports []corev1.ContainerPort) core
 			ImagePullPolicy: agent.PullPolicy,
 			Args:            args,
 			Ports:           ports,
-			ReadinessProbe: &corev1.Probe{
-				ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("control")}},
-				PeriodSeconds: 1,
-			},
-			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{}},
+			Env:             []corev1.EnvVar{agentsecret.Env(secretName)},
+			Resources:       corev1.ResourceRequirements{Requests: corev1.ResourceList{}},
 			SecurityContext: &corev1.SecurityContext{
 				AllowPrivilegeEscalation: ptr.To(false),
 				ReadOnlyRootFilesystem:   ptr.To(true),

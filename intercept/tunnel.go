@@ -26,6 +26,7 @@ type Tunnel struct {
 	dec     *json.Decoder
 	local   string
 	token   string
+	secret  string // the agent's connection secret, for spare streams
 
 	mu     sync.Mutex
 	spares int // connections that came through a spare stream

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,6 +30,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/files"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/agentsecret"
 	"github.com/kubectl-cz/kubectl-cz/fusefs"
 	"github.com/kubectl-cz/kubectl-cz/pfconn"
 	"github.com/kubectl-cz/kubectl-cz/session"
@@ -129,6 +132,8 @@ func Paths(pod *corev1.Pod, container string) ([]corev1.VolumeMount, error) {
 type Agent struct {
 	Container string
 	Port      int
+	// Secret is what every connection presents (Secret <Container>).
+	Secret string
 }
 
 // AddAgent adds the file server to the pod as an ephemeral container, as
@@ -157,17 +162,28 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 			port = p + 1
 		}
 		if running(spec.Pod, ec.Name) && sameMounts(ec.VolumeMounts, mounts) {
+			// Its secret goes with the session that started it: once that
+			// one closed, a new file server is needed.
+			secret, err := agentsecret.Read(ctx, kube, spec.Pod.Namespace, ec.Name)
+			if err != nil {
+				continue
+			}
 			fmt.Fprintf(progress, "using file server %s, already running in pod %s\n", ec.Name, spec.Pod.Name)
-			return Agent{Container: ec.Name, Port: p}, nil
+			return Agent{Container: ec.Name, Port: p, Secret: secret}, nil
 		}
 	}
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
 	name := agentPrefix + hex.EncodeToString(suffix)
+	secret, err := agentsecret.Create(ctx, s, "mount", spec.Pod.Namespace, name, map[string]string{session.LabelManagedBy: session.ManagedBy})
+	if err != nil {
+		return Agent{}, err
+	}
 	ec := corev1.EphemeralContainer{
 		EphemeralContainerCommon: corev1.EphemeralContainerCommon{
 			Name: name, Image: spec.Image, ImagePullPolicy: spec.Pull,
-			Args:            []string{"files", "--listen", ":" + strconv.Itoa(port)},
+			Args:            []string{"files", "--listen", "127.0.0.1:" + strconv.Itoa(port)},
+			Env:             []corev1.EnvVar{agentsecret.Env(name)},
 			VolumeMounts:    mounts,
 			SecurityContext: agentSecurity(spec.Pod, spec.Container),
 		},
@@ -189,7 +205,7 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 		return Agent{}, err
 	}
 	fmt.Fprintf(progress, "added file server %s (%s) to pod %s\n", name, spec.Image, pod.Name)
-	return Agent{Container: name, Port: port}, waitRunning(ctx, kube, pod.Namespace, pod.Name, name, spec.Image, progress)
+	return Agent{Container: name, Port: port, Secret: secret}, waitRunning(ctx, kube, pod.Namespace, pod.Name, name, spec.Image, progress)
 }
 
 const agentPrefix = "cz-files-"
@@ -201,7 +217,8 @@ func agentPort(ec corev1.EphemeralContainer) (int, bool) {
 	}
 	for i, a := range ec.Args {
 		if a == "--listen" && i+1 < len(ec.Args) {
-			if p, err := strconv.Atoi(strings.TrimPrefix(ec.Args[i+1], ":")); err == nil {
+			_, port, _ := net.SplitHostPort(ec.Args[i+1])
+			if p, err := strconv.Atoi(port); err == nil {
 				return p, true
 			}
 		}
@@ -317,24 +334,31 @@ func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, 
 
 // Connect opens an SFTP session with the file server over port-forward,
 // retrying while it starts listening.
-func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod string, port int) (*sftp.Client, func(), error) {
+func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod string, agent Agent) (*sftp.Client, func(), error) {
 	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
 	if err != nil {
 		return nil, nil, err
 	}
 	var lastErr error
 	for attempt := 0; attempt < 20; attempt++ {
-		c, err := pf.DialPort(ctx, port)
+		c, err := pf.DialPort(ctx, agent.Port)
 		if err == nil {
-			client, err := sftp.NewClientPipe(c, c, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64), sftp.MaxPacketUnchecked(files.MaxPacket))
+			err = present(ctx, c, agent.Secret)
+			if errors.Is(err, wire.ErrRefused) {
+				c.Close()
+				pf.Close()
+				return nil, nil, fmt.Errorf("the file server in pod %s: %w", pod, err)
+			}
 			if err == nil {
-				return client, func() { client.Close(); pf.Close() }, nil
+				var client *sftp.Client
+				client, err = sftp.NewClientPipe(c, c, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64), sftp.MaxPacketUnchecked(files.MaxPacket))
+				if err == nil {
+					return client, func() { client.Close(); pf.Close() }, nil
+				}
 			}
 			c.Close()
-			lastErr = err
-		} else {
-			lastErr = err
 		}
+		lastErr = err
 		select {
 		case <-ctx.Done():
 			pf.Close()
@@ -344,6 +368,12 @@ func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, n
 	}
 	pf.Close()
 	return nil, nil, fmt.Errorf("the file server in pod %s does not answer: %w", pod, lastErr)
+}
+
+func present(ctx context.Context, c net.Conn, secret string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return wire.Present(ctx, c, secret)
 }
 
 // Serve mounts the file server's volumes at dir, journaled, until ctx ends,
@@ -374,8 +404,18 @@ func Serve(ctx context.Context, s *session.Session, remote fusefs.Remote, mounts
 		ready()
 	}
 	<-ctx.Done()
-	if err := srv.Unmount(); err != nil {
-		// Busy (a shell inside it): detach; the kernel finishes when it can.
+	unmounted := make(chan error, 1)
+	go func() { unmounted <- srv.Unmount() }()
+	select {
+	case err := <-unmounted:
+		if err != nil {
+			// Busy (a shell inside it): detach; the kernel finishes when it can.
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	case <-time.After(5 * time.Second):
+		// Gone here, but another mount namespace started meanwhile (ip netns
+		// exec, unshare) holds a copy of the mount, so the kernel keeps the
+		// connection open: this process's exit closes it.
 		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
 	}
 	return nil

@@ -204,7 +204,7 @@ func (o *interceptOptions) run(parent context.Context) error {
 		}
 	} else {
 		agent := intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)}
-		if err := intercept.Install(ctx, s, a.Kube, plan, agent, o.Out); err != nil {
+		if err := intercept.Install(ctx, s, a.Kube, cfg, plan, agent, o.Out); err != nil {
 			return o.undo(s, err)
 		}
 		installed = true

@@ -143,7 +143,7 @@ func (o *mountOptions) run(parent context.Context) error {
 			return err
 		}
 		remote, err := mount.NewRedialer(func() (*sftp.Client, func(), error) {
-			return mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name, agent.Port)
+			return mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name, agent)
 		})
 		if err != nil {
 			return err

@@ -1,12 +1,14 @@
 // Package files is the in-cluster half of `kubectl cz mount`: an SFTP
 // server (github.com/pkg/sftp) in an ephemeral container of the target pod,
 // which has the target container's volume mounts at the same paths. The
-// laptop reaches it only through port-forward.
+// laptop reaches it only through port-forward: it listens on the pod's
+// loopback, and every connection must present the mount's secret.
 package files
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
 // Port is where the file server listens in the pod.
@@ -30,6 +34,8 @@ const MaxPacket = 128 << 10
 type Server struct {
 	Log      *slog.Logger
 	IdleExit time.Duration
+	// Secret is what every connection must present first (package wire).
+	Secret string
 	// Ready, if set, is closed once it listens.
 	Ready chan struct{}
 }
@@ -37,6 +43,9 @@ type Server struct {
 func (s *Server) Run(ctx context.Context, addr string) error {
 	if s.Log == nil {
 		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if !wire.ValidSecret(s.Secret) {
+		return fmt.Errorf("no valid secret in $%s: the file server refuses to run without one", wire.SecretEnv)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -92,6 +101,10 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				idleSince = time.Now()
 				mu.Unlock()
 			}()
+			if err := wire.Check(c, s.Secret, 10*time.Second); err != nil {
+				s.Log.Warn("refused a connection", "err", err)
+				return
+			}
 			srv, err := sftp.NewServer(c, sftp.WithMaxTxPacket(MaxPacket))
 			if err != nil {
 				c.Close()

@@ -7,7 +7,52 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
+
+// A connection without the secret, or with another one, gets no SFTP: the
+// server answers the refusal and hangs up, whatever follows.
+func TestRefusesWithoutTheSecret(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &Server{Ready: make(chan struct{}), Secret: wire.NewSecret()}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, addr) }()
+	select {
+	case <-s.Ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	for name, hello := range map[string]func(net.Conn) error{
+		"another secret": func(c net.Conn) error { return wire.Present(ctx, c, wire.NewSecret()) },
+		"straight to SFTP": func(c net.Conn) error {
+			client, err := sftp.NewClientPipe(c, c)
+			if err == nil {
+				_, err = client.Getwd()
+			}
+			return err
+		},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hello(c); err == nil {
+			t.Errorf("%s: served", name)
+		}
+		c.Close()
+	}
+	if err := (&Server{}).Run(ctx, addr); err == nil {
+		t.Error("a file server without a secret started")
+	}
+}
 
 // The file server ends itself once no laptop has been connected for
 // IdleExit, and never while one is.
@@ -18,12 +63,20 @@ func TestIdleExit(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &Server{IdleExit: 1500 * time.Millisecond, Ready: make(chan struct{})}
+	secret := wire.NewSecret()
+	s := &Server{IdleExit: 1500 * time.Millisecond, Ready: make(chan struct{}), Secret: secret}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(context.Background(), addr) }()
-	<-s.Ready
+	select {
+	case <-s.Ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.Present(context.Background(), c, secret); err != nil {
 		t.Fatal(err)
 	}
 	client, err := sftp.NewClientPipe(c, c, sftp.MaxPacketUnchecked(MaxPacket))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -124,8 +125,14 @@ type h1Conn struct {
 // serveHTTP routes the requests of one caller connection until it closes.
 // HTTP/2 with prior knowledge goes to h2, the HTTP/2 server.
 func (s *Server) serveHTTP(ctx context.Context, c net.Conn, p Port, h2 *chanListener) {
-	br := newReader(c)
+	// Callers are anyone on the pod network: a request's head is read
+	// within a budget of bytes and time, as net/http's server does.
+	budget := &budgetReader{r: c, n: MaxHeaderBytes}
+	br := newReader(budget)
+	_ = c.SetReadDeadline(time.Now().Add(IdleTimeout))
 	if b, err := br.Peek(len(h2Preface)); err == nil && string(b) == h2Preface {
+		_ = c.SetReadDeadline(time.Time{})
+		budget.unlimited()
 		h2.push(&bufferedConn{Conn: c, r: br}) // its reader now belongs to the HTTP/2 server
 		return
 	}
@@ -140,9 +147,23 @@ func (s *Server) serveHTTP(ctx context.Context, c net.Conn, p Port, h2 *chanList
 		release(hc.br, hc.bw)
 	}()
 	for {
+		budget.n = MaxHeaderBytes
+		_ = c.SetReadDeadline(time.Now().Add(IdleTimeout))
+		if _, err := br.Peek(1); err != nil {
+			return // closed, or idle too long
+		}
+		_ = c.SetReadDeadline(time.Now().Add(ReadHeaderTimeout))
 		req, err := http.ReadRequest(br)
+		_ = c.SetReadDeadline(time.Time{})
+		budget.unlimited()
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, errHeadTooLarge):
+				hc.fail(http.StatusRequestHeaderFieldsTooLarge, "request head larger than "+fmt.Sprint(MaxHeaderBytes)+" bytes")
+			case errors.As(err, &ne) && ne.Timeout():
+				hc.fail(http.StatusRequestTimeout, "request head not received within "+ReadHeaderTimeout.String())
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET):
 				hc.fail(http.StatusBadRequest, "bad request: "+err.Error())
 			}
 			return
@@ -152,6 +173,40 @@ func (s *Server) serveHTTP(ctx context.Context, c net.Conn, p Port, h2 *chanList
 		}
 	}
 }
+
+// Limits on what a caller may send before its request is routed.
+const (
+	// MaxHeaderBytes bounds a request's line and headers (net/http's default).
+	MaxHeaderBytes = 1 << 20
+	// ReadHeaderTimeout bounds the time from a request's first byte to the
+	// end of its headers.
+	ReadHeaderTimeout = 30 * time.Second
+	// IdleTimeout closes a caller connection that sends no request for so
+	// long (client pools keep idle connections 90 s at most by default).
+	IdleTimeout = 5 * time.Minute
+)
+
+var errHeadTooLarge = errors.New("request head too large")
+
+// budgetReader reads at most n bytes, then fails with errHeadTooLarge.
+type budgetReader struct {
+	r io.Reader
+	n int64
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n -= int64(n)
+	return n, err
+}
+
+func (b *budgetReader) unlimited() { b.n = math.MaxInt64 }
 
 // serve forwards one request and its answer; false: close the connection.
 func (hc *h1Conn) serve(ctx context.Context, req *http.Request) bool {

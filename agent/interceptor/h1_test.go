@@ -205,10 +205,7 @@ func TestBackendClosingIdleConnections(t *testing.T) {
 		case "laptop, spare stream":
 			join(t, r, hello, backend.Listener.Addr().String())
 		case "laptop, yamux stream":
-			c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := dialControl(t, r.controlAddr())
 			tun, err := intercept.Register(c, hello, backend.Listener.Addr().String())
 			if err != nil {
 				t.Fatal(err)
@@ -331,5 +328,31 @@ func TestMalformedRequestIs400(t *testing.T) {
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusBadRequest || !resp.Close {
 		t.Fatalf("%v %v", resp, err)
+	}
+}
+
+// Callers are anyone on the pod network: a request head larger than
+// MaxHeaderBytes (one endless header line, or many headers) gets a 431 and
+// the connection closed, not a buffer that grows with what the caller sends.
+func TestOversizedRequestHeadIs431(t *testing.T) {
+	backend := named("decoy")
+	defer backend.Close()
+	r := startAgent(t, backend)
+	for name, head := range map[string]string{
+		"one endless line": "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 2*interceptor.MaxHeaderBytes),
+		"many headers":     "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-H: 0123456789\r\n", 2*interceptor.MaxHeaderBytes/17),
+	} {
+		c, br := rawConn(t, r)
+		go io.WriteString(c, head) // the agent stops reading at its limit
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || !resp.Close {
+			t.Fatalf("%s: %v %v", name, resp, err)
+		}
+	}
+	// A head just under the limit still goes through.
+	c, br := rawConn(t, r)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", interceptor.MaxHeaderBytes/2)+"\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("a large but allowed head: %v %v", resp, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
@@ -15,13 +16,14 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
 // Port is one port of the intercepted Service: where the agent listens for
@@ -41,6 +43,9 @@ type Server struct {
 	Decoy string
 	Ports []Port
 	Log   *slog.Logger
+	// Secret is what every connection to the control port must present
+	// first (see package wire).
+	Secret string
 	// Ready, if set, is closed once every port listens.
 	Ready chan struct{}
 
@@ -74,11 +79,11 @@ func (s *Server) Run(ctx context.Context, controlAddr string) error {
 			l.Close()
 		}
 	}
-	control, err := net.Listen("tcp", controlAddr)
-	if err != nil {
-		return err
+	if !wire.ValidSecret(s.Secret) {
+		return fmt.Errorf("no valid secret in $%s: the interceptor refuses to run without one", wire.SecretEnv)
 	}
-	listeners = append(listeners, control)
+	// The Service ports listen before the control port, so a laptop that
+	// reached the control port knows the Service can be pointed here.
 	for _, p := range s.Ports {
 		l, err := net.Listen("tcp", ":"+strconv.Itoa(p.Listen))
 		if err != nil {
@@ -88,6 +93,12 @@ func (s *Server) Run(ctx context.Context, controlAddr string) error {
 		listeners = append(listeners, l)
 		go s.servePort(ctx, l, p)
 	}
+	control, err := net.Listen("tcp", controlAddr)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	listeners = append(listeners, control)
 	go func() {
 		<-ctx.Done()
 		closeAll()
@@ -108,10 +119,19 @@ func (s *Server) Run(ctx context.Context, controlAddr string) error {
 	}
 }
 
-// serveConn tells a tunnel (yamux) from a spare connection by its first byte.
+// handshakeTimeout bounds how long a new control connection may take to
+// present its secret and say what it is.
+const handshakeTimeout = 10 * time.Second
+
+// serveConn checks the connection's secret, then tells a tunnel (yamux)
+// from a spare connection by its first byte.
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
-	br := bufio.NewReader(c)
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if err := wire.Check(c, s.Secret, handshakeTimeout); err != nil {
+		s.Log.Warn("refused a control connection", "err", err)
+		return
+	}
+	br := bufio.NewReaderSize(c, 64)
+	_ = c.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	first, err := br.Peek(1)
 	if err != nil {
 		c.Close()
@@ -122,17 +142,19 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.serveControl(ctx, &bufferedConn{Conn: c, r: br})
 		return
 	}
-	line, err := br.ReadString('\n')
+	// PoolMagic, a token of fixed size, a newline: read exactly that.
+	line := make([]byte, 1+tokenLen+1)
+	_, err = io.ReadFull(br, line)
 	_ = c.SetReadDeadline(time.Time{})
-	if err != nil {
+	if err != nil || line[len(line)-1] != '\n' {
 		c.Close()
 		return
 	}
-	token := strings.TrimSpace(line[1:])
+	token := string(line[1 : 1+tokenLen])
 	s.mu.RLock()
 	var owner *developer
 	for dev := range s.devs {
-		if dev.token == token {
+		if subtle.ConstantTimeCompare([]byte(dev.token), []byte(token)) == 1 {
 			owner = dev
 		}
 	}
@@ -162,7 +184,8 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		return
 	}
 	defer st.Close()
-	dec, enc := json.NewDecoder(st), json.NewEncoder(st)
+	// The control stream carries a Hello and a Leave: a few hundred bytes.
+	dec, enc := json.NewDecoder(io.LimitReader(st, maxControlBytes)), json.NewEncoder(st)
 	var hello Hello
 	if err := dec.Decode(&hello); err != nil {
 		return
@@ -347,7 +370,8 @@ func (s *Server) servePort(ctx context.Context, l net.Listener, p Port) {
 	// HTTP/2 connections (gRPC) are served by net/http's HTTP/2 server and
 	// a reverse proxy; HTTP/1 by the router in h1.go.
 	h2Conns := newChanListener(l.Addr())
-	srv := &http.Server{Handler: h2c.NewHandler(s.reverseProxy(p), &http2.Server{}), ReadHeaderTimeout: time.Minute}
+	srv := &http.Server{Handler: h2c.NewHandler(s.reverseProxy(p), &http2.Server{IdleTimeout: IdleTimeout}),
+		ReadHeaderTimeout: ReadHeaderTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes}
 	go func() { _ = srv.Serve(h2Conns) }()
 	defer srv.Close()
 	for {
@@ -438,8 +462,14 @@ func (dev *developer) awaitStatus(ctx context.Context, st net.Conn) (net.Conn, e
 	return &bufferedConn{Conn: st, r: br}, nil
 }
 
+// maxControlBytes bounds what a developer's control stream may send.
+const maxControlBytes = 64 << 10
+
+// tokenLen is the size of a developer's token on spare connections.
+const tokenLen = 32
+
 func newToken() string {
-	b := make([]byte, 16)
+	b := make([]byte, tokenLen/2)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http2/h2c"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
 )
 
@@ -68,6 +69,9 @@ func runAgent(t testing.TB, newServer func() *interceptor.Server, control func()
 	for attempt := 0; attempt < 5; attempt++ {
 		s := newServer()
 		s.Ready = make(chan struct{})
+		if s.Secret == "" {
+			s.Secret = testSecret
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() { errc <- s.Run(ctx, "127.0.0.1:"+strconv.Itoa(control())) }()
@@ -86,12 +90,38 @@ func runAgent(t testing.TB, newServer func() *interceptor.Server, control func()
 	t.Fatal("agent could not bind its ports")
 }
 
-func join(t testing.TB, r rig, hello interceptor.Hello, local string) *intercept.Tunnel {
+// testSecret is the agents' connection secret in these tests.
+var testSecret = wire.NewSecret()
+
+// dialControl connects to an agent's control port (or a relay to it) and
+// presents the secret, as the laptop does through port-forward.
+func dialControl(t testing.TB, addr string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+	c, err := presented(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+func presented(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := wire.Present(ctx, c, testSecret); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (r rig) controlAddr() string { return "127.0.0.1:" + strconv.Itoa(r.control) }
+
+func join(t testing.TB, r rig, hello interceptor.Hello, local string) *intercept.Tunnel {
+	t.Helper()
+	c := dialControl(t, r.controlAddr())
 	tun, err := intercept.Register(c, hello, local)
 	if err != nil {
 		t.Fatal(err)
@@ -102,8 +132,7 @@ func join(t testing.TB, r rig, hello interceptor.Hello, local string) *intercept
 	// Two spare connections: tests with more concurrency also use the
 	// yamux fallback.
 	tun.KeepSpares(ctx, 2, func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+		return presented(ctx, r.controlAddr())
 	})
 	return tun
 }
@@ -230,7 +259,7 @@ func TestAllTakesEveryConnectionAndLeaveCounts(t *testing.T) {
 		t.Fatalf("--all: %q", body)
 	}
 	// A second developer cannot take the port's requests from under --all.
-	c, _ := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+	c := dialControl(t, r.controlAddr())
 	if _, err := intercept.Register(c, interceptor.Hello{Developer: "bob", Port: "http", Match: interceptor.Match{Header: "x", Value: "y"}}, "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "--all by alice") {
 		t.Fatalf("second developer under --all: %v", err)
 	}
@@ -282,7 +311,7 @@ func TestSameDeveloperReplacesStaleTunnel(t *testing.T) {
 		go cp(up, c)
 		cp(c, up)
 	}()
-	c, _ := net.Dial("tcp", relay.Addr().String())
+	c := dialControl(t, relay.Addr().String())
 	stale, err := intercept.Register(c, hello, "127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +319,7 @@ func TestSameDeveloperReplacesStaleTunnel(t *testing.T) {
 	go stale.Serve(context.Background())
 
 	// While it answers, the same rule from elsewhere is refused.
-	c2, _ := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.control))
+	c2 := dialControl(t, r.controlAddr())
 	if _, err := intercept.Register(c2, hello, alice.Listener.Addr().String()); err == nil || !strings.Contains(err.Error(), "another terminal") {
 		t.Fatalf("a live duplicate: %v", err)
 	}

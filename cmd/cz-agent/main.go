@@ -18,6 +18,7 @@ import (
 
 	"github.com/kubectl-cz/kubectl-cz/agent/files"
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
 // Set by the linker.
@@ -49,6 +50,15 @@ func (p *portsFlag) Set(v string) error {
 	return nil
 }
 
+// secret is the connection secret the kubelet put in the environment from
+// the session's Secret; it leaves the environment at once, so nothing this
+// process starts could inherit it.
+func secret() string {
+	v := os.Getenv(wire.SecretEnv)
+	os.Unsetenv(wire.SecretEnv)
+	return v
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: cz-agent intercept|files|version [flags]")
@@ -64,24 +74,24 @@ func main() {
 		fs := flag.NewFlagSet("intercept", flag.ExitOnError)
 		var ports portsFlag
 		decoy := fs.String("decoy", "", "address (ClusterIP) of the decoy Service that selects the original pods")
-		control := fs.String("control", ":"+strconv.Itoa(interceptor.ControlPort), "address of the control port laptops port-forward to")
+		control := fs.String("control", "127.0.0.1:"+strconv.Itoa(interceptor.ControlPort), "address of the control port laptops port-forward to (loopback: only port-forward reaches it)")
 		fs.Var(&ports, "port", "a Service port: NAME:LISTEN:DECOYPORT[:http] (repeatable)")
 		_ = fs.Parse(os.Args[2:])
 		if *decoy == "" || len(ports) == 0 {
 			fmt.Fprintln(os.Stderr, "cz-agent intercept: --decoy and at least one --port are required")
 			os.Exit(2)
 		}
-		s := &interceptor.Server{Decoy: *decoy, Ports: ports, Log: log}
+		s := &interceptor.Server{Decoy: *decoy, Ports: ports, Log: log, Secret: secret()}
 		if err := s.Run(ctx, *control); err != nil {
 			log.Error("interceptor stopped", "err", err)
 			os.Exit(1)
 		}
 	case "files":
 		fs := flag.NewFlagSet("files", flag.ExitOnError)
-		listen := fs.String("listen", ":"+strconv.Itoa(files.Port), "address to serve SFTP on (reached through port-forward)")
+		listen := fs.String("listen", "127.0.0.1:"+strconv.Itoa(files.Port), "address to serve SFTP on (loopback: only port-forward reaches it)")
 		idle := fs.Duration("idle-exit", 30*time.Second, "exit after this long without a connection")
 		_ = fs.Parse(os.Args[2:])
-		s := &files.Server{Log: log, IdleExit: *idle}
+		s := &files.Server{Log: log, IdleExit: *idle, Secret: secret()}
 		if err := s.Run(ctx, *listen); err != nil {
 			log.Error("file server stopped", "err", err)
 			os.Exit(1)
