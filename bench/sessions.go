@@ -37,7 +37,7 @@ var configMapsGVR = schema.GroupVersionResource{Version: "v1", Resource: "config
 
 // bench.noop entries measure the journal alone: there is nothing to undo.
 func init() {
-	session.RegisterUndo("bench.noop", func(context.Context, *session.UndoContext, session.Entry) error { return nil })
+	session.RegisterKind(session.Kind{Name: "bench.noop", Undo: func(context.Context, *session.UndoContext, session.Entry) error { return nil }})
 }
 
 // sessions measures the journal: the cost of a Record (time and API calls)

@@ -35,6 +35,16 @@ const (
 	primitive        = "intercept"
 )
 
+// What an intercept's journal entries may touch: it creates the decoy, the
+// agent's Deployment and Secret, and patches the Service's selector and
+// ports; a journal naming anything else is refused.
+func init() {
+	session.RegisterScope(primitive, session.Scope{
+		Creates: []schema.GroupResource{servicesGVR.GroupResource(), deploymentsGVR.GroupResource(), agentsecret.GVR.GroupResource()},
+		Patches: map[schema.GroupResource][][]string{servicesGVR.GroupResource(): {{"spec", "selector"}, {"spec", "ports"}}},
+	})
+}
+
 var (
 	servicesGVR    = schema.GroupVersionResource{Version: "v1", Resource: "services"}
 	deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}

@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -48,29 +49,27 @@ const (
 )
 
 func init() {
-	session.RegisterCheck(KindAgent, func(e session.Entry) error {
+	session.RegisterKind(session.Kind{Name: KindAgent, Check: func(e session.Entry) error {
 		var d agentData
 		if err := json.Unmarshal(e.Data, &d); err != nil || d.Pod == "" || !strings.HasPrefix(d.Container, agentPrefix) {
 			return fmt.Errorf("a mount agent entry without a pod or a file server container")
 		}
 		return nil
-	})
-	session.RegisterCheck(KindMount, func(e session.Entry) error {
-		var d mountData
-		if err := json.Unmarshal(e.Data, &d); err != nil || !filepath.IsAbs(d.Dir) {
-			return fmt.Errorf("a mount entry without an absolute folder")
-		}
-		return nil
-	})
-	session.RegisterUndo(KindAgent, func(_ context.Context, u *session.UndoContext, e session.Entry) error {
+	}, Undo: func(_ context.Context, u *session.UndoContext, e session.Entry) error {
 		var d agentData
 		if err := json.Unmarshal(e.Data, &d); err != nil {
 			return err
 		}
 		fmt.Fprintf(u.Log, "ephemeral container %s stays in pod %s/%s until the pod is replaced (Kubernetes cannot remove one); its file server ends itself when idle\n", d.Container, e.Namespace, d.Pod)
 		return nil
-	})
-	session.RegisterUndo(KindMount, func(_ context.Context, u *session.UndoContext, e session.Entry) error {
+	}})
+	session.RegisterKind(session.Kind{Name: KindMount, Local: true, Check: func(e session.Entry) error {
+		var d mountData
+		if err := json.Unmarshal(e.Data, &d); err != nil || !filepath.IsAbs(d.Dir) {
+			return fmt.Errorf("a mount entry without an absolute folder")
+		}
+		return nil
+	}, Undo: func(_ context.Context, u *session.UndoContext, e session.Entry) error {
 		var d mountData
 		if err := json.Unmarshal(e.Data, &d); err != nil {
 			return err
@@ -80,8 +79,13 @@ func init() {
 		}
 		fmt.Fprintf(u.Log, "unmounted %s\n", d.Dir)
 		return nil
-	})
+	}})
+	// A mount creates its file server's Secret, and patches nothing (the
+	// ephemeral container goes through a subresource no undo can revert).
+	session.RegisterScope(primitive, session.Scope{Creates: []schema.GroupResource{agentsecret.GVR.GroupResource()}})
 }
+
+const primitive = "mount"
 
 type agentData struct {
 	Pod       string `json:"pod"`
@@ -175,7 +179,7 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
 	name := agentPrefix + hex.EncodeToString(suffix)
-	secret, err := agentsecret.Create(ctx, s, "mount", spec.Pod.Namespace, name, map[string]string{session.LabelManagedBy: session.ManagedBy})
+	secret, err := agentsecret.Create(ctx, s, primitive, spec.Pod.Namespace, name, map[string]string{session.LabelManagedBy: session.ManagedBy})
 	if err != nil {
 		return Agent{}, err
 	}
@@ -188,7 +192,7 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 			SecurityContext: agentSecurity(spec.Pod, spec.Container),
 		},
 	}
-	e, err := s.Record(ctx, KindAgent, "mount", spec.Pod.Namespace, agentData{Pod: spec.Pod.Name, Container: name})
+	e, err := s.Record(ctx, KindAgent, primitive, spec.Pod.Namespace, agentData{Pod: spec.Pod.Name, Container: name})
 	if err != nil {
 		return Agent{}, err
 	}
@@ -387,7 +391,7 @@ func Serve(ctx context.Context, s *session.Session, remote fusefs.Remote, mounts
 	for _, m := range mounts {
 		paths = append(paths, m.MountPath)
 	}
-	e, err := s.Record(ctx, KindMount, "mount", "", mountData{Dir: dir})
+	e, err := s.Record(ctx, KindMount, primitive, "", mountData{Dir: dir})
 	if err != nil {
 		return err
 	}

@@ -198,8 +198,14 @@ func newSessionCloseCommand(flags *genericclioptions.ConfigFlags, streams generi
 A session is found in every namespace you may list ConfigMaps in (else in the current
 namespace). Patched objects get back the exact original of the fields the session changed.
 If someone else changed such a field since, close stops there and says so; --force puts the
-original back anyway. A session still held by a running kubectl cz is refused without --force:
-stop it there with Ctrl-C, which closes it.`,
+original back anyway. A session still held by a running kubectl cz, or owned by another
+cluster user, is refused without --force: stop it there with Ctrl-C, which closes it.
+
+A journal is checked before anything is undone, since anyone who may create ConfigMaps could
+write one: each entry must stay in its journal's namespace and within what its primitive
+touches, a patched object must carry the mark of this very journal, a created object must be
+owned by it, and laptop-side entries come only from this machine's local journal. A journal
+that fails a check changes nothing, --force or not.`,
 		Example: `  # Close one session (from any machine with the kubeconfig)
   kubectl cz session close k3xq9z
 
@@ -230,7 +236,7 @@ stop it there with Ctrl-C, which closes it.`,
 		return ids, cobra.ShellCompDirectiveNoFileComp
 	}
 	cmd.Flags().BoolVar(&o.all, "all", false, "Close every session in the current namespace")
-	cmd.Flags().BoolVar(&o.force, "force", false, "Put originals back even over later changes, and close sessions that look alive")
+	cmd.Flags().BoolVar(&o.force, "force", false, "Put originals back even over later changes, and close sessions that look alive or belong to another user")
 	return cmd
 }
 
@@ -255,17 +261,22 @@ func (o *sessionCloseOptions) run(ctx context.Context) error {
 		}
 	}
 	var errs []error
+	user := whoAmI(ctx, a, o.flags)
 	for _, id := range ids {
-		if err := closeSession(ctx, a, id, closeMode{force: o.force}, o.Out); err != nil {
+		if err := closeSession(ctx, a, id, closeMode{force: o.force, user: user}, o.Out); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// closeMode: force overrides conflicts and liveness; self closes a session
-// this process holds (its own pid looks alive).
-type closeMode struct{ force, self bool }
+// closeMode: force overrides conflicts, liveness and ownership; self closes
+// a session this process holds (its own pid looks alive); gc collects
+// abandoned sessions, whoever owned them. user is who closes.
+type closeMode struct {
+	force, self, gc bool
+	user            string
+}
 
 // closeSession loads a session from every namespace it can see and closes it.
 func closeSession(ctx context.Context, a *clusterAccess, id string, mode closeMode, out io.Writer) error {
@@ -280,6 +291,9 @@ func closeSession(ctx context.Context, a *clusterAccess, id string, mode closeMo
 	}
 	if loaded == nil {
 		return fmt.Errorf("session %q not found in namespace %s or on this machine (kubectl cz session list -A shows the sessions)", id, a.Namespace)
+	}
+	if owner := loaded.Meta.Owner; !mode.force && !mode.self && !mode.gc && owner.User != mode.user {
+		return fmt.Errorf("session %s belongs to %s (as its journal says), not to %s: check with them, or pass --force to close it anyway", id, owner, mode.user)
 	}
 	if !mode.force && !mode.self {
 		if alive, known := session.OwnerAlive(loaded.Meta.Owner); known && alive {
@@ -378,7 +392,7 @@ func (o *sessionGCOptions) run(ctx context.Context) error {
 			fmt.Fprintf(o.Out, "would close session %s (%s, silent for %s)\n", s.ID, s.Owner, duration.HumanDuration(s.Silence(now)))
 			continue
 		}
-		if err := closeSession(ctx, a, s.ID, closeMode{}, o.Out); err != nil {
+		if err := closeSession(ctx, a, s.ID, closeMode{gc: true}, o.Out); err != nil {
 			errs = append(errs, err)
 		}
 	}

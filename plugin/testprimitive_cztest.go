@@ -29,7 +29,11 @@ const testFileKind = "test.file"
 
 func init() {
 	extraCommands = append(extraCommands, newTestPrimitiveCommand)
-	session.RegisterUndo(testFileKind, undoTestFile)
+	session.RegisterKind(session.Kind{Name: testFileKind, Local: true, Undo: undoTestFile})
+	session.RegisterScope("test", session.Scope{
+		Creates: []schema.GroupResource{{Resource: "configmaps"}},
+		Patches: map[schema.GroupResource][][]string{{Resource: "services"}: {{"spec", "selector"}}},
+	})
 }
 
 // testFileData is a laptop-side entry: a file and its content before.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -52,11 +53,35 @@ func localPath(stateDir, id string) string {
 	return filepath.Join(stateDir, "sessions", id+".jsonl")
 }
 
+// lockLocal holds the lock of a state folder's local journals: terminals
+// that share a session append to one file, and one of them may find it
+// empty and remove it; under the lock, none loses another's lines.
+func lockLocal(path string) (unlock func(), err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("local session journal: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("local session journal lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("local session journal lock: %w", err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
 func createLocal(stateDir string, meta Meta) (*localJournal, error) {
 	if stateDir == "" {
 		return nil, errors.New("no state directory for the local session journal")
 	}
 	path := localPath(stateDir, meta.ID)
+	unlock, err := lockLocal(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	existing, err := loadLocal(path)
 	switch {
 	case err == nil:
@@ -73,10 +98,27 @@ func createLocal(stateDir string, meta Meta) (*localJournal, error) {
 		return nil, fmt.Errorf("local session journal: %w", err)
 	}
 	lj := &localJournal{path: path, meta: meta, entries: map[int64]Entry{}}
-	return lj, lj.append(localLine{Meta: &meta})
+	return lj, lj.appendLocked(localLine{Meta: &meta})
 }
 
 func (lj *localJournal) append(line localLine) error {
+	unlock, err := lockLocal(lj.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(lj.path); os.IsNotExist(err) && line.Meta == nil {
+		// Another terminal of the session closed it meanwhile: start again.
+		meta := lj.meta
+		if err := lj.appendLocked(localLine{Meta: &meta}); err != nil {
+			return err
+		}
+	}
+	return lj.appendLocked(line)
+}
+
+// appendLocked writes one line; the caller holds the lock.
+func (lj *localJournal) appendLocked(line localLine) error {
 	b, err := json.Marshal(line)
 	if err != nil {
 		return err
@@ -127,14 +169,30 @@ func (lj *localJournal) list() []Entry {
 	return out
 }
 
-// done drops undone entries; the file goes when nothing is left.
+// done drops undone entries; the file goes when nothing is left in it,
+// counting what other terminals of the session wrote meanwhile.
 func (lj *localJournal) done(seqs []int64) error {
+	unlock, err := lockLocal(lj.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(lj.path); os.IsNotExist(err) {
+		return nil // another terminal closed the session already
+	}
 	if len(seqs) > 0 {
-		if err := lj.append(localLine{Done: seqs}); err != nil {
+		if err := lj.appendLocked(localLine{Done: seqs}); err != nil {
 			return err
 		}
 	}
-	if len(lj.list()) == 0 {
+	current, err := loadLocal(lj.path)
+	if err != nil {
+		return err
+	}
+	lj.mu.Lock()
+	lj.entries = current.entries
+	lj.mu.Unlock()
+	if len(current.entries) == 0 {
 		if err := os.Remove(lj.path); err != nil && !os.IsNotExist(err) {
 			return err
 		}
@@ -181,6 +239,9 @@ func decodeLocal(path string, data []byte) (*localJournal, error) {
 			if err := ValidateID(line.Meta.ID); err != nil {
 				return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 			}
+			if line.Meta.Version != journalVersion {
+				return nil, fmt.Errorf("%w: %s is journal version %d, this kubectl-cz reads version %d", ErrCorrupt, path, line.Meta.Version, journalVersion)
+			}
 			lj.meta = *line.Meta
 			continue
 		}
@@ -190,6 +251,9 @@ func decodeLocal(path string, data []byte) (*localJournal, error) {
 			}
 			if err := e.validate(); err != nil {
 				return nil, fmt.Errorf("%w: %s line %d: %v", ErrCorrupt, path, n, err)
+			}
+			if e.Namespace != "" {
+				return nil, fmt.Errorf("%w: %s line %d: a cluster entry (namespace %s) in the local journal", ErrCorrupt, path, n, e.Namespace)
 			}
 		}
 		lj.apply(line)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,11 +25,17 @@ const (
 )
 
 func init() {
-	RegisterUndo(KindCreated, undoCreated)
-	RegisterCheck(KindCreated, checkCreated)
-	RegisterUndo(KindPatched, undoPatched)
-	RegisterCheck(KindPatched, checkPatched)
+	RegisterKind(Kind{Name: KindCreated, Check: checkCreated, Undo: undoCreated})
+	RegisterKind(Kind{Name: KindPatched, Check: checkPatched, Undo: undoPatched})
 }
+
+// AnnotationJournal marks an object the session patched with the UID of the
+// journal that recorded the patch. Restoring needs it: a journal someone
+// wrote by hand cannot make a close change an object it never altered,
+// since writing the mark takes the right to update the object itself.
+const AnnotationJournal = "cz.dev/journal"
+
+var markPath = []string{"metadata", "annotations", AnnotationJournal}
 
 // ObjectRef names a cluster object.
 type ObjectRef struct {
@@ -89,10 +96,11 @@ func (s *Session) Create(ctx context.Context, primitive string, gvr schema.Group
 	return created, nil
 }
 
-// undoCreated deletes the object if it is the one the session created: same
-// UID, or (when the session crashed before learning the UID) owned by the
-// session's journal and marked with this entry. Anything else of that name
-// is left alone.
+// undoCreated deletes the object if it is the one the session created:
+// owned by the session's journal, and with the UID recorded (or, when the
+// session crashed before learning the UID, marked with this entry).
+// Anything else of that name is left alone: a journal that names an object
+// it does not own cannot have it deleted.
 func undoCreated(ctx context.Context, u *UndoContext, e Entry) error {
 	var d createdData
 	if err := json.Unmarshal(e.Data, &d); err != nil {
@@ -107,12 +115,12 @@ func undoCreated(ctx context.Context, u *UndoContext, e Entry) error {
 	if err != nil {
 		return objectError("read", ref, err)
 	}
-	ours := ref.UID != "" && obj.GetUID() == ref.UID
-	if ref.UID == "" && u.Journal != nil && obj.GetAnnotations()[AnnotationEntry] == strconv.FormatInt(e.Seq, 10) {
-		for _, o := range obj.GetOwnerReferences() {
-			ours = ours || (o.Kind == "ConfigMap" && o.Name == u.Journal.Name && o.UID == u.Journal.UID)
-		}
+	owned := false
+	for _, o := range obj.GetOwnerReferences() {
+		owned = owned || (u.Journal != nil && o.Kind == "ConfigMap" && o.Name == u.Journal.Name && o.UID == u.Journal.UID)
 	}
+	ours := owned && ((ref.UID != "" && obj.GetUID() == ref.UID) ||
+		(ref.UID == "" && obj.GetAnnotations()[AnnotationEntry] == strconv.FormatInt(e.Seq, 10)))
 	if !ours {
 		fmt.Fprintf(u.Log, "kept %s: it is not the object this session created\n", ref)
 		return nil
@@ -146,6 +154,10 @@ type patchedData struct {
 // listed fields may differ; the write carries the resourceVersion read, so a
 // concurrent change is never overwritten.
 func (s *Session) Patch(ctx context.Context, primitive string, ref ObjectRef, fields [][]string, mutate func(*unstructured.Unstructured) error) (*unstructured.Unstructured, error) {
+	journal, err := s.OwnerReference(ctx, ref.Namespace)
+	if err != nil {
+		return nil, err
+	}
 	res := s.clients.Dynamic.Resource(ref.gvr()).Namespace(ref.Namespace)
 	obj, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
@@ -156,8 +168,11 @@ func (s *Session) Patch(ctx context.Context, primitive string, ref ObjectRef, fi
 	if err := mutate(next); err != nil {
 		return nil, err
 	}
+	if err := unstructured.SetNestedField(next.Object, string(journal.UID), markPath...); err != nil {
+		return nil, err
+	}
 	d := patchedData{Object: ref}
-	for _, path := range fields {
+	for _, path := range append(slices.Clone(fields), markPath) {
 		before, err := fieldJSON(obj, path)
 		if err != nil {
 			return nil, err
@@ -201,7 +216,13 @@ func checkCreated(e Entry) error {
 	if err := strictUnmarshal(string(e.Data), &d); err != nil {
 		return err
 	}
-	return d.Object.validate()
+	if err := d.Object.validate(); err != nil {
+		return err
+	}
+	if e.State == Applied && d.Object.UID == "" {
+		return fmt.Errorf("an applied entry without the UID of %s", d.Object)
+	}
+	return inScope(e, d.Object, nil)
 }
 
 func checkPatched(e Entry) error {
@@ -212,8 +233,18 @@ func checkPatched(e Entry) error {
 	if err := d.Object.validate(); err != nil {
 		return err
 	}
+	if d.Object.UID == "" {
+		return fmt.Errorf("a patch of %s without its UID", d.Object)
+	}
 	if len(d.Fields) == 0 {
 		return errors.New("a patch entry without fields")
+	}
+	paths := make([][]string, 0, len(d.Fields))
+	for _, f := range d.Fields {
+		paths = append(paths, f.Path)
+	}
+	if err := inScope(e, d.Object, paths); err != nil {
+		return err
 	}
 	for _, f := range d.Fields {
 		if len(f.Path) == 0 {
@@ -290,6 +321,9 @@ func undoPatched(ctx context.Context, u *UndoContext, e Entry) error {
 			fmt.Fprintf(u.Log, "%s was deleted and created again since: left as it is\n", ref)
 			return nil
 		}
+		if !marked(obj, u.Journal) && !atOriginal(obj, d.Fields) {
+			return fmt.Errorf("%s does not carry this session's mark (annotation %s): it was not altered through this journal, so nothing is restored (a journal written by hand, or copied?)", ref, AnnotationJournal)
+		}
 		changed := false
 		for _, f := range d.Fields {
 			cur, err := fieldJSON(obj, f.Path)
@@ -322,6 +356,22 @@ func undoPatched(ctx context.Context, u *UndoContext, e Entry) error {
 		return nil
 	}
 	return fmt.Errorf("%s keeps changing; run close again", ref)
+}
+
+// marked: the object carries the mark of the journal in its namespace.
+func marked(obj *unstructured.Unstructured, journal *metav1.OwnerReference) bool {
+	return journal != nil && journal.UID != "" && obj.GetAnnotations()[AnnotationJournal] == string(journal.UID)
+}
+
+// atOriginal: every field holds its original value (nothing to restore).
+func atOriginal(obj *unstructured.Unstructured, fields []FieldChange) bool {
+	for _, f := range fields {
+		cur, err := fieldJSON(obj, f.Path)
+		if err != nil || !sameJSON(cur, f.Original) {
+			return false
+		}
+	}
+	return true
 }
 
 func setField(obj *unstructured.Unstructured, f FieldChange) error {

@@ -7,17 +7,11 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
-// Undo is what an entry kind registers to put its change back. It must be
-// idempotent and accept an entry whose change never happened (state
-// Recorded), since a crash can come between Record and the change.
-type Undo func(ctx context.Context, u *UndoContext, e Entry) error
 
 // UndoContext is what an undo gets to work with.
 type UndoContext struct {
@@ -30,37 +24,6 @@ type UndoContext struct {
 	Journal *metav1.OwnerReference
 	// Log reports what was done, for the user.
 	Log io.Writer
-}
-
-var (
-	undoMu sync.RWMutex
-	undos  = map[string]Undo{}
-	checks = map[string]func(Entry) error{}
-)
-
-// RegisterCheck gives kind a validation of its entries' data, run on every
-// entry of a close before anything is undone.
-func RegisterCheck(kind string, fn func(Entry) error) {
-	undoMu.Lock()
-	defer undoMu.Unlock()
-	checks[kind] = fn
-}
-
-// RegisterUndo makes kind restorable. Primitives call it from init.
-func RegisterUndo(kind string, fn Undo) {
-	undoMu.Lock()
-	defer undoMu.Unlock()
-	if _, dup := undos[kind]; dup {
-		panic("session: undo registered twice for " + kind)
-	}
-	undos[kind] = fn
-}
-
-func undoFor(kind string) (Undo, bool) {
-	undoMu.RLock()
-	defer undoMu.RUnlock()
-	fn, ok := undos[kind]
-	return fn, ok
 }
 
 // ErrConflict marks an object someone else changed since the session did.
@@ -103,6 +66,12 @@ func Load(ctx context.Context, c Clients, id string, namespaces []string, stateD
 		}
 		if meta.ID != id {
 			return nil, corruptError(cm, fmt.Errorf("%w: it names session %q", ErrCorrupt, meta.ID))
+		}
+		for _, e := range entries {
+			// A journal speaks for its own namespace only.
+			if e.Namespace != cm.Namespace {
+				return nil, corruptError(cm, fmt.Errorf("%w: entry %d is for namespace %q", ErrCorrupt, e.Seq, e.Namespace))
+			}
 		}
 		l.Meta, found = meta, true
 		l.journals = append(l.journals, &loadedJournal{cm: cm, entries: entries})
@@ -208,18 +177,11 @@ func (l *Loaded) Close(ctx context.Context, opts CloseOptions) (*CloseResult, er
 			todo = append(todo, e)
 		}
 	}
-	// Check every entry before undoing anything.
+	// Check every entry before undoing anything: a journal is input anyone
+	// with ConfigMap rights could have written.
 	for _, e := range todo {
-		if _, ok := undoFor(e.Kind); !ok {
-			return nil, fmt.Errorf("session %s: entry %d has kind %q, which this kubectl-cz cannot undo (was it written by a newer version?); nothing was restored", l.Meta.ID, e.Seq, e.Kind)
-		}
-		undoMu.RLock()
-		check := checks[e.Kind]
-		undoMu.RUnlock()
-		if check != nil {
-			if err := check(e); err != nil {
-				return nil, fmt.Errorf("session %s: entry %d: %w: %v; nothing was restored", l.Meta.ID, e.Seq, ErrCorrupt, err)
-			}
+		if err := checkEntry(e); err != nil {
+			return nil, fmt.Errorf("session %s: entry %d: %w; nothing was restored", l.Meta.ID, e.Seq, err)
 		}
 	}
 	res := &CloseResult{ID: l.Meta.ID}
@@ -227,7 +189,7 @@ func (l *Loaded) Close(ctx context.Context, opts CloseOptions) (*CloseResult, er
 	var undoErr error
 	for i := len(todo) - 1; i >= 0; i-- {
 		e := todo[i]
-		fn, _ := undoFor(e.Kind)
+		fn := kindOf(e.Kind).Undo
 		u := &UndoContext{Clients: l.clients, Force: opts.Force, Log: opts.Log, Journal: l.journalRef(e.Namespace)}
 		if err := fn(ctx, u, e); err != nil {
 			undoErr = fmt.Errorf("session %s: %w", l.Meta.ID, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	kubetesting "k8s.io/client-go/testing"
@@ -25,6 +27,15 @@ var (
 	selectorPath  = [][]string{{"spec", "selector"}}
 )
 
+// The test primitive of these tests creates ConfigMaps and retargets
+// Services, as the cztest build's does.
+func init() {
+	RegisterScope("test", Scope{
+		Creates: []schema.GroupResource{{Resource: "configmaps"}},
+		Patches: map[schema.GroupResource][][]string{{Resource: "services"}: {{"spec", "selector"}}},
+	})
+}
+
 func fakeClients(t *testing.T) (Clients, *fake.Clientset) {
 	t.Helper()
 	svc := &corev1.Service{
@@ -33,7 +44,23 @@ func fakeClients(t *testing.T) (Clients, *fake.Clientset) {
 		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "core"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
 	}
 	dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme(), mustUnstructured(t, svc))
+	// The API server gives every new object a UID; the fake does not.
+	uids := 0
+	dyn.PrependReactor("create", "*", func(a kubetesting.Action) (bool, runtime.Object, error) {
+		if u, ok := a.(kubetesting.CreateAction).GetObject().(*unstructured.Unstructured); ok && u.GetUID() == "" {
+			uids++
+			u.SetUID(types.UID(fmt.Sprintf("uid-%d", uids)))
+		}
+		return false, nil, nil
+	})
 	kube := fake.NewClientset()
+	kube.PrependReactor("create", "configmaps", func(a kubetesting.Action) (bool, runtime.Object, error) {
+		if cm, ok := a.(kubetesting.CreateAction).GetObject().(*corev1.ConfigMap); ok && cm.UID == "" {
+			uids++
+			cm.UID = types.UID(fmt.Sprintf("uid-%d", uids))
+		}
+		return false, nil, nil
+	})
 	return Clients{Kube: kube, Dynamic: dyn}, kube
 }
 
@@ -188,7 +215,9 @@ func TestCloseToleratesChangeThatNeverHappened(t *testing.T) {
 	ctx := context.Background()
 	c, _ := fakeClients(t)
 	s := openTest(t, c)
-	d := patchedData{Object: serviceRef, Fields: []FieldChange{{Path: []string{"spec", "selector"}, Original: []byte(`{"app":"core"}`), Patched: []byte(`{"app":"x"}`)}}}
+	ref := serviceRef
+	ref.UID = "svc-uid"
+	d := patchedData{Object: ref, Fields: []FieldChange{{Path: []string{"spec", "selector"}, Original: []byte(`{"app":"core"}`), Patched: []byte(`{"app":"x"}`)}}}
 	if _, err := s.Record(ctx, KindPatched, "test", "ns", d); err != nil {
 		t.Fatal(err)
 	}

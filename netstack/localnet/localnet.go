@@ -8,6 +8,8 @@ package localnet
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,22 +30,20 @@ const (
 )
 
 func init() {
-	session.RegisterUndo(KindAddress, undoAddress)
-	session.RegisterCheck(KindAddress, func(e session.Entry) error {
+	session.RegisterKind(session.Kind{Name: KindAddress, Local: true, Undo: undoAddress, Check: func(e session.Entry) error {
 		var d addressData
 		if err := json.Unmarshal(e.Data, &d); err != nil || net.ParseIP(d.IP) == nil || d.Link == "" {
 			return fmt.Errorf("a teleport address entry without an address or a link")
 		}
 		return nil
-	})
-	session.RegisterUndo(KindFile, undoFile)
-	session.RegisterCheck(KindFile, func(e session.Entry) error {
+	}})
+	session.RegisterKind(session.Kind{Name: KindFile, Local: true, Undo: undoFile, Check: func(e session.Entry) error {
 		var d fileData
 		if err := json.Unmarshal(e.Data, &d); err != nil || d.Path == "" {
 			return fmt.Errorf("a teleport file entry without a path")
 		}
 		return nil
-	})
+	}})
 }
 
 // Link is where teleport puts its addresses: the kernel's dummy driver is
@@ -139,13 +139,20 @@ func undoAddress(_ context.Context, u *session.UndoContext, e session.Entry) err
 
 type fileData struct {
 	Path string `json:"path"`
-	// Original is the file's content before (Absent: there was no file);
-	// Written is what teleport wrote, so the undo can tell whether someone
-	// changed it since.
+	// Original is the file's content before (Absent: there was no file).
 	Original []byte `json:"original"`
 	Absent   bool   `json:"absent,omitempty"`
-	Written  []byte `json:"written"`
-	Mode     uint32 `json:"mode"`
+	// WrittenSHA256 is the hash of what teleport wrote, so the undo can
+	// tell whether someone changed the file since; the content itself (an
+	// env file holds Secret values) stays out of the journal.
+	WrittenSHA256 string `json:"writtenSHA256"`
+	Mode          uint32 `json:"mode"`
+	written       []byte
+}
+
+func sha(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // ReplaceFile writes content to an existing file in place (/etc/resolv.conf
@@ -160,14 +167,14 @@ func ReplaceFile(ctx context.Context, s *session.Session, path string, content [
 	if st, err := os.Stat(path); err == nil {
 		mode = uint32(st.Mode().Perm())
 	}
-	return writeJournaled(ctx, s, fileData{Path: path, Original: orig, Written: content, Mode: mode})
+	return writeJournaled(ctx, s, fileData{Path: path, Original: orig, WrittenSHA256: sha(content), written: content, Mode: mode})
 }
 
 // WriteFile creates or replaces a file the user asked for (an env file),
 // journaled first, so closing the session removes it or puts back what was
 // there.
 func WriteFile(ctx context.Context, s *session.Session, path string, content []byte, mode os.FileMode) error {
-	d := fileData{Path: path, Written: content, Mode: uint32(mode.Perm())}
+	d := fileData{Path: path, WrittenSHA256: sha(content), written: content, Mode: uint32(mode.Perm())}
 	orig, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -185,7 +192,7 @@ func writeJournaled(ctx context.Context, s *session.Session, d fileData) error {
 	if err != nil {
 		return err
 	}
-	if err := writeInPlace(d.Path, d.Written, os.FileMode(d.Mode)); err != nil {
+	if err := writeInPlace(d.Path, d.written, os.FileMode(d.Mode)); err != nil {
 		// The write may have truncated the file: put the original back.
 		if d.Absent {
 			os.Remove(d.Path)
@@ -231,7 +238,7 @@ func undoFile(_ context.Context, u *session.UndoContext, e session.Entry) error 
 		return fmt.Errorf("read %s: %w", d.Path, err)
 	case !d.Absent && bytes.Equal(cur, d.Original):
 		return nil // never written, or already put back
-	case !bytes.Equal(cur, d.Written) && !(d.Absent && len(cur) == 0) && !u.Force:
+	case sha(cur) != d.WrittenSHA256 && !(d.Absent && len(cur) == 0) && !u.Force:
 		return fmt.Errorf("%s: %w (--force puts the original back)", d.Path, session.ErrConflict)
 	}
 	if d.Absent {

@@ -38,33 +38,33 @@ func TestUndoFile(t *testing.T) {
 		return undoFile(context.Background(), &session.UndoContext{Force: force, Log: io.Discard}, session.Entry{Data: raw})
 	}
 	os.WriteFile(p, []byte("ours"), 0o644)
-	if err := undo(fileData{Path: p, Original: []byte("orig"), Written: []byte("ours"), Mode: 0o644}, false); err != nil {
+	if err := undo(fileData{Path: p, Original: []byte("orig"), WrittenSHA256: sha([]byte("ours")), Mode: 0o644}, false); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "orig" {
 		t.Fatalf("restored %q", b)
 	}
 	os.WriteFile(p, []byte("someone else's"), 0o644)
-	if err := undo(fileData{Path: p, Original: []byte("orig"), Written: []byte("ours")}, false); !errors.Is(err, session.ErrConflict) {
+	if err := undo(fileData{Path: p, Original: []byte("orig"), WrittenSHA256: sha([]byte("ours"))}, false); !errors.Is(err, session.ErrConflict) {
 		t.Fatalf("a changed file: %v", err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "someone else's" {
 		t.Fatal("a conflict overwrote the file")
 	}
-	if err := undo(fileData{Path: p, Original: []byte("orig"), Written: []byte("ours"), Mode: 0o644}, true); err != nil {
+	if err := undo(fileData{Path: p, Original: []byte("orig"), WrittenSHA256: sha([]byte("ours")), Mode: 0o644}, true); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "orig" {
 		t.Fatal("--force did not restore")
 	}
 	os.WriteFile(p, []byte("env"), 0o600)
-	if err := undo(fileData{Path: p, Absent: true, Written: []byte("env")}, false); err != nil {
+	if err := undo(fileData{Path: p, Absent: true, WrittenSHA256: sha([]byte("env"))}, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(p); !os.IsNotExist(err) {
 		t.Fatal("a file teleport created is still there")
 	}
-	if err := undo(fileData{Path: p, Absent: true, Written: []byte("env")}, false); err != nil {
+	if err := undo(fileData{Path: p, Absent: true, WrittenSHA256: sha([]byte("env"))}, false); err != nil {
 		t.Fatalf("undo twice: %v", err)
 	}
 }

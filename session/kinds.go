@@ -1,0 +1,126 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Kind is an entry kind: how to check and undo its entries. Primitives
+// register theirs from init, beside the code that makes the change.
+type Kind struct {
+	Name string
+	// Local kinds change this machine (addresses, files, mounts): only the
+	// local journal may hold them, never a ConfigMap, which anyone with
+	// ConfigMap rights in the namespace could have written.
+	Local bool
+	// Check validates an entry's data before any entry of a close is
+	// undone, so a journal edited by hand changes nothing.
+	Check func(Entry) error
+	// Undo puts the change back (see Undo).
+	Undo Undo
+}
+
+// Undo is what an entry kind registers to put its change back. It must be
+// idempotent and accept an entry whose change never happened (state
+// Recorded), since a crash can come between Record and the change.
+type Undo func(ctx context.Context, u *UndoContext, e Entry) error
+
+// Scope is what a primitive's object.created and object.patched entries may
+// touch: entries outside it are refused before anything is undone.
+type Scope struct {
+	// Creates lists the resources it creates (and so may delete).
+	Creates []schema.GroupResource
+	// Patches lists, per resource, the field paths it may set back.
+	Patches map[schema.GroupResource][][]string
+}
+
+var (
+	registryMu sync.RWMutex
+	kinds      = map[string]Kind{}
+	scopes     = map[string]Scope{}
+)
+
+// RegisterKind makes a kind of entry restorable.
+func RegisterKind(k Kind) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := kinds[k.Name]; dup || k.Undo == nil {
+		panic("session: kind registered twice or without an undo: " + k.Name)
+	}
+	kinds[k.Name] = k
+}
+
+// RegisterScope declares what a primitive's object entries may touch.
+func RegisterScope(primitive string, s Scope) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := scopes[primitive]; dup {
+		panic("session: scope registered twice for " + primitive)
+	}
+	scopes[primitive] = s
+}
+
+func kindOf(name string) Kind {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return kinds[name]
+}
+
+func scopeOf(primitive string) (Scope, bool) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	s, ok := scopes[primitive]
+	return s, ok
+}
+
+// checkEntry is every check an entry passes before a close undoes anything.
+func checkEntry(e Entry) error {
+	k := kindOf(e.Kind)
+	switch {
+	case k.Undo == nil:
+		return fmt.Errorf("%w: kind %q, which this kubectl-cz cannot undo (was it written by a newer version?)", ErrCorrupt, e.Kind)
+	case k.Local && e.Namespace != "":
+		return fmt.Errorf("%w: kind %q changes a laptop, and only this machine's local journal may hold it, not a journal in the cluster", ErrCorrupt, e.Kind)
+	case !k.Local && e.Namespace == "":
+		return fmt.Errorf("%w: kind %q belongs in a cluster journal, not in the local one", ErrCorrupt, e.Kind)
+	}
+	if k.Check != nil {
+		if err := k.Check(e); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+	}
+	return nil
+}
+
+// inScope checks an object entry against its primitive's scope.
+func inScope(e Entry, ref ObjectRef, paths [][]string) error {
+	if ref.Namespace != e.Namespace {
+		return fmt.Errorf("%s is not in the journal's namespace %s", ref, e.Namespace)
+	}
+	scope, ok := scopeOf(e.Primitive)
+	if !ok {
+		return fmt.Errorf("primitive %q declares no objects it may touch", e.Primitive)
+	}
+	gr := schema.GroupResource{Group: ref.Group, Resource: ref.Resource}
+	if paths == nil {
+		if !slices.Contains(scope.Creates, gr) {
+			return fmt.Errorf("primitive %q does not create %s", e.Primitive, gr)
+		}
+		return nil
+	}
+	allowed, ok := scope.Patches[gr]
+	if !ok {
+		return fmt.Errorf("primitive %q does not patch %s", e.Primitive, gr)
+	}
+	for _, p := range paths {
+		if !slices.ContainsFunc(allowed, func(a []string) bool { return slices.Equal(a, p) }) && !slices.Equal(p, markPath) {
+			return fmt.Errorf("primitive %q does not patch field %s of %s", e.Primitive, strings.Join(p, "."), gr)
+		}
+	}
+	return nil
+}
