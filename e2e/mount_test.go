@@ -186,3 +186,40 @@ func TestMountReadOnlyAndCrash(t *testing.T) {
 		t.Fatal("the session's journal is still there")
 	}
 }
+
+// Under sudo the mount is for the user behind sudo: it reads and writes the
+// pod's files as its own, and any other local user is kept out (the kernel
+// checks the modes the mount reports: default_permissions).
+func TestMountUnderSudoKeepsOtherUsersOut(t *testing.T) {
+	cs := clientset(t)
+	pod := filesTarget(t, cs)
+	dir := t.TempDir()
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil { // t.TempDir's parent is 0700
+		t.Fatal(err)
+	}
+	env := append(machine(t), "SUDO_UID=4242", "SUDO_GID=4242")
+	p := startInLaptopNet(t, env, "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
+	p.waitFor("mounted after", 90*time.Second)
+	defer func() {
+		p.signal(syscall.SIGTERM)
+		if err := p.wait(30 * time.Second); err != nil {
+			t.Errorf("exit: %v\n%s", err, p.output())
+		}
+	}()
+	as := func(uid string, args ...string) (string, error) {
+		out, err := exec.Command("setpriv", append([]string{"--reuid", uid, "--regid", uid, "--clear-groups", "--"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	seed := filepath.Join(dir, "work", "seed.txt")
+	if out, err := as("4242", "cat", seed); err != nil || out != "seed\n" {
+		t.Fatalf("the user behind sudo cannot read the mount: %v %q", err, out)
+	}
+	if out, err := as("4242", "sh", "-c", "echo mine > "+filepath.Join(dir, "work", "by-user.txt")); err != nil {
+		t.Fatalf("the user behind sudo cannot write: %v %s", err, out)
+	}
+	for _, path := range []string{seed, filepath.Join(dir, "etc", "app", "greeting"), dir} {
+		if out, err := as("4343", "ls", "-l", path); err == nil {
+			t.Errorf("another local user reads %s through the mount:\n%s", path, out)
+		}
+	}
+}

@@ -76,17 +76,41 @@ func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*
 	if readOnly {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
+	// The kernel checks every access against the modes and owners the
+	// mount reports, so under sudo (allow_other) other local users cannot
+	// read the pod's files, Secret volumes included: the folders leading to
+	// the volumes belong to the local user alone (0700).
+	opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
+	folders := dirAttr{mode: 0o700, uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
 	if owner != nil {
 		opts.MountOptions.AllowOther = owner.AllowOther
 		r = ownedRemote{Remote: r, o: *owner}
+		folders.uid, folders.gid = owner.LocalUID, owner.LocalGID
 	}
-	root := &tree{remote: r, paths: paths}
+	root := &tree{dirNode: dirNode{attr: folders}, remote: r, paths: paths}
 	return fs.Mount(dir, root, opts)
+}
+
+type dirAttr struct{ mode, uid, gid uint32 }
+
+// dirNode is a local folder of the tree (the root, /etc in /etc/app).
+type dirNode struct {
+	fs.Inode
+	attr dirAttr
+}
+
+var _ = (fs.NodeGetattrer)((*dirNode)(nil))
+
+func (d *dirNode) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | d.attr.mode
+	out.Uid, out.Gid = d.attr.uid, d.attr.gid
+	out.Nlink = 2
+	return 0
 }
 
 // tree is the mount's root: local folders leading to each remote path.
 type tree struct {
-	fs.Inode
+	dirNode
 	remote Remote
 	paths  []string
 }
@@ -102,7 +126,7 @@ func (t *tree) OnAdd(ctx context.Context) {
 				parent = child
 				continue
 			}
-			var node fs.InodeEmbedder = &fs.Inode{}
+			var node fs.InodeEmbedder = &dirNode{attr: t.attr}
 			mode := uint32(syscall.S_IFDIR)
 			if i == len(parts)-1 {
 				node = &remoteNode{remote: t.remote}
