@@ -153,7 +153,7 @@ func renderEnv(ctx context.Context, kube kubernetes.Interface, src workloadenv.S
 		return 0, err
 	}
 	if len(skipped) > 0 {
-		fmt.Fprintf(errOut, "warning: a shell cannot export %s: left out (-o env or -o json keep them)\n", strings.Join(skipped, ", "))
+		fmt.Fprintf(errOut, "warning: %s cannot be written safely as %s: left out (-o json or -o yaml keep them)\n", strings.Join(skipped, ", "), format)
 	}
 	return len(res.Vars), nil
 }

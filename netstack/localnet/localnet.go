@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -147,7 +148,43 @@ type fileData struct {
 	// env file holds Secret values) stays out of the journal.
 	WrittenSHA256 string `json:"writtenSHA256"`
 	Mode          uint32 `json:"mode"`
-	written       []byte
+	// Owner is who the written file belongs to (the user behind sudo);
+	// OrigMode and OrigOwner are the original file's, put back with it.
+	Owner     *FileOwner `json:"owner,omitempty"`
+	OrigMode  uint32     `json:"origMode,omitempty"`
+	OrigOwner *FileOwner `json:"origOwner,omitempty"`
+	written   []byte
+}
+
+// FileOwner is a file's user and group.
+type FileOwner struct {
+	UID int `json:"uid"`
+	GID int `json:"gid"`
+}
+
+// InvokingUser is the user behind sudo when this process runs as root
+// through it (SUDO_UID, SUDO_GID), else nil: files made for the user, and
+// mounts, are theirs, not root's.
+func InvokingUser() *FileOwner {
+	if os.Getuid() != 0 {
+		return nil
+	}
+	uid, err := strconv.Atoi(os.Getenv("SUDO_UID"))
+	if err != nil {
+		return nil
+	}
+	gid, err := strconv.Atoi(os.Getenv("SUDO_GID"))
+	if err != nil {
+		gid = uid
+	}
+	return &FileOwner{UID: uid, GID: gid}
+}
+
+func ownerOf(st os.FileInfo) *FileOwner {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return &FileOwner{UID: int(sys.Uid), GID: int(sys.Gid)}
+	}
+	return nil
 }
 
 func sha(b []byte) string {
@@ -172,9 +209,10 @@ func ReplaceFile(ctx context.Context, s *session.Session, path string, content [
 
 // WriteFile creates or replaces a file the user asked for (an env file),
 // journaled first, so closing the session removes it or puts back what was
-// there.
+// there. It has the given mode, also when it existed before, and belongs to
+// the user behind sudo, if any.
 func WriteFile(ctx context.Context, s *session.Session, path string, content []byte, mode os.FileMode) error {
-	d := fileData{Path: path, WrittenSHA256: sha(content), written: content, Mode: uint32(mode.Perm())}
+	d := fileData{Path: path, WrittenSHA256: sha(content), written: content, Mode: uint32(mode.Perm()), Owner: InvokingUser()}
 	orig, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -183,6 +221,9 @@ func WriteFile(ctx context.Context, s *session.Session, path string, content []b
 		return fmt.Errorf("read %s: %w", path, err)
 	default:
 		d.Original = orig
+		if st, err := os.Stat(path); err == nil {
+			d.OrigMode, d.OrigOwner = uint32(st.Mode().Perm()), ownerOf(st)
+		}
 	}
 	return writeJournaled(ctx, s, d)
 }
@@ -192,12 +233,12 @@ func writeJournaled(ctx context.Context, s *session.Session, d fileData) error {
 	if err != nil {
 		return err
 	}
-	if err := writeInPlace(d.Path, d.written, os.FileMode(d.Mode)); err != nil {
+	if err := writeInPlace(d.Path, d.written, os.FileMode(d.Mode), d.Owner); err != nil {
 		// The write may have truncated the file: put the original back.
 		if d.Absent {
 			os.Remove(d.Path)
 		} else {
-			_ = writeInPlace(d.Path, d.Original, os.FileMode(d.Mode))
+			_ = writeInPlace(d.Path, d.Original, d.origMode(), d.OrigOwner)
 		}
 		_ = s.Discard(ctx, e)
 		if errors.Is(err, os.ErrPermission) {
@@ -209,9 +250,30 @@ func writeJournaled(ctx context.Context, s *session.Session, d fileData) error {
 	return err
 }
 
-func writeInPlace(path string, content []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+// origMode is the mode the original file had.
+func (d fileData) origMode() os.FileMode {
+	if d.OrigMode != 0 {
+		return os.FileMode(d.OrigMode)
+	}
+	return os.FileMode(d.Mode)
+}
+
+// writeInPlace writes content into path, which then has mode (also if it
+// existed: a file that was 0644 must not keep Secret values readable) and,
+// if given, owner.
+func writeInPlace(path string, content []byte, mode os.FileMode, owner *FileOwner) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode&0o600)
 	if err != nil {
+		return err
+	}
+	if owner != nil {
+		if err := f.Chown(owner.UID, owner.GID); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
 		return err
 	}
 	if _, err := f.Write(content); err != nil {
@@ -248,7 +310,7 @@ func undoFile(_ context.Context, u *session.UndoContext, e session.Entry) error 
 		fmt.Fprintf(u.Log, "removed %s\n", d.Path)
 		return nil
 	}
-	if err := writeInPlace(d.Path, d.Original, os.FileMode(d.Mode)); err != nil {
+	if err := writeInPlace(d.Path, d.Original, d.origMode(), d.OrigOwner); err != nil {
 		return fmt.Errorf("restore %s: %w", d.Path, err)
 	}
 	fmt.Fprintf(u.Log, "restored %s\n", d.Path)

@@ -3,12 +3,14 @@ package localnet
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/kubectl-cz/kubectl-cz/session"
@@ -74,5 +76,47 @@ func TestHostsBlock(t *testing.T) {
 	b := HostsBlock(orig, "abc", []string{"10.96.0.20\tcore core.shop"})
 	if !bytes.HasPrefix(b, []byte("127.0.0.1 localhost\n# kubectl cz teleport abc: begin")) || !strings.Contains(string(b), "10.96.0.20\tcore core.shop\n# kubectl cz teleport abc: end\n") {
 		t.Errorf("%q", b)
+	}
+}
+
+// An env file holds Secret values: under sudo it belongs to the user behind
+// sudo and is 0600, also when a 0644 file of root's was there; closing the
+// session gives back that file, its mode and its owner.
+func TestWriteFileUnderSudo(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to hand a file to another user")
+	}
+	t.Setenv("SUDO_UID", "4242")
+	t.Setenv("SUDO_GID", "4343")
+	dir := t.TempDir()
+	p := filepath.Join(dir, "core.env")
+	if err := os.WriteFile(p, []byte("MINE=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := session.Open(session.Config{StateDir: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := WriteFile(ctx, s, p, []byte("SECRET=hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(p)
+	sys := st.Sys().(*syscall.Stat_t)
+	if st.Mode().Perm() != 0o600 || sys.Uid != 4242 || sys.Gid != 4343 {
+		t.Fatalf("env file mode %o owner %d:%d, want 600 4242:4343", st.Mode().Perm(), sys.Uid, sys.Gid)
+	}
+	journal, _ := os.ReadFile(filepath.Join(dir, "state", "sessions", s.ID()+".jsonl"))
+	if bytes.Contains(journal, []byte("hunter2")) || bytes.Contains(journal, []byte(base64.StdEncoding.EncodeToString([]byte("SECRET=hunter2\n")))) {
+		t.Fatal("the local journal holds the Secret value written")
+	}
+	if _, err := s.Close(ctx, session.CloseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	st, _ = os.Stat(p)
+	sys = st.Sys().(*syscall.Stat_t)
+	if string(b) != "MINE=1\n" || st.Mode().Perm() != 0o644 || sys.Uid != 0 {
+		t.Fatalf("after close: %q mode %o uid %d", b, st.Mode().Perm(), sys.Uid)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"sigs.k8s.io/yaml"
 )
@@ -28,8 +29,9 @@ var (
 //	json    {"NAME": "value", ...}
 //	yaml    NAME: value
 //
-// It returns the names it had to leave out (sh: names the shell cannot
-// export).
+// It returns the names it had to leave out (sh and env: names a shell
+// cannot export; env: values no quoting keeps both safe to source and
+// exact for dotenv parsers; docker: names its parser would misread).
 func Write(w io.Writer, vars []Var, format string) (skipped []string, err error) {
 	var b strings.Builder
 	switch format {
@@ -43,11 +45,24 @@ func Write(w io.Writer, vars []Var, format string) (skipped []string, err error)
 		}
 	case "env":
 		for _, v := range vars {
-			fmt.Fprintf(&b, "%s=%s\n", v.Name, dotenvQuote(v.Value))
+			// A name cannot be quoted: one a shell could not export would
+			// run as a command when the file is sourced.
+			q, ok := dotenvQuote(v.Value)
+			if !shellName.MatchString(v.Name) || !ok {
+				skipped = append(skipped, v.Name)
+				continue
+			}
+			fmt.Fprintf(&b, "%s=%s\n", v.Name, q)
 		}
 	case "docker":
 		var multiline []string
 		for _, v := range vars {
+			// docker's parser trims a line's leading space, takes "#" for a
+			// comment and refuses a name with white space in it.
+			if v.Name == "" || strings.HasPrefix(strings.TrimLeftFunc(v.Name, unicode.IsSpace), "#") || strings.ContainsAny(v.Name, " \t\n\v\f\r") {
+				skipped = append(skipped, v.Name)
+				continue
+			}
 			if strings.ContainsAny(v.Value, "\r\n") {
 				multiline = append(multiline, v.Name)
 				continue
@@ -86,15 +101,22 @@ func shQuote(s string) string {
 }
 
 // dotenvQuote leaves plain values bare, single-quotes values without a
-// single quote or line break (literal in docker compose and dotenv
-// libraries), and double-quotes the rest with backslash escapes.
-func dotenvQuote(s string) string {
+// single quote, backslash or line break (literal in docker compose, dotenv
+// libraries and a POSIX shell), and double-quotes the rest with escapes
+// both read alike ($, \, ", line breaks). A backtick in double quotes is
+// where they part: a shell sourcing the file would run what follows, and
+// dotenv parsers keep a backslash before it, so such a value cannot be
+// written (ok false).
+func dotenvQuote(s string) (string, bool) {
 	switch {
 	case plain.MatchString(s):
-		return s
-	case !strings.ContainsAny(s, "'\r\n"):
-		return "'" + s + "'"
+		return s, true
+	case !strings.ContainsAny(s, "'\\\r\n"): // dotenv parsers read \' as an escape even there
+		return "'" + s + "'", true
+	case strings.Contains(s, "`"):
+		return "", false
 	}
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "$", `\$`)
-	return `"` + r.Replace(s) + `"`
+	return `"` + dotenvEscapes.Replace(s) + `"`, true
 }
+
+var dotenvEscapes = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "$", `\$`)
