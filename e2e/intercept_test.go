@@ -362,10 +362,10 @@ func TestInterceptMissingRBAC(t *testing.T) {
 		r = onLaptop(t, 60*time.Second, "kubectl", "cz", "--as", "system:serviceaccount:sample-project:"+sa, "-n", demoNamespace,
 			"intercept", "service", "core", "--local-port", "3000")
 		// Until the RoleBinding applies, the first failure is reading the Service.
-		return strings.Contains(r.stderr, "cannot create secret")
+		return strings.Contains(r.stderr, "needs create on secrets")
 	})
 	lines := strings.Split(strings.TrimSpace(lastLines(r.stderr, "error:")), "\n")
-	if r.err == nil || len(lines) != 1 || !strings.Contains(lines[0], "forbidden") || !strings.Contains(lines[0], "create secrets") {
+	if r.err == nil || len(lines) != 1 || !strings.Contains(lines[0], "create on secrets") || !strings.Contains(lines[0], "nothing was changed") {
 		t.Fatalf("intercept without the right to create Secrets: %v\n%s", r.err, r.stderr)
 	}
 	if after := serviceSnapshot(t, cs, "core"); !bytes.Equal(after, before) {

@@ -171,6 +171,14 @@ func (o *interceptOptions) run(parent context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Every right the intercept and its undo use, before anything changes.
+	if err := requireAccess(ctx, a, a.Namespace, "intercept", append(journalAccess,
+		access{"create", "", "secrets"}, access{"get", "", "secrets"}, access{"delete", "", "secrets"},
+		access{"create", "", "services"}, access{"update", "", "services"}, access{"delete", "", "services"},
+		access{"create", "apps", "deployments"}, access{"delete", "apps", "deployments"},
+		access{"list", "", "pods"}, tunnelAccess, access{"list", "discovery.k8s.io", "endpointslices"})...); err != nil {
+		return err
+	}
 	recoverCrashed(ctx, a.Clients, o.ErrOut)
 	plan, err := intercept.Prepare(ctx, a.Kube, intercept.Target{Namespace: a.Namespace, Service: o.service, Port: o.remotePort})
 	if err != nil {

@@ -126,6 +126,11 @@ func (o *mountOptions) run(parent context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := requireAccess(ctx, a, a.Namespace, "mount", append(journalAccess,
+		access{"update", "", "pods/ephemeralcontainers"}, tunnelAccess,
+		access{"create", "", "secrets"}, access{"get", "", "secrets"}, access{"delete", "", "secrets"})...); err != nil {
+		return err
+	}
 	recoverCrashed(ctx, a.Clients, o.ErrOut)
 	s, err := openSession(ctx, a, o.flags, o.sessionID, session.Config{})
 	if err != nil {

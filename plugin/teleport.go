@@ -183,14 +183,14 @@ func (o *teleportOptions) run(parent context.Context) error {
 		return err
 	}
 	for _, ns := range o.namespaces {
-		if _, err := a.Kube.CoreV1().Services(ns).List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
-			if apierrors.IsForbidden(err) {
-				return fmt.Errorf("cannot list services in namespace %q: RBAC refuses it (teleport needs list and watch on services and endpointslices, and create on pods/portforward)", ns)
-			}
-			return fmt.Errorf("namespace %q: %w", ns, err)
-		}
 		if _, err := a.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			return fmt.Errorf("namespace %q not found", ns)
+		}
+		// Teleport's changes are this machine's (no journal in the
+		// cluster); what it needs there is to watch and to tunnel.
+		if err := requireAccess(ctx, a, ns, "teleport", access{"list", "", "services"}, access{"watch", "", "services"},
+			access{"list", "discovery.k8s.io", "endpointslices"}, access{"watch", "discovery.k8s.io", "endpointslices"}, tunnelAccess); err != nil {
+			return err
 		}
 	}
 	recoverCrashed(ctx, a.Clients, o.ErrOut)
