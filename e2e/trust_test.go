@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/agentsecret"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
@@ -57,9 +56,9 @@ func TestAgentsAnswerOnlyTheirDeveloper(t *testing.T) {
 		t.Fatal(err)
 	}
 	filesContainer, filesPort := fileServer(t, targetPod)
-	control := net.JoinHostPort(agentPod.Status.PodIP, strconv.Itoa(interceptor.ControlPort))
+	control := net.JoinHostPort(agentPod.Status.PodIP, strconv.Itoa(wire.ControlPort))
 	files := net.JoinHostPort(targetPod.Status.PodIP, strconv.Itoa(filesPort))
-	servicePort := net.JoinHostPort(agentPod.Status.PodIP, strconv.Itoa(interceptor.FirstListenPort))
+	servicePort := net.JoinHostPort(agentPod.Status.PodIP, strconv.Itoa(wire.FirstListenPort))
 
 	// From the pod network: the Service port answers (so the network is
 	// there), the control port and the file server do not.
@@ -113,7 +112,7 @@ func TestAgentsAnswerOnlyTheirDeveloper(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for name, c := range map[string]net.Conn{
-		"control port": dialPF(agentPod.Name, interceptor.ControlPort),
+		"control port": dialPF(agentPod.Name, wire.ControlPort),
 		"file server":  dialPF(target, filesPort),
 	} {
 		if err := wire.Present(short, c, wire.NewSecret()); !errors.Is(err, wire.ErrRefused) {
@@ -121,10 +120,10 @@ func TestAgentsAnswerOnlyTheirDeveloper(t *testing.T) {
 		}
 	}
 	// No secret at all: straight to the intercept protocol.
-	bare := dialPF(agentPod.Name, interceptor.ControlPort)
+	bare := dialPF(agentPod.Name, wire.ControlPort)
 	done := make(chan error, 1)
 	go func() {
-		_, err := intercept.Register(bare, interceptor.Hello{Developer: "mallory", Port: "http", All: true}, "127.0.0.1:1")
+		_, err := intercept.Register(bare, wire.Hello{Developer: "mallory", Port: "http", All: true}, "127.0.0.1:1")
 		done <- err
 	}()
 	select {
@@ -141,7 +140,7 @@ func TestAgentsAnswerOnlyTheirDeveloper(t *testing.T) {
 		pod, secret string
 		port        int
 	}{
-		"control port": {agentPod.Name, "cz-interceptor-core", interceptor.ControlPort},
+		"control port": {agentPod.Name, "cz-interceptor-core", wire.ControlPort},
 		"file server":  {target, filesContainer, filesPort},
 	} {
 		secret, err := agentsecret.Read(ctx, cs, demoNamespace, probe.secret)

@@ -12,7 +12,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/agentsecret"
 	"github.com/kubectl-cz/kubectl-cz/pfconn"
@@ -29,7 +28,7 @@ type Runner struct {
 	Kube      kubernetes.Interface
 	Namespace string
 	Service   string
-	Hello     interceptor.Hello
+	Hello     wire.Hello
 	LocalAddr string
 	Out       io.Writer
 }
@@ -79,7 +78,7 @@ func AgentName(service string) string { return childName("cz-interceptor-", serv
 // dialControl opens a stream to the agent's control port and presents the
 // secret on it.
 func dialControl(ctx context.Context, pf *pfconn.Conn, secret string) (net.Conn, error) {
-	c, err := pf.DialPort(ctx, interceptor.ControlPort)
+	c, err := pf.DialPort(ctx, wire.ControlPort)
 	if err != nil {
 		return nil, err
 	}

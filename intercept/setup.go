@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/agentsecret"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
@@ -178,12 +178,12 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 	args := []string{"intercept", "--decoy", decoyIP}
 	var ports []corev1.ContainerPort
 	for i, sp := range svc.Spec.Ports {
-		spec := fmt.Sprintf("%s:%d:%d", PortKey(sp), interceptor.FirstListenPort+i, sp.Port)
+		spec := fmt.Sprintf("%s:%d:%d", PortKey(sp), wire.FirstListenPort+i, sp.Port)
 		if PortKey(sp) == p.PortKey {
 			spec += ":http"
 		}
 		args = append(args, "--port", spec)
-		ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("p%d", i), ContainerPort: int32(interceptor.FirstListenPort + i)})
+		ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("p%d", i), ContainerPort: int32(wire.FirstListenPort + i)})
 	}
 	deploy := &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
@@ -228,7 +228,7 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 			if !ok {
 				return errors.New("unexpected spec.ports")
 			}
-			m["targetPort"] = int64(interceptor.FirstListenPort + i)
+			m["targetPort"] = int64(wire.FirstListenPort + i)
 		}
 		return unstructured.SetNestedSlice(u.Object, portsField, "spec", "ports")
 	})

@@ -16,7 +16,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 
-	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/relay"
 )
 
 // Tunnel is one registration with an agent, over one connection.
@@ -34,8 +35,8 @@ type Tunnel struct {
 
 // Register speaks Hello over conn (a port-forward stream to the agent's
 // control port) and returns the tunnel once the agent accepted the rule.
-func Register(conn net.Conn, hello interceptor.Hello, localAddr string) (*Tunnel, error) {
-	sess, err := yamux.Client(conn, interceptor.YamuxConfig())
+func Register(conn net.Conn, hello wire.Hello, localAddr string) (*Tunnel, error) {
+	sess, err := yamux.Client(conn, wire.YamuxConfig())
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -50,7 +51,7 @@ func Register(conn net.Conn, hello interceptor.Hello, localAddr string) (*Tunnel
 		return nil, fmt.Errorf("send the intercept rule: %w", err)
 	}
 	dec := json.NewDecoder(st)
-	var reply interceptor.Reply
+	var reply wire.Reply
 	if err := dec.Decode(&reply); err != nil {
 		sess.Close()
 		return nil, fmt.Errorf("the interceptor did not answer: %w", err)
@@ -85,7 +86,7 @@ func (t *Tunnel) spare(ctx context.Context, dial func(context.Context) (net.Conn
 			}
 			continue
 		}
-		if _, err := c.Write(append([]byte{interceptor.PoolMagic}, t.token+"\n"...)); err != nil {
+		if _, err := c.Write(append([]byte{wire.PoolMagic}, t.token+"\n"...)); err != nil {
 			c.Close()
 			continue
 		}
@@ -94,7 +95,7 @@ func (t *Tunnel) spare(ctx context.Context, dial func(context.Context) (net.Conn
 		go func() {
 			b := make([]byte, 1)
 			_, err := io.ReadFull(c, b)
-			if err == nil && b[0] != interceptor.PoolGo {
+			if err == nil && b[0] != wire.PoolGo {
 				err = errors.New("unexpected byte")
 			}
 			used <- err
@@ -152,16 +153,16 @@ func (t *Tunnel) serveStream(ctx context.Context, st net.Conn) {
 	var d net.Dialer
 	local, err := d.DialContext(ctx, "tcp", t.local)
 	if err != nil {
-		_, _ = st.Write(append([]byte{interceptor.StreamFailed}, fmt.Sprintf("nothing answers on %s (%v)\n", t.local, err)...))
+		_, _ = st.Write(append([]byte{wire.StreamFailed}, fmt.Sprintf("nothing answers on %s (%v)\n", t.local, err)...))
 		st.Close()
 		return
 	}
-	if _, err := st.Write([]byte{interceptor.StreamOK}); err != nil {
+	if _, err := st.Write([]byte{wire.StreamOK}); err != nil {
 		local.Close()
 		st.Close()
 		return
 	}
-	interceptor.Pipe(local, st)
+	relay.Pipe(local, st)
 }
 
 // Leave unregisters from the agent and says how many developers remain.
@@ -170,8 +171,8 @@ func (t *Tunnel) Leave() (int, error) {
 	// yamux can report the write failed when the agent read it, answered
 	// and hung up before the write was confirmed here: an answer that
 	// arrived still counts.
-	werr := json.NewEncoder(t.control).Encode(interceptor.Leave{Leave: true})
-	var reply interceptor.Reply
+	werr := json.NewEncoder(t.control).Encode(wire.Leave{Leave: true})
+	var reply wire.Reply
 	if err := t.dec.Decode(&reply); err != nil {
 		if werr != nil {
 			return 0, fmt.Errorf("say goodbye to the interceptor: %w", werr)

@@ -17,7 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
@@ -42,7 +42,7 @@ type interceptOptions struct {
 	agentImage string
 	pullPolicy string
 
-	match interceptor.Match
+	match wire.Match
 }
 
 // NewInterceptCommand returns `kubectl cz intercept`.
@@ -142,9 +142,9 @@ func (o *interceptOptions) complete(c *cobra.Command, args []string) error {
 			return usageError(c, "--header wants K=V or baggage:K=V, not %q", o.header)
 		}
 		if member, isBaggage := strings.CutPrefix(k, "baggage:"); isBaggage {
-			o.match = interceptor.Match{Header: member, Value: v, Baggage: true}
+			o.match = wire.Match{Header: member, Value: v, Baggage: true}
 		} else {
-			o.match = interceptor.Match{Header: k, Value: v}
+			o.match = wire.Match{Header: k, Value: v}
 		}
 	}
 	return nil
@@ -186,7 +186,7 @@ func (o *interceptOptions) run(parent context.Context) error {
 	}
 	user := whoAmI(ctx, a, o.flags)
 	if !o.all && o.match.Header == "" {
-		o.match = interceptor.Match{Header: defaultHeader, Value: headerValue(user)}
+		o.match = wire.Match{Header: defaultHeader, Value: headerValue(user)}
 	}
 	id := o.sessionID
 	if id == "" {
@@ -225,7 +225,7 @@ func (o *interceptOptions) run(parent context.Context) error {
 
 	r := &intercept.Runner{
 		Config: cfg, Kube: a.Kube, Namespace: a.Namespace, Service: o.service, LocalAddr: localAddr, Out: o.Out,
-		Hello: interceptor.Hello{Developer: fmt.Sprintf("%s@%s", user, s.Meta().Owner.Host), Port: plan.PortKey, All: o.all, Match: o.match},
+		Hello: wire.Hello{Developer: fmt.Sprintf("%s@%s", user, s.Meta().Owner.Host), Port: plan.PortKey, All: o.all, Match: o.match},
 	}
 	what := "requests with " + o.match.String()
 	if o.all {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
 // The agent's own cost on loopback, for a request that matches no rule:
@@ -55,7 +56,7 @@ func BenchmarkMatchedRequest(b *testing.B) {
 	local := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong\n") }))
 	defer local.Close()
 	r := startAgent(b, decoy)
-	join(b, r, interceptor.Hello{Developer: "bench", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "bench"}}, local.Listener.Addr().String())
+	join(b, r, wire.Hello{Developer: "bench", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "bench"}}, local.Listener.Addr().String())
 	for _, tc := range []struct{ name, url string }{
 		{"direct", local.URL + "/ping"},
 		{"tunnel", fmt.Sprintf("http://127.0.0.1:%d/ping", r.listen)},

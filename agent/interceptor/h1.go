@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kubectl-cz/kubectl-cz/relay"
 )
 
 // The HTTP/1 router. One goroutine per caller connection reads a request,
@@ -235,7 +237,7 @@ func (hc *h1Conn) serve(ctx context.Context, req *http.Request) bool {
 			up.conn.Close()
 			return false
 		}
-		Pipe(&bufferedConn{Conn: hc.conn, r: hc.br}, &bufferedConn{Conn: up.conn, r: up.br})
+		relay.Pipe(&bufferedConn{Conn: hc.conn, r: hc.br}, &bufferedConn{Conn: up.conn, r: up.br})
 		return false
 	}
 	if !req.ProtoAtLeast(1, 1) {

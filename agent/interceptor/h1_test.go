@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
 )
 
@@ -148,7 +149,7 @@ func TestKeepAliveConnectionRoutedPerRequest(t *testing.T) {
 	if _, body := get(t, client, url, "x-cz-intercept", "alice"); body != "decoy HTTP/1.1" {
 		t.Fatalf("before joining: %q", body)
 	}
-	tun := join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
+	tun := join(t, r, wire.Hello{Developer: "alice", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
 	for i := 0; i < 20; i++ {
 		h, want := []string(nil), "decoy"
 		if i%2 == 0 {
@@ -200,7 +201,7 @@ func TestBackendClosingIdleConnections(t *testing.T) {
 			defer decoy.Close()
 		}
 		r := startAgent(t, decoy)
-		hello := interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}
+		hello := wire.Hello{Developer: "alice", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "alice"}}
 		switch route {
 		case "laptop, spare stream":
 			join(t, r, hello, backend.Listener.Addr().String())

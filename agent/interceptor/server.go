@@ -1,3 +1,9 @@
+// Package interceptor is the in-cluster half of `kubectl cz intercept`: it
+// takes the intercepted Service's traffic in place of the original pods and
+// routes each connection or request either to a developer's laptop, through
+// the tunnel that laptop holds open over port-forward, or to the decoy
+// Service that still selects the original pods. What it speaks with the
+// laptop is in package agent/wire.
 package interceptor
 
 import (
@@ -24,6 +30,7 @@ import (
 	"golang.org/x/net/http2/h2c"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/relay"
 )
 
 // Port is one port of the intercepted Service: where the agent listens for
@@ -58,7 +65,7 @@ type Server struct {
 
 // developer is one connected laptop.
 type developer struct {
-	hello Hello
+	hello wire.Hello
 	sess  *yamux.Session
 	token string
 	spare chan net.Conn // idle port-forward streams from the laptop
@@ -137,12 +144,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
-	if first[0] != PoolMagic {
+	if first[0] != wire.PoolMagic {
 		_ = c.SetReadDeadline(time.Time{})
 		s.serveControl(ctx, &bufferedConn{Conn: c, r: br})
 		return
 	}
-	// PoolMagic, a token of fixed size, a newline: read exactly that.
+	// wire.PoolMagic, a token of fixed size, a newline: read exactly that.
 	line := make([]byte, 1+tokenLen+1)
 	_, err = io.ReadFull(br, line)
 	_ = c.SetReadDeadline(time.Time{})
@@ -173,7 +180,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 // serveControl registers the developer that connected, until its tunnel
 // closes or it leaves.
 func (s *Server) serveControl(ctx context.Context, c net.Conn) {
-	sess, err := yamux.Server(c, YamuxConfig())
+	sess, err := yamux.Server(c, wire.YamuxConfig())
 	if err != nil {
 		c.Close()
 		return
@@ -184,9 +191,9 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		return
 	}
 	defer st.Close()
-	// The control stream carries a Hello and a Leave: a few hundred bytes.
+	// The control stream carries a wire.Hello and a wire.Leave: a few hundred bytes.
 	dec, enc := json.NewDecoder(io.LimitReader(st, maxControlBytes)), json.NewEncoder(st)
-	var hello Hello
+	var hello wire.Hello
 	if err := dec.Decode(&hello); err != nil {
 		return
 	}
@@ -194,7 +201,7 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 	// Ready to carry requests before anyone can route to it.
 	dev.h2 = h2cTransport(dev.dial)
 	if err := s.register(dev); err != nil {
-		_ = enc.Encode(Reply{Error: err.Error()})
+		_ = enc.Encode(wire.Reply{Error: err.Error()})
 		// Let the laptop read the refusal and hang up first.
 		select {
 		case <-sess.CloseChan():
@@ -202,7 +209,7 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		}
 		return
 	}
-	_ = enc.Encode(Reply{Token: dev.token})
+	_ = enc.Encode(wire.Reply{Token: dev.token})
 	s.Log.Info("developer joined", "developer", hello.Developer, "port", hello.Port, "all", hello.All, "match", hello.Match.String())
 	defer func() {
 		s.unregister(dev)
@@ -220,13 +227,13 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 	left := make(chan struct{})
 	go func() {
 		defer close(left)
-		var msg Leave
+		var msg wire.Leave
 		if err := dec.Decode(&msg); err == nil && msg.Leave {
 			s.unregister(dev)
-			_ = enc.Encode(Reply{Remaining: s.count()})
+			_ = enc.Encode(wire.Reply{Remaining: s.count()})
 			// Let the laptop read the reply and hang up first: closing
 			// here can end its session before yamux has confirmed its own
-			// write of the Leave, which it would then report as failed.
+			// write of the wire.Leave, which it would then report as failed.
 			select {
 			case <-sess.CloseChan():
 			case <-time.After(5 * time.Second):
@@ -401,7 +408,7 @@ func (s *Server) pipeToDecoy(ctx context.Context, c net.Conn, p Port) {
 		c.Close()
 		return
 	}
-	Pipe(c, up)
+	relay.Pipe(c, up)
 }
 
 func (s *Server) pipeToDeveloper(ctx context.Context, c net.Conn, dev *developer) {
@@ -411,7 +418,7 @@ func (s *Server) pipeToDeveloper(ctx context.Context, c net.Conn, dev *developer
 		c.Close()
 		return
 	}
-	Pipe(c, up)
+	relay.Pipe(c, up)
 }
 
 // dial gets a connection to the developer's laptop: a spare port-forward
@@ -420,7 +427,7 @@ func (dev *developer) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	for {
 		select {
 		case c := <-dev.spare:
-			if _, err := c.Write([]byte{PoolGo}); err != nil {
+			if _, err := c.Write([]byte{wire.PoolGo}); err != nil {
 				c.Close() // the laptop let it go: try the next
 				continue
 			}
@@ -453,7 +460,7 @@ func (dev *developer) awaitStatus(ctx context.Context, st net.Conn) (net.Conn, e
 		st.Close()
 		return nil, fmt.Errorf("%s's laptop did not answer: %w", dev.hello.Developer, err)
 	}
-	if status != StreamOK {
+	if status != wire.StreamOK {
 		msg, _ := br.ReadString('\n')
 		st.Close()
 		return nil, &laptopError{fmt.Sprintf("%s's laptop: %s", dev.hello.Developer, trimNL(msg))}
@@ -542,8 +549,8 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 // bufferPool lends the reverse proxy its copy buffers.
 type bufferPool struct{}
 
-func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+func (bufferPool) Get() []byte  { return relay.Buffer() }
+func (bufferPool) Put(b []byte) { relay.Return(b) }
 
 // h2cTransport speaks HTTP/2 without TLS over connections from dial.
 func h2cTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http2.Transport {

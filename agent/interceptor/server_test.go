@@ -119,7 +119,7 @@ func presented(ctx context.Context, addr string) (net.Conn, error) {
 
 func (r rig) controlAddr() string { return "127.0.0.1:" + strconv.Itoa(r.control) }
 
-func join(t testing.TB, r rig, hello interceptor.Hello, local string) *intercept.Tunnel {
+func join(t testing.TB, r rig, hello wire.Hello, local string) *intercept.Tunnel {
 	t.Helper()
 	c := dialControl(t, r.controlAddr())
 	tun, err := intercept.Register(c, hello, local)
@@ -170,8 +170,8 @@ func TestHeaderRoutingHTTP1AndH2C(t *testing.T) {
 	if _, body := get(t, http.DefaultClient, url, "x-cz-intercept", "alice"); body != "decoy HTTP/1.1" {
 		t.Fatalf("before any developer: %q", body)
 	}
-	tunA := join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
-	join(t, r, interceptor.Hello{Developer: "bob", Port: "http", Match: interceptor.Match{Header: "cz-intercept", Value: "bob", Baggage: true}}, bob.Listener.Addr().String())
+	tunA := join(t, r, wire.Hello{Developer: "alice", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
+	join(t, r, wire.Hello{Developer: "bob", Port: "http", Match: wire.Match{Header: "cz-intercept", Value: "bob", Baggage: true}}, bob.Listener.Addr().String())
 	waitSpares := func() { time.Sleep(50 * time.Millisecond) } // let the laptop open its spares
 
 	cases := []struct {
@@ -204,8 +204,8 @@ func TestConcurrentDevelopersNoMisroutes(t *testing.T) {
 	defer alice.Close()
 	defer bob.Close()
 	r := startAgent(t, decoy)
-	join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
-	join(t, r, interceptor.Hello{Developer: "bob", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "bob"}}, bob.Listener.Addr().String())
+	join(t, r, wire.Hello{Developer: "alice", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "alice"}}, alice.Listener.Addr().String())
+	join(t, r, wire.Hello{Developer: "bob", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "bob"}}, bob.Listener.Addr().String())
 	url := fmt.Sprintf("http://127.0.0.1:%d/", r.listen)
 	who := []string{"alice", "bob", ""}
 	var wg sync.WaitGroup
@@ -240,7 +240,7 @@ func TestLocalPortDownIs502NamingTheCause(t *testing.T) {
 	decoy := named("decoy")
 	defer decoy.Close()
 	r := startAgent(t, decoy)
-	join(t, r, interceptor.Hello{Developer: "alice", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	join(t, r, wire.Hello{Developer: "alice", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "alice"}}, "127.0.0.1:"+strconv.Itoa(freePort(t)))
 	code, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", r.listen), "x-cz-intercept", "alice")
 	if code != http.StatusBadGateway || !strings.Contains(body, "nothing answers on 127.0.0.1:") {
 		t.Fatalf("%d %q", code, body)
@@ -252,7 +252,7 @@ func TestAllTakesEveryConnectionAndLeaveCounts(t *testing.T) {
 	defer decoy.Close()
 	defer alice.Close()
 	r := startAgent(t, decoy)
-	tun := join(t, r, interceptor.Hello{Developer: "alice", Port: "http", All: true}, alice.Listener.Addr().String())
+	tun := join(t, r, wire.Hello{Developer: "alice", Port: "http", All: true}, alice.Listener.Addr().String())
 	url := fmt.Sprintf("http://127.0.0.1:%d/", r.listen)
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	if _, body := get(t, client, url); body != "alice HTTP/1.1" {
@@ -260,7 +260,7 @@ func TestAllTakesEveryConnectionAndLeaveCounts(t *testing.T) {
 	}
 	// A second developer cannot take the port's requests from under --all.
 	c := dialControl(t, r.controlAddr())
-	if _, err := intercept.Register(c, interceptor.Hello{Developer: "bob", Port: "http", Match: interceptor.Match{Header: "x", Value: "y"}}, "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "--all by alice") {
+	if _, err := intercept.Register(c, wire.Hello{Developer: "bob", Port: "http", Match: wire.Match{Header: "x", Value: "y"}}, "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "--all by alice") {
 		t.Fatalf("second developer under --all: %v", err)
 	}
 	if n, err := tun.Leave(); err != nil || n != 0 {
@@ -278,7 +278,7 @@ func TestSameDeveloperReplacesStaleTunnel(t *testing.T) {
 	defer decoy.Close()
 	defer alice.Close()
 	r := startAgent(t, decoy)
-	hello := interceptor.Hello{Developer: "alice@laptop", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "alice"}}
+	hello := wire.Hello{Developer: "alice@laptop", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "alice"}}
 
 	// The first tunnel goes through a relay that can go silent, like a
 	// network that drops everything without closing anything.
@@ -337,8 +337,8 @@ func TestSameUserTwoRulesKeepsBoth(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	r := startAgent(t, decoy)
-	join(t, r, interceptor.Hello{Developer: "alice@laptop", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "a"}}, a.Listener.Addr().String())
-	join(t, r, interceptor.Hello{Developer: "alice@laptop", Port: "http", Match: interceptor.Match{Header: "x-cz-intercept", Value: "b"}}, b.Listener.Addr().String())
+	join(t, r, wire.Hello{Developer: "alice@laptop", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "a"}}, a.Listener.Addr().String())
+	join(t, r, wire.Hello{Developer: "alice@laptop", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "b"}}, b.Listener.Addr().String())
 	url := fmt.Sprintf("http://127.0.0.1:%d/", r.listen)
 	for _, v := range []string{"a", "b"} {
 		if _, body := get(t, http.DefaultClient, url, "x-cz-intercept", v); body != v+" HTTP/1.1" {

@@ -74,7 +74,7 @@ func main() {
 		fs := flag.NewFlagSet("intercept", flag.ExitOnError)
 		var ports portsFlag
 		decoy := fs.String("decoy", "", "address (ClusterIP) of the decoy Service that selects the original pods")
-		control := fs.String("control", "127.0.0.1:"+strconv.Itoa(interceptor.ControlPort), "address of the control port laptops port-forward to (loopback: only port-forward reaches it)")
+		control := fs.String("control", "127.0.0.1:"+strconv.Itoa(wire.ControlPort), "address of the control port laptops port-forward to (loopback: only port-forward reaches it)")
 		fs.Var(&ports, "port", "a Service port: NAME:LISTEN:DECOYPORT[:http] (repeatable)")
 		_ = fs.Parse(os.Args[2:])
 		if *decoy == "" || len(ports) == 0 {

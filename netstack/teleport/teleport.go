@@ -30,10 +30,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/kubectl-cz/kubectl-cz/agent/interceptor"
 	"github.com/kubectl-cz/kubectl-cz/netstack/dnsshim"
 	"github.com/kubectl-cz/kubectl-cz/netstack/localnet"
 	"github.com/kubectl-cz/kubectl-cz/pfconn"
+	"github.com/kubectl-cz/kubectl-cz/relay"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -407,7 +407,7 @@ func (t *teleport) serve(ctx context.Context, l net.Listener, e *exposure, to ta
 				c.Close()
 				return
 			}
-			interceptor.Pipe(c, up)
+			relay.Pipe(c, up)
 		}()
 	}
 }

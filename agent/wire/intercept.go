@@ -1,16 +1,12 @@
-// Package interceptor is the in-cluster half of `kubectl cz intercept`: it
-// takes the intercepted Service's traffic in place of the original pods and
-// routes each connection or request either to a developer's laptop, through
-// the tunnel that laptop holds open over port-forward, or to the decoy
-// Service that still selects the original pods.
-//
-// The laptop speaks to the agent's control port over one port-forward
-// connection multiplexed with yamux. It opens the first stream and sends a
-// Hello; the agent answers with a Reply. From then on the agent opens a
-// stream to the laptop for each intercepted connection; the laptop dials
-// its local port and answers with one status byte (StreamOK, or
-// StreamFailed and a line saying why) before the bytes flow.
-package interceptor
+// The intercept protocol. The laptop speaks to the interceptor's control
+// port over one port-forward connection multiplexed with yamux. After the
+// secret (secret.go), it opens the first stream and sends a Hello; the
+// agent answers with a Reply. From then on the agent opens a stream to the
+// laptop for each intercepted connection; the laptop dials its local port
+// and answers with one status byte (StreamOK, or StreamFailed and a line
+// saying why) before the bytes flow.
+
+package wire
 
 import (
 	"errors"
