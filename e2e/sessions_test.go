@@ -235,8 +235,15 @@ func TestTwoSessionsCloseIndependently(t *testing.T) {
 	b := crashedPrimitive(t, env, "core")
 	r := cz(t, env, "-n", demoNamespace, "session", "list", "-o", "json")
 	for _, id := range []string{a, b} {
-		if !strings.Contains(r.stdout, `"id": "`+id+`"`) {
+		if !strings.Contains(r.stdout, `"name": "`+id+`"`) {
 			t.Fatalf("session %s not listed:\n%s", id, r.stdout)
+		}
+	}
+	names := cz(t, env, "-n", demoNamespace, "session", "list", "-o", "name")
+	ids := cz(t, env, "-n", demoNamespace, "session", "list", "-o", "jsonpath={.items[*].metadata.name}")
+	for _, id := range []string{a, b} {
+		if !strings.Contains(names.stdout, "session.cz.dev/"+id+"\n") || !strings.Contains(ids.stdout, id) {
+			t.Fatalf("session %s: -o name %q, -o jsonpath %q", id, names.stdout, ids.stdout)
 		}
 	}
 	if r := cz(t, env, "-n", demoNamespace, "session", "close", a); r.err != nil {

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/cli-runtime/pkg/printers"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
@@ -95,27 +95,77 @@ func newSessionListCommand(flags *genericclioptions.ConfigFlags, streams generic
   # In every namespace, with entry counts and owner process
   kubectl cz session list -A -o wide
 
-  # For scripts
-  kubectl cz session list -A -o json`,
+  # For scripts: a SessionList, as kubectl prints Lists
+  kubectl cz session list -A -o json
+  kubectl cz session list -o name
+  kubectl cz session list -o jsonpath='{range .items[*]}{.metadata.name} {.status.state}{"\n"}{end}'`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			switch o.output {
-			case "", "wide", "json", "yaml":
+			switch {
+			case o.output == "", o.output == "wide", o.output == "json", o.output == "yaml", o.output == "name":
+			case strings.HasPrefix(o.output, "jsonpath="):
+				if _, err := printers.NewJSONPathPrinter(strings.TrimPrefix(o.output, "jsonpath=")); err != nil {
+					return usageError(c, "--output %s: %v", o.output, err)
+				}
 			default:
-				return usageError(c, "--output must be wide, json or yaml, not %q", o.output)
+				return usageError(c, "--output must be wide, json, yaml, name or jsonpath=TEMPLATE, not %q", o.output)
 			}
 			return o.run(c.Context())
 		},
 	}
 	cmd.Flags().BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "List sessions in all namespaces")
-	cmd.Flags().StringVarP(&o.output, "output", "o", "", "Output format: wide, json or yaml")
+	cmd.Flags().StringVarP(&o.output, "output", "o", "", "Output format: wide, json, yaml, name or jsonpath=TEMPLATE")
 	return cmd
 }
 
-// sessionView is a listed session with its state, for -o json|yaml.
+// sessionView is a listed session with its state.
 type sessionView struct {
-	session.Summary `json:",inline"`
-	State           string `json:"state"`
+	session.Summary
+	State string
+}
+
+// sessionAPIVersion names the shape of listed sessions, as kubectl names a
+// resource's: scripts read them with -o json, yaml, name or jsonpath.
+const sessionAPIVersion = "cz.dev/v1alpha1"
+
+// sessionList is the listing as a List of Session objects, Kubernetes-style.
+func sessionList(views []sessionView) (*unstructured.UnstructuredList, error) {
+	list := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": sessionAPIVersion, "kind": "SessionList", "metadata": map[string]any{}}}
+	for _, v := range views {
+		obj := map[string]any{
+			"apiVersion": sessionAPIVersion, "kind": "Session",
+			"metadata": map[string]any{"name": v.ID, "creationTimestamp": v.Created.UTC().Format(time.RFC3339)},
+			"spec":     map[string]any{"namespaces": v.Namespaces, "owner": v.Owner, "primitives": v.Primitives},
+			"status":   map[string]any{"state": v.State, "entries": v.Entries, "local": v.Local, "heartbeat": v.Heartbeat, "corrupt": v.Corrupt},
+		}
+		// Through JSON, so every value is one unstructured printers take.
+		b, err := json.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		var u unstructured.Unstructured
+		if err := u.UnmarshalJSON(b); err != nil {
+			return nil, err
+		}
+		list.Items = append(list.Items, u)
+	}
+	return list, nil
+}
+
+// sessionPrinter is cli-runtime's printer for -o json|yaml|name|jsonpath,
+// nil for the table formats.
+func sessionPrinter(output string) (printers.ResourcePrinter, error) {
+	switch {
+	case output == "json":
+		return &printers.JSONPrinter{}, nil
+	case output == "yaml":
+		return &printers.YAMLPrinter{}, nil
+	case output == "name":
+		return &printers.NamePrinter{}, nil
+	case strings.HasPrefix(output, "jsonpath="):
+		return printers.NewJSONPathPrinter(strings.TrimPrefix(output, "jsonpath="))
+	}
+	return nil, nil
 }
 
 func (o *sessionListOptions) run(ctx context.Context) error {
@@ -128,21 +178,15 @@ func (o *sessionListOptions) run(ctx context.Context) error {
 	for _, s := range list {
 		views = append(views, sessionView{Summary: s, State: sessionState(s, now)})
 	}
-	switch o.output {
-	case "json":
-		b, err := json.MarshalIndent(map[string]any{"kind": "SessionList", "items": views}, "", "  ")
+	if p, err := sessionPrinter(o.output); err != nil || p != nil {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(o.Out, string(b))
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(map[string]any{"kind": "SessionList", "items": views})
+		list, err := sessionList(views)
 		if err != nil {
 			return err
 		}
-		_, err = o.Out.Write(b)
-		return err
+		return p.PrintObj(list, o.Out)
 	}
 	if len(views) == 0 {
 		where := "namespace " + a.Namespace
