@@ -9,9 +9,11 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -67,6 +69,21 @@ func whoAmI(ctx context.Context, a *clusterAccess, flags *genericclioptions.Conf
 
 // openSession starts or joins (--session NAME) a session for a primitive,
 // owned by this user, host and process.
+// lifecycleConfig runs a command's primitives in session id (empty: a new
+// one), announcing it with what to do should this process die (hint, with
+// %[1]s for the session's ID).
+func lifecycleConfig(ctx context.Context, a *clusterAccess, flags *genericclioptions.ConfigFlags, id string, streams genericiooptions.IOStreams, hint string) lifecycle.Config {
+	return lifecycle.Config{
+		Clients: a.Clients, StateDir: session.DefaultStateDir(), Heartbeat: heartbeatInterval, Out: streams.Out, ErrOut: streams.ErrOut,
+		Open: func(ctx context.Context) (*session.Session, error) {
+			return openSession(ctx, a, flags, id, session.Config{})
+		},
+		Opened: func(s *session.Session) {
+			fmt.Fprintf(streams.Out, "session %s (if this process dies"+hint+")\n", s.ID())
+		},
+	}
+}
+
 func openSession(ctx context.Context, a *clusterAccess, flags *genericclioptions.ConfigFlags, id string, hooks session.Config) (*session.Session, error) {
 	host, _ := os.Hostname()
 	return session.Open(session.Config{

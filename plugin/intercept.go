@@ -16,9 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -179,7 +181,6 @@ func (o *interceptOptions) run(parent context.Context) error {
 		access{"list", "", "pods"}, tunnelAccess, access{"list", "discovery.k8s.io", "endpointslices"})...); err != nil {
 		return err
 	}
-	recoverCrashed(ctx, a.Clients, o.ErrOut)
 	plan, err := intercept.Prepare(ctx, a.Kube, intercept.Target{Namespace: a.Namespace, Service: o.service, Port: o.remotePort})
 	if err != nil {
 		return err
@@ -192,66 +193,93 @@ func (o *interceptOptions) run(parent context.Context) error {
 	if id == "" {
 		id = intercept.SessionID(a.Namespace, o.service)
 	}
-	s, err := openSession(ctx, a, o.flags, id, session.Config{})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(o.Out, "session %s (if this process dies: kubectl cz session close %s)\n", id, id)
 	localAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort))
 	if c, err := net.DialTimeout("tcp", localAddr, time.Second); err != nil {
 		fmt.Fprintf(o.ErrOut, "warning: nothing listens on %s yet: intercepted requests get a 502 until something does\n", localAddr)
 	} else {
 		c.Close()
 	}
+	part := &interceptPart{o: o, a: a, cfg: cfg, plan: plan, user: user, id: id, localAddr: localAddr, start: start}
+	return lifecycle.Run(ctx, lifecycleConfig(ctx, a, o.flags, id, o.IOStreams, ": kubectl cz session close %[1]s"), part)
+}
 
-	installed := false
-	if plan.Existing {
+// interceptPart is one developer's intercept of a Service. The interceptor
+// lives in the Service's shared session; the developer who installed it
+// records it, and whoever leaves last restores the Service (Close).
+type interceptPart struct {
+	o         *interceptOptions
+	a         *clusterAccess
+	cfg       *rest.Config
+	plan      *intercept.Plan
+	user, id  string
+	localAddr string
+	start     time.Time
+
+	installed bool // this process installed the interceptor
+	tunneled  bool // the tunnel ran (so the agent counted us)
+	remaining int  // developers left after our goodbye (-1: unknown)
+}
+
+func (p *interceptPart) Name() string { return "intercept service " + p.o.service }
+
+func (p *interceptPart) Run(ctx context.Context, s *session.Session, active func()) error {
+	o := p.o
+	if p.plan.Existing {
 		fmt.Fprintf(o.Out, "service %s is already intercepted: joining its interceptor\n", o.service)
-		if err := s.Attach(ctx, a.Namespace); err != nil {
+		if err := s.Attach(ctx, p.a.Namespace); err != nil {
 			return err
 		}
 	} else {
 		agent := intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)}
-		if err := intercept.Install(ctx, s, a.Kube, cfg, plan, agent, o.Out); err != nil {
-			return o.undo(s, err)
+		p.installed = true
+		if err := intercept.Install(ctx, s, p.a.Kube, p.cfg, p.plan, agent, o.Out); err != nil {
+			return err
 		}
-		installed = true
 	}
-	// The heartbeat stops before anything is undone, so it cannot write to a
-	// journal being closed.
-	beatCtx, stopBeat := context.WithCancel(ctx)
-	defer stopBeat()
-	go s.KeepAlive(beatCtx, heartbeatInterval, func(err error) { fmt.Fprintln(o.ErrOut, "warning: heartbeat:", err) })
-
 	r := &intercept.Runner{
-		Config: cfg, Kube: a.Kube, Namespace: a.Namespace, Service: o.service, LocalAddr: localAddr, Out: o.Out,
-		Hello: wire.Hello{Developer: fmt.Sprintf("%s@%s", user, s.Meta().Owner.Host), Port: plan.PortKey, All: o.all, Match: o.match},
+		Config: p.cfg, Kube: p.a.Kube, Namespace: p.a.Namespace, Service: o.service, LocalAddr: p.localAddr, Out: o.Out,
+		Hello: wire.Hello{Developer: fmt.Sprintf("%s@%s", p.user, s.Meta().Owner.Host), Port: p.plan.PortKey, All: o.all, Match: o.match},
 	}
 	what := "requests with " + o.match.String()
 	if o.all {
 		what = "every connection"
 	}
+	p.tunneled = true
 	remaining, err := r.Run(ctx, func(first bool) {
 		if first {
 			fmt.Fprintf(o.Out, "intercept active after %.1fs: %s to service %s port %s now reach %s (Ctrl-C to stop)\n",
-				time.Since(start).Seconds(), what, o.service, plan.PortKey, localAddr)
+				time.Since(p.start).Seconds(), what, o.service, p.plan.PortKey, p.localAddr)
+			active()
 		} else {
 			fmt.Fprintln(o.Out, "tunnel up again")
 		}
 	})
-	stopBeat()
-	if err != nil {
-		if installed {
-			return o.undo(s, err)
+	p.remaining = remaining
+	return err
+}
+
+// Close undoes the interceptor after a failure of this process's install,
+// and otherwise leaves it to the last developer.
+func (p *interceptPart) Close(_ context.Context, s *session.Session, runErr error) error {
+	switch {
+	case p.installed && runErr != nil:
+		return p.o.undo(s, runErr)
+	case p.installed && !p.tunneled: // stopped while installing
+		if _, err := s.Close(context.Background(), session.CloseOptions{Log: lifecycle.Indent(p.o.ErrOut)}); err != nil {
+			return fmt.Errorf("undoing the interceptor failed: %v (run kubectl cz session close %s)", err, s.ID())
 		}
-		return err
+		return nil
+	case runErr != nil:
+		return runErr
+	case !p.tunneled:
+		return nil
 	}
-	return o.leave(a, id, remaining)
+	return p.o.leave(p.a, p.id, p.remaining)
 }
 
 // undo closes what this process installed after a failure, and reports both.
 func (o *interceptOptions) undo(s *session.Session, cause error) error {
-	if _, err := s.Close(context.Background(), session.CloseOptions{Log: prefixWriter{o.ErrOut, "  "}}); err != nil {
+	if _, err := s.Close(context.Background(), session.CloseOptions{Log: lifecycle.Indent(o.ErrOut)}); err != nil {
 		return fmt.Errorf("%w; undoing the interceptor failed too: %v (run kubectl cz session close %s)", cause, err, s.ID())
 	}
 	return cause

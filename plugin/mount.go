@@ -16,6 +16,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/mount"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
@@ -131,37 +132,27 @@ func (o *mountOptions) run(parent context.Context) error {
 		access{"create", "", "secrets"}, access{"get", "", "secrets"}, access{"delete", "", "secrets"})...); err != nil {
 		return err
 	}
-	recoverCrashed(ctx, a.Clients, o.ErrOut)
-	s, err := openSession(ctx, a, o.flags, o.sessionID, session.Config{})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(o.Out, "session %s (if this process dies: kubectl cz session close %s)\n", s.ID(), s.ID())
-	beatCtx, stopBeat := context.WithCancel(ctx)
-	defer stopBeat()
-	go s.KeepAlive(beatCtx, heartbeatInterval, func(err error) { fmt.Fprintln(o.ErrOut, "warning: heartbeat:", err) })
-
-	runErr := func() error {
-		spec := mount.Spec{Pod: src.Pod, Container: container, Dir: o.dir, ReadOnly: o.readOnly, Image: o.agentImage, Pull: corev1.PullPolicy(o.pullPolicy)}
-		agent, err := mount.AddAgent(ctx, s, a.Kube, spec, o.Out)
-		if err != nil {
-			return err
-		}
-		remote, err := mount.NewRedialer(func() (*sftp.Client, func(), error) {
-			return mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name, agent)
-		})
-		if err != nil {
-			return err
-		}
-		defer remote.Close()
-		var paths []string
-		for _, m := range mounts {
-			paths = append(paths, filepath.Join(o.dir, m.MountPath))
-		}
-		return mount.Serve(ctx, s, remote, mounts, o.dir, o.readOnly, mount.LocalOwner(src.Pod, container), func() {
-			fmt.Fprintf(o.Out, "mounted after %.1fs: pod %s container %s at %s (Ctrl-C to unmount)\n", time.Since(start).Seconds(), src.Pod.Name, container, strings.Join(paths, ", "))
-		})
-	}()
-	stopBeat()
-	return closeOwn(s, runErr, o.Out)
+	return lifecycle.Run(ctx, lifecycleConfig(ctx, a, o.flags, o.sessionID, o.IOStreams, ": kubectl cz session close %[1]s"), lifecycle.Func("mount "+o.kind+" "+o.name,
+		func(ctx context.Context, s *session.Session, active func()) error {
+			spec := mount.Spec{Pod: src.Pod, Container: container, Dir: o.dir, ReadOnly: o.readOnly, Image: o.agentImage, Pull: corev1.PullPolicy(o.pullPolicy)}
+			agent, err := mount.AddAgent(ctx, s, a.Kube, spec, o.Out)
+			if err != nil {
+				return err
+			}
+			remote, err := mount.NewRedialer(func() (*sftp.Client, func(), error) {
+				return mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name, agent)
+			})
+			if err != nil {
+				return err
+			}
+			defer remote.Close()
+			var paths []string
+			for _, m := range mounts {
+				paths = append(paths, filepath.Join(o.dir, m.MountPath))
+			}
+			return mount.Serve(ctx, s, remote, mounts, o.dir, o.readOnly, mount.LocalOwner(src.Pod, container), func() {
+				fmt.Fprintf(o.Out, "mounted after %.1fs: pod %s container %s at %s (Ctrl-C to unmount)\n", time.Since(start).Seconds(), src.Pod.Name, container, strings.Join(paths, ", "))
+				active()
+			})
+		}))
 }

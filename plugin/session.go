@@ -16,6 +16,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/cli-runtime/pkg/printers"
 
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -51,7 +52,7 @@ func listSessions(ctx context.Context, flags *genericclioptions.ConfigFlags, all
 	if err != nil {
 		return nil, nil, err
 	}
-	recoverCrashed(ctx, a.Clients, errOut)
+	lifecycle.Recover(ctx, a.Clients, session.DefaultStateDir(), errOut)
 	var namespaces []string
 	if !all {
 		namespaces = []string{a.Namespace}
@@ -289,7 +290,7 @@ func (o *sessionCloseOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	recoverCrashed(ctx, a.Clients, o.ErrOut)
+	lifecycle.Recover(ctx, a.Clients, session.DefaultStateDir(), o.ErrOut)
 	ids := o.ids
 	if o.all {
 		list, err := session.List(ctx, a.Clients, []string{a.Namespace}, session.DefaultStateDir())
@@ -344,7 +345,7 @@ func closeSession(ctx context.Context, a *clusterAccess, id string, mode closeMo
 			return fmt.Errorf("session %s is held by a running kubectl cz (pid %d on this machine): stop it with Ctrl-C there, or pass --force", id, loaded.Meta.Owner.PID)
 		}
 	}
-	res, err := loaded.Close(ctx, session.CloseOptions{Force: mode.force, Log: prefixWriter{out, "  "}})
+	res, err := loaded.Close(ctx, session.CloseOptions{Force: mode.force, Log: lifecycle.Indent(out)})
 	if res != nil && res.Undone > 0 || err == nil {
 		fmt.Fprintf(out, "session %s closed: %d alterations undone", id, res.Undone)
 		if res.Left > 0 {
@@ -353,25 +354,6 @@ func closeSession(ctx context.Context, a *clusterAccess, id string, mode closeMo
 		fmt.Fprintln(out)
 	}
 	return err
-}
-
-// prefixWriter indents what an undo reports under its session's line.
-type prefixWriter struct {
-	w      io.Writer
-	prefix string
-}
-
-func (p prefixWriter) Write(b []byte) (int, error) {
-	lines := strings.SplitAfter(string(b), "\n")
-	for _, l := range lines {
-		if l == "" {
-			continue
-		}
-		if _, err := io.WriteString(p.w, p.prefix+l); err != nil {
-			return 0, err
-		}
-	}
-	return len(b), nil
 }
 
 type sessionGCOptions struct {
@@ -444,16 +426,4 @@ func (o *sessionGCOptions) run(ctx context.Context) error {
 		fmt.Fprintf(o.ErrOut, "No abandoned sessions (silent for more than %s).\n", o.expiry)
 	}
 	return errors.Join(errs...)
-}
-
-// closeOwn undoes what this process recorded in its session when a
-// primitive ends, reporting both its own error and a failed undo.
-func closeOwn(s *session.Session, runErr error, out io.Writer) error {
-	if _, err := s.Close(context.Background(), session.CloseOptions{Log: prefixWriter{out, "  "}}); err != nil {
-		if runErr != nil {
-			return fmt.Errorf("%w; undoing failed too: %v (run kubectl cz session close %s)", runErr, err, s.ID())
-		}
-		return fmt.Errorf("undo: %w (run kubectl cz session close %s)", err, s.ID())
-	}
-	return runErr
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/netstack/localnet"
 	"github.com/kubectl-cz/kubectl-cz/netstack/teleport"
 	"github.com/kubectl-cz/kubectl-cz/netstack/workloadenv"
@@ -193,31 +194,27 @@ func (o *teleportOptions) run(parent context.Context) error {
 			return err
 		}
 	}
-	recoverCrashed(ctx, a.Clients, o.ErrOut)
-	s, err := openSession(ctx, a, o.flags, o.sessionID, session.Config{})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(o.Out, "session %s (if this process dies, the next kubectl cz command on this machine undoes its changes)\n", s.ID())
-	beatCtx, stopBeat := context.WithCancel(ctx)
-	defer stopBeat()
-	go s.KeepAlive(beatCtx, heartbeatInterval, func(err error) { fmt.Fprintln(o.ErrOut, "warning: heartbeat:", err) })
-
-	var runErr error
+	what := "teleport namespace " + strings.Join(o.namespaces, " ")
 	if o.kind != "" {
-		runErr = o.writeEnv(ctx, a, s)
+		what = "teleport " + o.kind + " " + o.name
 	}
-	if runErr == nil {
-		runErr = teleport.Run(ctx, teleport.Config{
-			Namespaces: o.namespaces, Exclude: o.exclude, DNS: o.dns,
-			Kube: a.Kube, Rest: cfg, Session: s, Log: o.Out,
-			Ready: func() {
-				fmt.Fprintf(o.Out, "teleport active after %.1fs: the Services of %s answer here by their cluster names (Ctrl-C to stop)\n",
-					time.Since(start).Seconds(), strings.Join(o.namespaces, ", "))
-			},
-		})
-	}
-	stopBeat()
-	fmt.Fprintln(o.Out, "restoring this machine's network and resolver")
-	return closeOwn(s, runErr, o.Out)
+	return lifecycle.Run(ctx, lifecycleConfig(ctx, a, o.flags, o.sessionID, o.IOStreams, ", the next kubectl cz command on this machine undoes its changes"), lifecycle.Func(what,
+		func(ctx context.Context, s *session.Session, active func()) error {
+			if o.kind != "" {
+				if err := o.writeEnv(ctx, a, s); err != nil {
+					return err
+				}
+			}
+			err := teleport.Run(ctx, teleport.Config{
+				Namespaces: o.namespaces, Exclude: o.exclude, DNS: o.dns,
+				Kube: a.Kube, Rest: cfg, Session: s, Log: o.Out,
+				Ready: func() {
+					fmt.Fprintf(o.Out, "teleport active after %.1fs: the Services of %s answer here by their cluster names (Ctrl-C to stop)\n",
+						time.Since(start).Seconds(), strings.Join(o.namespaces, ", "))
+					active()
+				},
+			})
+			fmt.Fprintln(o.Out, "restoring this machine's network and resolver")
+			return err
+		}))
 }

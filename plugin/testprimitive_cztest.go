@@ -22,6 +22,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -72,7 +73,7 @@ func newTestPrimitiveCommand(flags *genericclioptions.ConfigFlags, streams gener
 			if err != nil {
 				return err
 			}
-			recoverCrashed(ctx, a.Clients, streams.ErrOut)
+			lifecycle.Recover(ctx, a.Clients, session.DefaultStateDir(), streams.ErrOut)
 			// --stop-at record:N or applied:N blocks the process right after
 			// the N-th entry reaches that state, for a test to kill -9 it.
 			counts := map[string]int{}

@@ -1,0 +1,86 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+type log struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *log) add(s string) { l.mu.Lock(); l.lines = append(l.lines, s); l.mu.Unlock() }
+func (l *log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, " ")
+}
+
+// part logs its start and stop; fail makes it fail before it is active.
+func part(l *log, name string, fail error) Part {
+	return Func(name, func(ctx context.Context, s *session.Session, active func()) error {
+		l.add("start " + name)
+		if fail != nil {
+			return fail
+		}
+		active()
+		<-ctx.Done()
+		l.add("stop " + name)
+		return nil
+	})
+}
+
+func config(t *testing.T) Config {
+	dir := t.TempDir()
+	return Config{StateDir: dir, Heartbeat: time.Hour, Out: io.Discard, ErrOut: io.Discard,
+		Open: func(context.Context) (*session.Session, error) { return session.Open(session.Config{StateDir: dir}) }}
+}
+
+// Parts start in order, each once the one before is active, and stop in
+// reverse order when the environment ends.
+func TestPartsStartInOrderAndStopInReverse(t *testing.T) {
+	var l log
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, config(t), part(&l, "a", nil), part(&l, "b", nil), part(&l, "c", nil)) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(l.String(), "start c") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := l.String(); got != "start a start b start c stop c stop b stop a" {
+		t.Fatalf("order: %s", got)
+	}
+}
+
+// A part that fails before it is active stops the ones started before it,
+// in reverse, starts none after it, and its error names it.
+func TestFailureStopsTheOthers(t *testing.T) {
+	var l log
+	err := Run(context.Background(), config(t), part(&l, "a", nil), part(&l, "b", nil), part(&l, "c", errors.New("no such service")), part(&l, "d", nil))
+	if err == nil || err.Error() != "c: no such service" {
+		t.Fatalf("err = %v", err)
+	}
+	if got := l.String(); got != "start a start b start c stop b stop a" {
+		t.Fatalf("order: %s", got)
+	}
+}
+
+// An environment of one part speaks in that part's own words.
+func TestOnePartKeepsItsError(t *testing.T) {
+	var l log
+	if err := Run(context.Background(), config(t), part(&l, "a", errors.New("service \"x\" not found"))); err == nil || err.Error() != "service \"x\" not found" {
+		t.Fatalf("err = %v", err)
+	}
+}
