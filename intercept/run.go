@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -106,21 +107,23 @@ func Reach(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns,
 		return err
 	}
 	defer pf.Close()
-	for {
+	var last error
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		c, err := dialControl(ctx, pf, secret)
 		if err == nil {
 			c.Close()
-			return nil
+			return true, nil
 		}
+		last = err
 		if errors.Is(err, wire.ErrRefused) {
-			return err
+			return false, err // a wrong secret does not fix itself
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the interceptor in pod %s/%s did not answer within %s: %w", ns, pod, timeout, err)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if wait.Interrupted(err) {
+		return fmt.Errorf("the interceptor in pod %s/%s did not answer within %s: %w", ns, pod, timeout, last)
 	}
+	return err
 }
 
 // Run holds the tunnel until ctx ends, reconnecting with backoff when it

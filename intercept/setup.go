@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -289,19 +290,20 @@ var podFailure = map[string]string{
 // WaitAgent waits for a Ready interceptor pod and returns its name; it
 // fails early, with the reason, when the pod cannot start.
 func WaitAgent(ctx context.Context, kube kubernetes.Interface, ns, service, deployment string, timeout time.Duration, progress io.Writer) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := ""
+	last, ready := "", ""
 	say := func(msg string) {
 		if msg != last {
 			fmt.Fprintln(progress, msg)
 			last = msg
 		}
 	}
-	for {
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelInterceptor + "=" + service})
-		if err != nil && ctx.Err() == nil {
-			return "", fmt.Errorf("cannot list the interceptor's pods: %w", err)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			return false, fmt.Errorf("cannot list the interceptor's pods: %w", err)
 		}
 		for _, pod := range pods.Items {
 			if pod.DeletionTimestamp != nil {
@@ -309,12 +311,13 @@ func WaitAgent(ctx context.Context, kube kubernetes.Interface, ns, service, depl
 			}
 			if podReady(&pod) {
 				say(fmt.Sprintf("interceptor pod %s is ready", pod.Name))
-				return pod.Name, nil
+				ready = pod.Name
+				return true, nil
 			}
 			for _, cs := range pod.Status.ContainerStatuses {
 				if w := cs.State.Waiting; w != nil {
 					if why, bad := podFailure[w.Reason]; bad {
-						return "", fmt.Errorf("%s (%s: %s); pass --agent-image with an image the cluster can run", why, w.Reason, w.Message)
+						return false, fmt.Errorf("%s (%s: %s); pass --agent-image with an image the cluster can run", why, w.Reason, w.Message)
 					}
 					say(fmt.Sprintf("waiting for interceptor pod %s: %s", pod.Name, w.Reason))
 				}
@@ -327,18 +330,18 @@ func WaitAgent(ctx context.Context, kube kubernetes.Interface, ns, service, depl
 			if d, err := kube.AppsV1().Deployments(ns).Get(ctx, deployment, metav1.GetOptions{}); err == nil {
 				for _, c := range d.Status.Conditions {
 					if c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue {
-						return "", fmt.Errorf("the interceptor pod cannot be created: %s", c.Message)
+						return false, fmt.Errorf("the interceptor pod cannot be created: %s", c.Message)
 					}
 				}
 			}
 			say("waiting for the interceptor pod to be created")
 		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("the interceptor was not ready within %s (kubectl -n %s describe deployment %s)", timeout, ns, deployment)
-		case <-time.After(250 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if wait.Interrupted(err) && ctx.Err() == nil {
+		return "", fmt.Errorf("the interceptor was not ready within %s (kubectl -n %s describe deployment %s)", timeout, ns, deployment)
 	}
+	return ready, err
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -353,20 +356,15 @@ func podReady(p *corev1.Pod) bool {
 // waitEndpoints waits until the Service's EndpointSlices list interceptor
 // pods only; from then on kube-proxy sends new connections to the agent.
 func waitEndpoints(ctx context.Context, kube kubernetes.Interface, ns, service string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelInterceptor + "=" + service})
 		slices, err2 := kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
-		if err == nil && err2 == nil && onlyAgents(slices.Items, pods.Items) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("service %s's endpoints did not switch to the interceptor within %s", service, timeout)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return err == nil && err2 == nil && onlyAgents(slices.Items, pods.Items), nil
+	})
+	if wait.Interrupted(err) && ctx.Err() == nil {
+		return fmt.Errorf("service %s's endpoints did not switch to the interceptor within %s", service, timeout)
 	}
+	return err
 }
 
 func onlyAgents(slices []discoveryv1.EndpointSlice, pods []corev1.Pod) bool {

@@ -26,6 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -301,10 +302,10 @@ func agentSecurity(pod *corev1.Pod, container string) *corev1.SecurityContext {
 
 func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, image string, progress io.Writer) error {
 	last := ""
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+	err := wait.PollUntilContextTimeout(ctx, 300*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		p, err := kube.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 		if err != nil {
-			return err
+			return false, err
 		}
 		for _, st := range p.Status.EphemeralContainerStatuses {
 			if st.Name != name {
@@ -312,14 +313,14 @@ func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, 
 			}
 			switch {
 			case st.State.Running != nil:
-				return nil
+				return true, nil
 			case st.State.Terminated != nil:
-				return fmt.Errorf("the file server in pod %s ended: %s %s", pod, st.State.Terminated.Reason, st.State.Terminated.Message)
+				return false, fmt.Errorf("the file server in pod %s ended: %s %s", pod, st.State.Terminated.Reason, st.State.Terminated.Message)
 			case st.State.Waiting != nil:
 				w := st.State.Waiting
 				switch w.Reason {
 				case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
-					return fmt.Errorf("the file server cannot start in pod %s: %s: %s (can the node pull %s? see --agent-image)", pod, w.Reason, w.Message, image)
+					return false, fmt.Errorf("the file server cannot start in pod %s: %s: %s (can the node pull %s? see --agent-image)", pod, w.Reason, w.Message, image)
 				}
 				if w.Reason != last {
 					fmt.Fprintf(progress, "waiting for the file server: %s\n", w.Reason)
@@ -327,13 +328,12 @@ func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, 
 				}
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(300 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if wait.Interrupted(err) && ctx.Err() == nil {
+		return fmt.Errorf("the file server in pod %s did not start within 2 minutes", pod)
 	}
-	return fmt.Errorf("the file server in pod %s did not start within 2 minutes", pod)
+	return err
 }
 
 // Connect opens an SFTP session with the file server over port-forward,
