@@ -126,6 +126,43 @@ func Reach(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns,
 	return err
 }
 
+// WaitRouted waits until the agent's route probe says the Service's own
+// address reaches it (kube-proxy switched).
+func WaitRouted(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod, name string, timeout time.Duration) error {
+	secret, err := agentsecret.Read(ctx, kube, ns, name)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
+	if err != nil {
+		return err
+	}
+	defer pf.Close()
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		c, err := dialControl(ctx, pf, secret)
+		if err != nil {
+			return false, nil
+		}
+		defer c.Close()
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		defer stop()
+		verdict := []byte{0}
+		if _, err := c.Write([]byte{wire.ProbeMagic}); err != nil {
+			return false, nil
+		}
+		if _, err := io.ReadFull(c, verdict); err != nil {
+			return false, nil
+		}
+		return verdict[0] == wire.ProbeRouted, nil
+	})
+	if wait.Interrupted(err) {
+		return fmt.Errorf("the Service's own address did not reach interceptor %s/%s within %s (is kube-proxy running on its node?)", ns, pod, timeout)
+	}
+	return err
+}
+
 // Run holds the tunnel until ctx ends, reconnecting with backoff when it
 // drops (a restarted agent pod, a broken port-forward); meanwhile matching
 // requests go to the original pods. active is called each time the tunnel

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -182,6 +183,9 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 		spec := fmt.Sprintf("%s:%d:%d", PortKey(sp), wire.FirstListenPort+i, sp.Port)
 		if PortKey(sp) == p.PortKey {
 			spec += ":http"
+			if ip := svc.Spec.ClusterIP; ip != "" && ip != corev1.ClusterIPNone {
+				args = append(args, "--probe", net.JoinHostPort(ip, strconv.Itoa(int(sp.Port))))
+			}
 		}
 		args = append(args, "--port", spec)
 		ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("p%d", i), ContainerPort: int32(wire.FirstListenPort + i)})
@@ -237,7 +241,14 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 		return err
 	}
 	fmt.Fprintf(progress, "service %s now selects the interceptor\n", svc.Name)
-	return waitEndpoints(ctx, kube, ns, svc.Name, 30*time.Second)
+	if err := waitEndpoints(ctx, kube, ns, svc.Name, 30*time.Second); err != nil {
+		return err
+	}
+	// The EndpointSlices say so; traffic follows once kube-proxy has
+	// applied them. Active means traffic flows: the agent sends a probe to
+	// the Service's own address and sees it arrive.
+	fmt.Fprintf(progress, "waiting for service %s's address to reach the interceptor\n", svc.Name)
+	return WaitRouted(ctx, cfg, kube, ns, pod, p.Agent, 30*time.Second)
 }
 
 func agentPod(agent AgentSpec, secretName string, args []string, ports []corev1.ContainerPort) corev1.PodSpec {

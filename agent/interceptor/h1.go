@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/relay"
 )
 
@@ -212,6 +213,11 @@ func (b *budgetReader) unlimited() { b.n = math.MaxInt64 }
 
 // serve forwards one request and its answer; false: close the connection.
 func (hc *h1Conn) serve(ctx context.Context, req *http.Request) bool {
+	if hc.s.isProbe(req.Header) {
+		fmt.Fprintf(hc.bw, "HTTP/1.1 204 No Content\r\n%s: seen\r\nConnection: close\r\n\r\n", wire.ProbeHeader)
+		_ = hc.bw.Flush()
+		return false
+	}
 	prepare(req)
 	expectContinue := strings.EqualFold(req.Header.Get("Expect"), "100-continue")
 	if expectContinue {

@@ -50,6 +50,9 @@ type Server struct {
 	Decoy string
 	Ports []Port
 	Log   *slog.Logger
+	// Probe is the Service's own address (ClusterIP:port of the routed
+	// port), for route probes; empty: probes answer ProbeNotYet.
+	Probe string
 	// Secret is what every connection to the control port must present
 	// first (see package wire).
 	Secret string
@@ -61,6 +64,7 @@ type Server struct {
 
 	decoyDialer net.Dialer
 	decoyH2     *http2.Transport
+	probeToken  string
 }
 
 // developer is one connected laptop.
@@ -78,6 +82,7 @@ func (s *Server) Run(ctx context.Context, controlAddr string) error {
 		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s.devs = map[*developer]bool{}
+	s.probeToken = newToken()
 	s.decoyH2 = h2cTransport(s.decoyDialer.DialContext)
 
 	var listeners []net.Listener
@@ -144,6 +149,16 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
+	if first[0] == wire.ProbeMagic {
+		_ = c.SetReadDeadline(time.Time{})
+		defer c.Close()
+		verdict := wire.ProbeNotYet
+		if s.routed(ctx) {
+			verdict = wire.ProbeRouted
+		}
+		_, _ = c.Write([]byte{verdict})
+		return
+	}
 	if first[0] != wire.PoolMagic {
 		_ = c.SetReadDeadline(time.Time{})
 		s.serveControl(ctx, &bufferedConn{Conn: c, r: br})
@@ -175,6 +190,37 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	default:
 		c.Close() // enough spares already
 	}
+}
+
+// routed sends a probe request to the Service's own address and reports
+// whether this agent's router answered it.
+func (s *Server) routed(ctx context.Context) bool {
+	if s.Probe == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := s.decoyDialer.DialContext(ctx, "tcp", s.Probe)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET /cz-probe HTTP/1.1\r\nHost: cz-probe\r\n%s: %s\r\nConnection: close\r\n\r\n", wire.ProbeHeader, s.probeToken); err != nil {
+		return false
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(io.LimitReader(c, 64<<10)), nil)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusNoContent && resp.Header.Get(wire.ProbeHeader) == "seen"
+}
+
+// isProbe: the request is this agent's own route probe.
+func (s *Server) isProbe(h http.Header) bool {
+	v := h.Get(wire.ProbeHeader)
+	return v != "" && subtle.ConstantTimeCompare([]byte(v), []byte(s.probeToken)) == 1
 }
 
 // serveControl registers the developer that connected, until its tunnel

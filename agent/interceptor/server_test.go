@@ -346,3 +346,38 @@ func TestSameUserTwoRulesKeepsBoth(t *testing.T) {
 		}
 	}
 }
+
+// A route probe reports whether the Service's own address reaches this
+// agent: its router answers the probe itself; the original pods do not.
+func TestRouteProbe(t *testing.T) {
+	decoy := named("decoy")
+	defer decoy.Close()
+	for _, tc := range []struct {
+		name   string
+		target func(listen int) string
+		want   byte
+	}{
+		{"the address reaches the agent", func(listen int) string { return "127.0.0.1:" + strconv.Itoa(listen) }, wire.ProbeRouted},
+		{"the address still reaches the original pods", func(int) string { return decoy.Listener.Addr().String() }, wire.ProbeNotYet},
+	} {
+		var r rig
+		runAgent(t, func() *interceptor.Server {
+			r = rig{listen: freePort(t), control: freePort(t)}
+			return &interceptor.Server{Decoy: "127.0.0.1", Probe: tc.target(r.listen), Ports: []interceptor.Port{{Name: "http", Listen: r.listen, DecoyPort: portOf(decoy), HTTP: true}}}
+		}, func() int { return r.control })
+		c := dialControl(t, r.controlAddr())
+		if _, err := c.Write([]byte{wire.ProbeMagic}); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 1)
+		if _, err := io.ReadFull(c, got); err != nil || got[0] != tc.want {
+			t.Errorf("%s: verdict %v %v, want %v", tc.name, got, err, tc.want)
+		}
+		c.Close()
+	}
+	// A caller cannot pass for the probe: a wrong token is routed as usual.
+	r := startAgent(t, decoy)
+	if _, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", r.listen), wire.ProbeHeader, "guess"); body != "decoy HTTP/1.1" {
+		t.Errorf("a guessed probe token: %q", body)
+	}
+}

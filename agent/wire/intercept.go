@@ -120,6 +120,19 @@ const (
 	PoolGo    byte = 1
 )
 
+// Route probe: a control connection that starts with ProbeMagic asks the
+// agent whether the Service's own address reaches it yet (kube-proxy on
+// its node has switched). The agent sends a request with a token only it
+// knows to that address and answers ProbeRouted if its own router saw it,
+// ProbeNotYet if the original pods (or nothing) answered.
+const (
+	ProbeMagic  byte = 'P'
+	ProbeRouted byte = 1
+	ProbeNotYet byte = 0
+	// ProbeHeader carries the token on the probe request.
+	ProbeHeader = "X-Cz-Probe"
+)
+
 // Status bytes the laptop writes first on each stream the agent opens.
 const (
 	StreamOK     byte = 0

@@ -74,6 +74,7 @@ func main() {
 		fs := flag.NewFlagSet("intercept", flag.ExitOnError)
 		var ports portsFlag
 		decoy := fs.String("decoy", "", "address (ClusterIP) of the decoy Service that selects the original pods")
+		probe := fs.String("probe", "", "the intercepted Service's own address (ClusterIP:port), for route probes")
 		control := fs.String("control", "127.0.0.1:"+strconv.Itoa(wire.ControlPort), "address of the control port laptops port-forward to (loopback: only port-forward reaches it)")
 		fs.Var(&ports, "port", "a Service port: NAME:LISTEN:DECOYPORT[:http] (repeatable)")
 		_ = fs.Parse(os.Args[2:])
@@ -81,7 +82,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "cz-agent intercept: --decoy and at least one --port are required")
 			os.Exit(2)
 		}
-		s := &interceptor.Server{Decoy: *decoy, Ports: ports, Log: log, Secret: secret()}
+		s := &interceptor.Server{Decoy: *decoy, Probe: *probe, Ports: ports, Log: log, Secret: secret()}
 		if err := s.Run(ctx, *control); err != nil {
 			log.Error("interceptor stopped", "err", err)
 			os.Exit(1)
