@@ -96,22 +96,9 @@ func dialControl(ctx context.Context, pf *pfconn.Conn, secret string) (net.Conn,
 // port with the secret of Secret name: the agent listens, on every Service
 // port too, and this machine's path to it works.
 func Reach(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod, name string, timeout time.Duration) error {
-	secret, err := agentsecret.Read(ctx, kube, ns, name)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
-	if err != nil {
-		return err
-	}
-	defer pf.Close()
 	var last error
-	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		c, err := dialControl(ctx, pf, secret)
+	err := pollControl(ctx, cfg, kube, ns, pod, name, timeout, func(c net.Conn, err error) (bool, error) {
 		if err == nil {
-			c.Close()
 			return true, nil
 		}
 		last = err
@@ -129,26 +116,11 @@ func Reach(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns,
 // WaitRouted waits until the agent's route probe says the Service's own
 // address reaches it (kube-proxy switched).
 func WaitRouted(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod, name string, timeout time.Duration) error {
-	secret, err := agentsecret.Read(ctx, kube, ns, name)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
-	if err != nil {
-		return err
-	}
-	defer pf.Close()
-	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		c, err := dialControl(ctx, pf, secret)
+	err := pollControl(ctx, cfg, kube, ns, pod, name, timeout, func(c net.Conn, err error) (bool, error) {
+		verdict := []byte{0}
 		if err != nil {
 			return false, nil
 		}
-		defer c.Close()
-		stop := context.AfterFunc(ctx, func() { c.Close() })
-		defer stop()
-		verdict := []byte{0}
 		if _, err := c.Write([]byte{wire.ProbeMagic}); err != nil {
 			return false, nil
 		}
@@ -161,6 +133,34 @@ func WaitRouted(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface
 		return fmt.Errorf("the Service's own address did not reach interceptor %s/%s within %s (is kube-proxy running on its node?)", ns, pod, timeout)
 	}
 	return err
+}
+
+// pollControl opens control connections to the agent of Secret name, over
+// one port-forward, every 100 ms until try says done, fails, or timeout
+// passes. try gets each connection (closed after it, and when ctx ends) or
+// the error of opening it.
+func pollControl(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod, name string, timeout time.Duration, try func(net.Conn, error) (bool, error)) error {
+	secret, err := agentsecret.Read(ctx, kube, ns, name)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
+	if err != nil {
+		return err
+	}
+	defer pf.Close()
+	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		c, err := dialControl(ctx, pf, secret)
+		if err != nil {
+			return try(nil, err)
+		}
+		defer c.Close()
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		defer stop()
+		return try(c, nil)
+	})
 }
 
 // Run holds the tunnel until ctx ends, reconnecting with backoff when it
