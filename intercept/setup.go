@@ -302,6 +302,7 @@ var podFailure = map[string]string{
 // fails early, with the reason, when the pod cannot start.
 func WaitAgent(ctx context.Context, kube kubernetes.Interface, ns, service, deployment string, timeout time.Duration, progress io.Writer) (string, error) {
 	last, ready := "", ""
+	var configErrorSince time.Time
 	say := func(msg string) {
 		if msg != last {
 			fmt.Fprintln(progress, msg)
@@ -327,6 +328,12 @@ func WaitAgent(ctx context.Context, kube kubernetes.Interface, ns, service, depl
 			}
 			for _, cs := range pod.Status.ContainerStatuses {
 				if w := cs.State.Waiting; w != nil {
+					// The kubelet retries a container whose Secret its cache has
+					// not synced yet: fatal only if it lasts.
+					if w.Reason == "CreateContainerConfigError" && passing(&configErrorSince) {
+						say(fmt.Sprintf("waiting for interceptor pod %s: %s", pod.Name, w.Reason))
+						continue
+					}
 					if why, bad := podFailure[w.Reason]; bad {
 						return false, fmt.Errorf("%s (%s: %s); pass --agent-image with an image the cluster can run", why, w.Reason, w.Message)
 					}
@@ -354,6 +361,19 @@ func WaitAgent(ctx context.Context, kube kubernetes.Interface, ns, service, depl
 	}
 	return ready, err
 }
+
+// passing reports whether a condition first seen at *since (set now if
+// zero) is younger than configErrorGrace.
+func passing(since *time.Time) bool {
+	if since.IsZero() {
+		*since = time.Now()
+	}
+	return time.Since(*since) < configErrorGrace
+}
+
+// configErrorGrace is how long a container configuration error may last
+// before it counts as one that will not fix itself.
+const configErrorGrace = 15 * time.Second
 
 func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {

@@ -302,6 +302,7 @@ func agentSecurity(pod *corev1.Pod, container string) *corev1.SecurityContext {
 
 func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, image string, progress io.Writer) error {
 	last := ""
+	var configErrorSince time.Time
 	err := wait.PollUntilContextTimeout(ctx, 300*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		p, err := kube.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 		if err != nil {
@@ -318,6 +319,14 @@ func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, 
 				return false, fmt.Errorf("the file server in pod %s ended: %s %s", pod, st.State.Terminated.Reason, st.State.Terminated.Message)
 			case st.State.Waiting != nil:
 				w := st.State.Waiting
+				// The kubelet retries a container whose Secret its cache has
+				// not synced yet: fatal only if it lasts 15 s.
+				if w.Reason == "CreateContainerConfigError" && configErrorSince.IsZero() {
+					configErrorSince = time.Now()
+				}
+				if w.Reason == "CreateContainerConfigError" && time.Since(configErrorSince) < 15*time.Second {
+					break
+				}
 				switch w.Reason {
 				case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
 					return false, fmt.Errorf("the file server cannot start in pod %s: %s: %s (can the node pull %s? see --agent-image)", pod, w.Reason, w.Message, image)
