@@ -38,6 +38,11 @@ var configMapsGVR = schema.GroupVersionResource{Version: "v1", Resource: "config
 // bench.noop entries measure the journal alone: there is nothing to undo.
 func init() {
 	session.RegisterKind(session.Kind{Name: "bench.noop", Undo: func(context.Context, *session.UndoContext, session.Entry) error { return nil }})
+	// The close bench creates ConfigMaps and patches their data.
+	session.RegisterScope("bench", session.Scope{
+		Creates: []schema.GroupResource{configMapsGVR.GroupResource()},
+		Patches: map[schema.GroupResource][][]string{configMapsGVR.GroupResource(): {{"data"}}},
+	})
 }
 
 // sessions measures the journal: the cost of a Record (time and API calls)
