@@ -35,6 +35,7 @@ import (
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/agentsecret"
 	"github.com/kubectl-cz/kubectl-cz/fusefs"
+	"github.com/kubectl-cz/kubectl-cz/netstack/localnet"
 	"github.com/kubectl-cz/kubectl-cz/pfconn"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
@@ -257,11 +258,8 @@ func sameMounts(a, b []corev1.VolumeMount) bool {
 func LocalOwner(pod *corev1.Pod, container string) *fusefs.Owner {
 	sc := agentSecurity(pod, container)
 	o := &fusefs.Owner{RemoteUID: uint32(*sc.RunAsUser), RemoteGID: uint32(*sc.RunAsGroup), LocalUID: uint32(os.Getuid()), LocalGID: uint32(os.Getgid())}
-	if uid, err := strconv.Atoi(os.Getenv("SUDO_UID")); err == nil && os.Getuid() == 0 {
-		o.LocalUID, o.AllowOther = uint32(uid), true
-		if gid, err := strconv.Atoi(os.Getenv("SUDO_GID")); err == nil {
-			o.LocalGID = uint32(gid)
-		}
+	if u := localnet.InvokingUser(); u != nil {
+		o.LocalUID, o.LocalGID, o.AllowOther = uint32(u.UID), uint32(u.GID), true
 	}
 	return o
 }

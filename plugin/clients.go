@@ -72,7 +72,7 @@ func whoAmI(ctx context.Context, a *clusterAccess, flags *genericclioptions.Conf
 // lifecycleConfig runs a command's primitives in session id (empty: a new
 // one), announcing it with what to do should this process die (hint, with
 // %[1]s for the session's ID).
-func lifecycleConfig(ctx context.Context, a *clusterAccess, flags *genericclioptions.ConfigFlags, id string, streams genericiooptions.IOStreams, hint string) lifecycle.Config {
+func lifecycleConfig(a *clusterAccess, flags *genericclioptions.ConfigFlags, id string, streams genericiooptions.IOStreams, hint string) lifecycle.Config {
 	return lifecycle.Config{
 		Clients: a.Clients, StateDir: session.DefaultStateDir(), Heartbeat: heartbeatInterval, Out: streams.Out, ErrOut: streams.ErrOut,
 		Open: func(ctx context.Context) (*session.Session, error) {

@@ -200,7 +200,7 @@ func (o *interceptOptions) run(parent context.Context) error {
 		c.Close()
 	}
 	part := &interceptPart{o: o, a: a, cfg: cfg, plan: plan, user: user, id: id, localAddr: localAddr, start: start}
-	return lifecycle.Run(ctx, lifecycleConfig(ctx, a, o.flags, id, o.IOStreams, ": kubectl cz session close %[1]s"), part)
+	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, id, o.IOStreams, ": kubectl cz session close %[1]s"), part)
 }
 
 // interceptPart is one developer's intercept of a Service. The interceptor

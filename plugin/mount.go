@@ -132,7 +132,7 @@ func (o *mountOptions) run(parent context.Context) error {
 		access{"create", "", "secrets"}, access{"get", "", "secrets"}, access{"delete", "", "secrets"})...); err != nil {
 		return err
 	}
-	return lifecycle.Run(ctx, lifecycleConfig(ctx, a, o.flags, o.sessionID, o.IOStreams, ": kubectl cz session close %[1]s"), lifecycle.Func("mount "+o.kind+" "+o.name,
+	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ": kubectl cz session close %[1]s"), lifecycle.Func("mount "+o.kind+" "+o.name,
 		func(ctx context.Context, s *session.Session, active func()) error {
 			spec := mount.Spec{Pod: src.Pod, Container: container, Dir: o.dir, ReadOnly: o.readOnly, Image: o.agentImage, Pull: corev1.PullPolicy(o.pullPolicy)}
 			agent, err := mount.AddAgent(ctx, s, a.Kube, spec, o.Out)

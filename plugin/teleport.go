@@ -198,7 +198,7 @@ func (o *teleportOptions) run(parent context.Context) error {
 	if o.kind != "" {
 		what = "teleport " + o.kind + " " + o.name
 	}
-	return lifecycle.Run(ctx, lifecycleConfig(ctx, a, o.flags, o.sessionID, o.IOStreams, ", the next kubectl cz command on this machine undoes its changes"), lifecycle.Func(what,
+	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ", the next kubectl cz command on this machine undoes its changes"), lifecycle.Func(what,
 		func(ctx context.Context, s *session.Session, active func()) error {
 			if o.kind != "" {
 				if err := o.writeEnv(ctx, a, s); err != nil {
