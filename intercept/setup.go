@@ -247,6 +247,9 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 	// The EndpointSlices say so; traffic follows once kube-proxy has
 	// applied them. Active means traffic flows: the agent sends a probe to
 	// the Service's own address and sees it arrive.
+	if ip := svc.Spec.ClusterIP; ip == "" || ip == corev1.ClusterIPNone {
+		return nil // headless: callers resolve the pods by DNS, no kube-proxy to wait for
+	}
 	fmt.Fprintf(progress, "waiting for service %s's address to reach the interceptor\n", svc.Name)
 	return WaitRouted(ctx, cfg, kube, ns, pod, p.Agent, 30*time.Second)
 }

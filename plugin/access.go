@@ -24,7 +24,7 @@ func (a access) String() string {
 // byte, an undo that cannot run), checked before anything changes. The
 // Roles in deploy/rbac.yaml grant them.
 var (
-	journalAccess = []access{{"create", "", "configmaps"}, {"update", "", "configmaps"}, {"delete", "", "configmaps"}}
+	journalAccess = []access{{"get", "", "configmaps"}, {"list", "", "configmaps"}, {"create", "", "configmaps"}, {"update", "", "configmaps"}, {"delete", "", "configmaps"}}
 	tunnelAccess  = access{"create", "", "pods/portforward"}
 )
 

@@ -173,11 +173,13 @@ func (o *interceptOptions) run(parent context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Every right the intercept and its undo use, before anything changes.
+	// Every right the intercept and its undo use, before anything changes;
+	// a developer who joins an interceptor needs them too, since whoever
+	// leaves last restores the Service.
 	if err := requireAccess(ctx, a, a.Namespace, "intercept", append(journalAccess,
 		access{"create", "", "secrets"}, access{"get", "", "secrets"}, access{"delete", "", "secrets"},
-		access{"create", "", "services"}, access{"update", "", "services"}, access{"delete", "", "services"},
-		access{"create", "apps", "deployments"}, access{"delete", "apps", "deployments"},
+		access{"get", "", "services"}, access{"create", "", "services"}, access{"update", "", "services"}, access{"delete", "", "services"},
+		access{"get", "apps", "deployments"}, access{"create", "apps", "deployments"}, access{"delete", "apps", "deployments"},
 		access{"list", "", "pods"}, tunnelAccess, access{"list", "discovery.k8s.io", "endpointslices"})...); err != nil {
 		return err
 	}

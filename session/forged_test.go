@@ -145,3 +145,36 @@ func TestPatchMarksAndRestoreRemovesTheMark(t *testing.T) {
 		t.Fatalf("annotations after the restore: %v (found %v)", a, found)
 	}
 }
+
+// Someone who may edit the real journal changes the original it records:
+// the object's mark hashes the entry as written, so the close refuses it.
+func TestEditedJournalEntryIsRefused(t *testing.T) {
+	ctx := context.Background()
+	c, kube := fakeClients(t)
+	s := openTest(t, c)
+	if _, err := s.Patch(ctx, "test", serviceRef, selectorPath, retarget); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := kube.CoreV1().ConfigMaps("ns").Get(ctx, JournalName(s.ID()), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range cm.Data {
+		if strings.HasPrefix(k, entryKeyPrefix) {
+			cm.Data[k] = strings.Replace(v, `{"app":"core"}`, `{"app":"mallory"}`, 1)
+		}
+	}
+	if _, err := kube.CoreV1().ConfigMaps("ns").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := Load(ctx, c, s.ID(), []string{"ns"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loaded.Close(ctx, CloseOptions{Force: true}); err == nil || !strings.Contains(err.Error(), "does not carry this session's mark") {
+		t.Fatalf("close of an edited entry: %v", err)
+	}
+	if got := selector(t, c); got["app"] != "interceptor" {
+		t.Fatalf("the edited entry set the selector to %v", got)
+	}
+}

@@ -200,6 +200,17 @@ func (lj *localJournal) done(seqs []int64) error {
 	return nil
 }
 
+// loadLocalLocked reads a local journal under the lock, so a journal
+// another terminal is creating is never read half-written.
+func loadLocalLocked(path string) (*localJournal, error) {
+	unlock, err := lockLocal(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return loadLocal(path)
+}
+
 // loadLocal replays a local journal. A last line cut short by a crash is
 // ignored; anything else that does not decode is ErrCorrupt.
 func loadLocal(path string) (*localJournal, error) {
@@ -273,7 +284,7 @@ func localSessions(stateDir string) ([]*localJournal, []error) {
 	var out []*localJournal
 	var errs []error
 	for _, p := range paths {
-		lj, err := loadLocal(p)
+		lj, err := loadLocalLocked(p)
 		if err != nil {
 			errs = append(errs, err)
 			continue

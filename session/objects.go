@@ -3,6 +3,8 @@ package session
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,11 +170,8 @@ func (s *Session) Patch(ctx context.Context, primitive string, ref ObjectRef, fi
 	if err := mutate(next); err != nil {
 		return nil, err
 	}
-	if err := unstructured.SetNestedField(next.Object, string(journal.UID), markPath...); err != nil {
-		return nil, err
-	}
 	d := patchedData{Object: ref}
-	for _, path := range append(slices.Clone(fields), markPath) {
+	for _, path := range fields {
 		before, err := fieldJSON(obj, path)
 		if err != nil {
 			return nil, err
@@ -183,6 +182,17 @@ func (s *Session) Patch(ctx context.Context, primitive string, ref ObjectRef, fi
 		}
 		d.Fields = append(d.Fields, FieldChange{Path: path, Original: before, Patched: after})
 	}
+	// The mark names the journal and hashes what the entry records, so
+	// neither another journal nor an edited entry can restore through it.
+	before, err := fieldJSON(obj, markPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := unstructured.SetNestedField(next.Object, mark(journal.UID, d.Fields), markPath...); err != nil {
+		return nil, err
+	}
+	after, _ := fieldJSON(next, markPath)
+	d.Fields = append(d.Fields, FieldChange{Path: markPath, Original: before, Patched: after})
 	e, err := s.Record(ctx, KindPatched, primitive, ref.Namespace, d)
 	if err != nil {
 		return nil, err
@@ -321,7 +331,7 @@ func undoPatched(ctx context.Context, u *UndoContext, e Entry) error {
 			fmt.Fprintf(u.Log, "%s was deleted and created again since: left as it is\n", ref)
 			return nil
 		}
-		if !marked(obj, u.Journal) && !atOriginal(obj, d.Fields) {
+		if !marked(obj, u.Journal, d.Fields) && !atOriginal(obj, d.Fields) {
 			return fmt.Errorf("%s does not carry this session's mark (annotation %s): it was not altered through this journal, so nothing is restored (a journal written by hand, or copied?)", ref, AnnotationJournal)
 		}
 		changed := false
@@ -358,9 +368,27 @@ func undoPatched(ctx context.Context, u *UndoContext, e Entry) error {
 	return fmt.Errorf("%s keeps changing; run close again", ref)
 }
 
-// marked: the object carries the mark of the journal in its namespace.
-func marked(obj *unstructured.Unstructured, journal *metav1.OwnerReference) bool {
-	return journal != nil && journal.UID != "" && obj.GetAnnotations()[AnnotationJournal] == string(journal.UID)
+// mark is the annotation a patch leaves: the journal's UID and a hash of
+// the fields it records (their paths, originals and new values).
+func mark(journal types.UID, fields []FieldChange) string {
+	b, _ := json.Marshal(fields)
+	sum := sha256.Sum256(b)
+	return string(journal) + "." + hex.EncodeToString(sum[:])
+}
+
+// marked: the object carries the mark of this journal and of this entry's
+// fields exactly as they were recorded.
+func marked(obj *unstructured.Unstructured, journal *metav1.OwnerReference, fields []FieldChange) bool {
+	if journal == nil || journal.UID == "" {
+		return false
+	}
+	var own []FieldChange
+	for _, f := range fields {
+		if !slices.Equal(f.Path, markPath) {
+			own = append(own, f)
+		}
+	}
+	return obj.GetAnnotations()[AnnotationJournal] == mark(journal.UID, own)
 }
 
 // atOriginal: every field holds its original value (nothing to restore).

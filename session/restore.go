@@ -77,7 +77,7 @@ func Load(ctx context.Context, c Clients, id string, namespaces []string, stateD
 		l.journals = append(l.journals, &loadedJournal{cm: cm, entries: entries})
 	}
 	if stateDir != "" {
-		lj, err := loadLocal(localPath(stateDir, id))
+		lj, err := loadLocalLocked(localPath(stateDir, id))
 		switch {
 		case err == nil:
 			l.local = lj

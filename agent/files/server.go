@@ -91,20 +91,22 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 			}
 			return err
 		}
-		mu.Lock()
-		active++
-		mu.Unlock()
 		go func() {
+			// Only a laptop with the secret counts as one: a stranger
+			// reconnecting must not keep an idle file server alive.
+			if err := wire.Check(c, s.Secret, 10*time.Second); err != nil {
+				s.Log.Warn("refused a connection", "err", err)
+				return
+			}
+			mu.Lock()
+			active++
+			mu.Unlock()
 			defer func() {
 				mu.Lock()
 				active--
 				idleSince = time.Now()
 				mu.Unlock()
 			}()
-			if err := wire.Check(c, s.Secret, 10*time.Second); err != nil {
-				s.Log.Warn("refused a connection", "err", err)
-				return
-			}
 			srv, err := sftp.NewServer(c, sftp.WithMaxTxPacket(MaxPacket))
 			if err != nil {
 				c.Close()

@@ -7,7 +7,9 @@
 // second factor: it lives in a Secret the session created, which the laptop
 // reads through the API and the kubelet hands to the agent as an
 // environment variable, so someone who may port-forward but not read that
-// Secret (or another container of a mounted pod) is still refused.
+// Secret (or another container of a mounted pod, unless the pod shares
+// its process namespace, which lets it read the agent's environment) is
+// still refused.
 package wire
 
 import (
@@ -61,12 +63,16 @@ func ValidSecret(s string) bool {
 // agent's verdict. The connection carries the agent's protocol after it.
 // Port-forward streams have no deadlines: the connection is closed if ctx
 // ends before the verdict.
-func Present(ctx context.Context, c net.Conn, secret string) error {
+func Present(ctx context.Context, c net.Conn, secret string) (err error) {
 	if !ValidSecret(secret) {
 		return errors.New("the agent's secret is malformed (was its Secret edited?)")
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
+	defer func() {
+		if !stop() && err == nil {
+			err = ctx.Err() // ctx closed the connection meanwhile
+		}
+	}()
 	if _, err := io.WriteString(c, magic+secret+"\n"); err != nil {
 		return fmt.Errorf("send the agent's secret: %w", err)
 	}

@@ -262,7 +262,13 @@ func (d fileData) origMode() os.FileMode {
 // existed: a file that was 0644 must not keep Secret values readable) and,
 // if given, owner.
 func writeInPlace(path string, content []byte, mode os.FileMode, owner *FileOwner) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode&0o600)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if owner != nil {
+		// A file handed to another user is never reached through a
+		// symlink: root would truncate and give away its target.
+		flags |= syscall.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(path, flags, mode&0o600)
 	if err != nil {
 		return err
 	}
