@@ -38,10 +38,12 @@ func (l layout) demo(ctx context.Context, args []string) error {
 	since := l.kubeletStart()
 	for _, d := range []string{"frontend", "core", "leaf"} {
 		if err := waitDeployment(ctx, cs, demoNamespace, d, 120*time.Second); err != nil {
+			explainNamespace(cs, demoNamespace)
 			return err
 		}
 	}
 	if err := waitPods(ctx, cs, demoNamespace, "app.kubernetes.io/part-of=sample-project", since, 120*time.Second); err != nil {
+		explainNamespace(cs, demoNamespace)
 		return err
 	}
 	var body []byte

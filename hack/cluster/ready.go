@@ -135,3 +135,52 @@ func dnsAnswers(ctx context.Context) bool {
 	addrs, err := r.LookupHost(ctx, "kubernetes.default.svc.cluster.local")
 	return err == nil && len(addrs) == 1 && addrs[0] == apiServiceIP
 }
+
+// explainNamespace prints, on stderr, what a wait that timed out would need
+// to be understood without the cluster at hand (CI keeps only the log): each
+// pod's phase and container states, and the namespace's latest events.
+func explainNamespace(cs kubernetes.Interface, ns string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := os.Stderr
+	if pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		fmt.Fprintf(w, "pods in %s:\n", ns)
+		for _, p := range pods.Items {
+			fmt.Fprintf(w, "  %s: %s node=%q %s\n", p.Name, p.Status.Phase, p.Spec.NodeName, p.Status.Message)
+			for _, c := range p.Status.Conditions {
+				if c.Status != corev1.ConditionTrue {
+					fmt.Fprintf(w, "    condition %s=%s %s %s\n", c.Type, c.Status, c.Reason, c.Message)
+				}
+			}
+			for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+				fmt.Fprintf(w, "    container %s: ready=%t restarts=%d %s\n", s.Name, s.Ready, s.RestartCount, containerState(s.State))
+				if s.LastTerminationState.Terminated != nil {
+					fmt.Fprintf(w, "      last: %s\n", containerState(s.LastTerminationState))
+				}
+			}
+		}
+	}
+	if evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		items := evs.Items
+		if len(items) > 30 {
+			items = items[len(items)-30:]
+		}
+		fmt.Fprintf(w, "latest events in %s:\n", ns)
+		for _, e := range items {
+			fmt.Fprintf(w, "  %s %s %s/%s: %s (x%d)\n", e.LastTimestamp.Format(time.TimeOnly), e.Reason,
+				e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Message, e.Count)
+		}
+	}
+}
+
+func containerState(s corev1.ContainerState) string {
+	switch {
+	case s.Waiting != nil:
+		return fmt.Sprintf("waiting %s %s", s.Waiting.Reason, s.Waiting.Message)
+	case s.Running != nil:
+		return "running since " + s.Running.StartedAt.Format(time.TimeOnly)
+	case s.Terminated != nil:
+		return fmt.Sprintf("terminated %s exit=%d %s", s.Terminated.Reason, s.Terminated.ExitCode, s.Terminated.Message)
+	}
+	return "no state"
+}
