@@ -37,19 +37,9 @@ type Runner struct {
 // connect finds a ready agent pod, port-forwards to its control port and
 // registers the rule.
 func (r *Runner) connect(ctx context.Context) (*Tunnel, *pfconn.Conn, error) {
-	pods, err := r.Kube.CoreV1().Pods(r.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelInterceptor + "=" + r.Service})
+	pod, err := readyAgent(ctx, r.Kube, r.Namespace, r.Service)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot list the interceptor's pods: %w", err)
-	}
-	pod := ""
-	for i := range pods.Items {
-		if pods.Items[i].DeletionTimestamp == nil && podReady(&pods.Items[i]) {
-			pod = pods.Items[i].Name
-			break
-		}
-	}
-	if pod == "" {
-		return nil, nil, fmt.Errorf("no ready interceptor pod for service %s", r.Service)
+		return nil, nil, err
 	}
 	secret, err := agentsecret.Read(ctx, r.Kube, r.Namespace, AgentName(r.Service))
 	if err != nil {
@@ -133,6 +123,48 @@ func WaitRouted(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface
 		return fmt.Errorf("the Service's own address did not reach interceptor %s/%s within %s (is kube-proxy running on its node?)", ns, pod, timeout)
 	}
 	return err
+}
+
+// Developers asks the interceptor of a Service how many developers it
+// serves now.
+func Developers(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, service string) (int, error) {
+	pod, err := readyAgent(ctx, kube, ns, service)
+	if err != nil {
+		return 0, err
+	}
+	n := -1
+	err = pollControl(ctx, cfg, kube, ns, pod, AgentName(service), 15*time.Second, func(c net.Conn, err error) (bool, error) {
+		if err != nil {
+			return false, nil
+		}
+		count := []byte{0}
+		if _, err := c.Write([]byte{wire.CountMagic}); err != nil {
+			return false, nil
+		}
+		if _, err := io.ReadFull(c, count); err != nil {
+			return false, nil
+		}
+		n = int(count[0])
+		return true, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("ask interceptor %s/%s how many developers it serves: %w", ns, pod, err)
+	}
+	return n, nil
+}
+
+// readyAgent is a ready pod of a Service's interceptor.
+func readyAgent(ctx context.Context, kube kubernetes.Interface, ns, service string) (string, error) {
+	pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelInterceptor + "=" + service})
+	if err != nil {
+		return "", fmt.Errorf("cannot list the interceptor's pods: %w", err)
+	}
+	for i := range pods.Items {
+		if pods.Items[i].DeletionTimestamp == nil && podReady(&pods.Items[i]) {
+			return pods.Items[i].Name, nil
+		}
+	}
+	return "", fmt.Errorf("no ready interceptor pod for service %s", service)
 }
 
 // pollControl opens control connections to the agent of Secret name, over

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -31,11 +33,30 @@ type Part interface {
 	Run(ctx context.Context, s *session.Session, active func()) error
 }
 
+// Preparer is a Part that reads what it needs and checks its input before
+// anything changes (a workload that has no pod, a port the Service lacks).
+type Preparer interface {
+	Prepare(ctx context.Context) error
+}
+
+// Needer is a Part that needs rights in the cluster, checked for every part
+// before anything changes.
+type Needer interface {
+	Needs() []Right
+}
+
+// Planner is a Part that can say, for --dry-run, what it would change.
+type Planner interface {
+	Plan() []string
+}
+
 // Closer is a Part that closes its session itself (an intercept shares its
 // session with other developers and undoes it only when it leaves last).
 // When every part of an environment is a Closer, the runner leaves the
 // close to them; they are called in reverse order.
 type Closer interface {
+	// runErr is the environment's error, if any (a Closer tells its own
+	// failure from another part's).
 	Close(ctx context.Context, s *session.Session, runErr error) error
 }
 
@@ -51,13 +72,47 @@ type Config struct {
 	Out, ErrOut io.Writer
 	// Opened, if set, is told the session's ID once it is open.
 	Opened func(s *session.Session)
+	// Progress, if set, gets one line per part as it changes state
+	// (starting, active, stopping, error); an environment of several parts
+	// sets it.
+	Progress io.Writer
+}
+
+// Prepare prepares every part and checks every right they need, so a
+// mistake anywhere is found before anything changes.
+func Prepare(ctx context.Context, kube kubernetes.Interface, parts []Part) error {
+	for _, p := range parts {
+		if pr, ok := p.(Preparer); ok {
+			if err := pr.Prepare(ctx); err != nil {
+				if len(parts) == 1 {
+					return err
+				}
+				return fmt.Errorf("%s: %w", p.Name(), err)
+			}
+		}
+	}
+	return Require(ctx, kube, needs(parts)...)
+}
+
+func needs(parts []Part) []Right {
+	var all []Right
+	for _, p := range parts {
+		if n, ok := p.(Needer); ok {
+			all = append(all, n.Needs()...)
+		}
+	}
+	return all
 }
 
 // Run runs parts in one session until ctx ends or a signal comes, then
 // undoes them. It returns the first part's error, joined with an undo's.
+// Parts are prepared and their rights checked first (Prepare).
 func Run(ctx context.Context, cfg Config, parts ...Part) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := Prepare(ctx, cfg.Clients.Kube, parts); err != nil {
+		return err
+	}
 	Recover(ctx, cfg.Clients, cfg.StateDir, cfg.ErrOut)
 	s, err := cfg.Open(ctx)
 	if err != nil {
@@ -75,7 +130,7 @@ func Run(ctx context.Context, cfg Config, parts ...Part) error {
 		s.KeepAlive(beatCtx, cfg.Heartbeat, func(err error) { fmt.Fprintln(cfg.ErrOut, "warning: heartbeat:", err) })
 	}()
 
-	runErr := runParts(ctx, s, parts)
+	runErr := runParts(ctx, s, parts, cfg.Progress)
 	// No heartbeat may write to a journal being closed.
 	stopBeat()
 	beat.Wait()
@@ -91,25 +146,43 @@ type running struct {
 
 // runParts starts each part once the one before is active, waits for ctx
 // or a part's failure, then stops them newest first.
-func runParts(ctx context.Context, s *session.Session, parts []Part) error {
+func runParts(ctx context.Context, s *session.Session, parts []Part, progress io.Writer) error {
 	name := func(p Part, err error) error {
 		if len(parts) == 1 {
 			return err // an environment of one part: its own words
 		}
 		return fmt.Errorf("%s: %w", p.Name(), err)
 	}
+	var sayMu sync.Mutex
+	say := func(i int, format string, args ...any) {
+		sayMu.Lock()
+		defer sayMu.Unlock()
+		if progress != nil {
+			fmt.Fprintf(progress, "[%d/%d] %s: %s\n", i+1, len(parts), parts[i].Name(), fmt.Sprintf(format, args...))
+		}
+	}
 	var started []running
 	var runErr error
 	ended := make(chan error, len(parts))
-	for _, p := range parts {
+	for i, p := range parts {
 		// Not derived from ctx: a signal must stop the parts one by one,
 		// newest first, not all at once.
 		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		r := running{part: p, cancel: cancel, done: make(chan error, 1)}
 		active := make(chan struct{})
 		var once sync.Once
+		start := time.Now()
+		say(i, "starting")
 		go func() {
-			err := p.Run(pctx, s, func() { once.Do(func() { close(active) }) })
+			err := p.Run(pctx, s, func() {
+				once.Do(func() {
+					say(i, "active after %.1fs", time.Since(start).Seconds())
+					close(active)
+				})
+			})
+			if err != nil && !errors.Is(err, context.Canceled) {
+				say(i, "error: %v", err)
+			}
 			r.done <- err
 			if pctx.Err() == nil { // it ended by itself: the environment ends
 				if err == nil {
@@ -134,6 +207,9 @@ func runParts(ctx context.Context, s *session.Session, parts []Part) error {
 		}
 	}
 	for i := len(started) - 1; i >= 0; i-- {
+		if len(parts) > 1 {
+			say(i, "stopping")
+		}
 		started[i].cancel()
 		if err := <-started[i].done; err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
 			runErr = name(started[i].part, err)
@@ -142,31 +218,38 @@ func runParts(ctx context.Context, s *session.Session, parts []Part) error {
 	return runErr
 }
 
-// closeParts undoes what this process recorded in the session (newest
-// first), or lets Closer parts do it, reporting both a part's error and a
-// failed undo.
+// closeParts lets Closer parts close themselves (newest first), then
+// undoes what this process recorded in the session when any part is not a
+// Closer, reporting both a part's error and a failed undo.
 func closeParts(s *session.Session, parts []Part, runErr error, out io.Writer) error {
-	closers := 0
-	for _, p := range parts {
-		if _, ok := p.(Closer); ok {
-			closers++
+	ctx := context.Background()
+	var errs []error
+	own := false
+	for i := len(parts) - 1; i >= 0; i-- {
+		c, ok := parts[i].(Closer)
+		if !ok {
+			own = true
+			continue
+		}
+		if err := c.Close(ctx, s, runErr); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	ctx := context.Background()
-	if closers == len(parts) && closers > 0 {
-		var errs []error
-		for i := len(parts) - 1; i >= 0; i-- {
-			errs = append(errs, parts[i].(Closer).Close(ctx, s, runErr))
+	if !own {
+		if len(parts) > 1 && runErr != nil {
+			errs = append([]error{runErr}, errs...)
 		}
 		return errors.Join(errs...)
 	}
 	if _, err := s.Close(ctx, session.CloseOptions{Log: Indent(out)}); err != nil {
 		if runErr != nil {
-			return fmt.Errorf("%w; undoing failed too: %v (run kubectl cz session close %s)", runErr, err, s.ID())
+			err = fmt.Errorf("%w; undoing failed too: %v (run kubectl cz session close %s)", runErr, err, s.ID())
+		} else {
+			err = fmt.Errorf("undo: %w (run kubectl cz session close %s)", err, s.ID())
 		}
-		return fmt.Errorf("undo: %w (run kubectl cz session close %s)", err, s.ID())
+		return errors.Join(append([]error{err}, errs...)...)
 	}
-	return runErr
+	return errors.Join(append([]error{runErr}, errs...)...)
 }
 
 // Recover undoes the laptop-side changes that a crashed kubectl cz left on

@@ -84,3 +84,69 @@ func TestOnePartKeepsItsError(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// preparing fails in Prepare; nothing may start then.
+type preparing struct {
+	Part
+	err error
+}
+
+func (p preparing) Prepare(context.Context) error { return p.err }
+
+// A part whose input is wrong fails the environment before any session is
+// opened or any part started, and the error names it.
+func TestPrepareFailsBeforeAnythingChanges(t *testing.T) {
+	var l log
+	cfg := config(t)
+	opened := false
+	open := cfg.Open
+	cfg.Open = func(ctx context.Context) (*session.Session, error) { opened = true; return open(ctx) }
+	err := Run(context.Background(), cfg, part(&l, "a", nil), preparing{part(&l, "b", nil), errors.New("no pod to mount")})
+	if err == nil || err.Error() != "b: no pod to mount" {
+		t.Fatalf("err = %v", err)
+	}
+	if opened || l.String() != "" {
+		t.Fatalf("something started: opened=%v, %q", opened, l.String())
+	}
+}
+
+// closing is a Closer that logs its close.
+type closing struct {
+	Part
+	l *log
+}
+
+func (c closing) Close(_ context.Context, _ *session.Session, runErr error) error {
+	c.l.add("close " + c.Name())
+	return nil
+}
+
+// In an environment that mixes Closer parts (an intercept) and others, the
+// Closers close themselves newest first, and each part's progress shows.
+func TestClosersCloseThemselvesAmongOthers(t *testing.T) {
+	var l log
+	var progress strings.Builder
+	cfg := config(t)
+	cfg.Progress = &progress
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, cfg, part(&l, "a", nil), closing{part(&l, "b", nil), &l}, part(&l, "c", nil), closing{part(&l, "d", nil), &l})
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(l.String(), "start d") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := l.String(); got != "start a start b start c start d stop d stop c stop b stop a close d close b" {
+		t.Fatalf("order: %s", got)
+	}
+	for _, want := range []string{"[1/4] a: starting", "[4/4] d: active after", "[2/4] b: stopping"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want, progress.String())
+		}
+	}
+}

@@ -50,7 +50,7 @@ func resolveAccess(flags *genericclioptions.ConfigFlags) (*clusterAccess, error)
 	if err != nil {
 		return nil, err
 	}
-	return &clusterAccess{Clients: session.Clients{Kube: kube, Dynamic: dyn}, Namespace: ns, Server: cfg.Host, ExplicitNamespace: explicit}, nil
+	return &clusterAccess{Clients: session.Clients{Kube: kube, Dynamic: dyn, Rest: cfg}, Namespace: ns, Server: cfg.Host, ExplicitNamespace: explicit}, nil
 }
 
 // whoAmI is the cluster's name for the user (SelfSubjectReview), falling back

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,9 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/environment"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
@@ -128,10 +126,8 @@ func (o *interceptOptions) complete(c *cobra.Command, args []string) error {
 	if o.all && o.header != "" {
 		return usageError(c, "--all takes every connection: it cannot be combined with --header")
 	}
-	switch corev1.PullPolicy(o.pullPolicy) {
-	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
-	default:
-		return usageError(c, "--agent-pull-policy must be IfNotPresent, Always or Never")
+	if err := checkPullPolicy(o.pullPolicy); err != nil {
+		return usageError(c, "%v", err)
 	}
 	if o.sessionID != "" {
 		if err := session.ValidateID(o.sessionID); err != nil {
@@ -139,17 +135,22 @@ func (o *interceptOptions) complete(c *cobra.Command, args []string) error {
 		}
 	}
 	if o.header != "" {
-		k, v, ok := strings.Cut(o.header, "=")
-		if !ok || k == "" || v == "" {
-			return usageError(c, "--header wants K=V or baggage:K=V, not %q", o.header)
+		h, err := environment.ParseHeader(o.header)
+		if err != nil {
+			return usageError(c, "--header: %v", err)
 		}
-		if member, isBaggage := strings.CutPrefix(k, "baggage:"); isBaggage {
-			o.match = wire.Match{Header: member, Value: v, Baggage: true}
-		} else {
-			o.match = wire.Match{Header: k, Value: v}
-		}
+		o.match = wire.Match{Header: h.Name, Value: h.Value, Baggage: h.Baggage}
 	}
 	return nil
+}
+
+func checkPullPolicy(p string) error {
+	for _, ok := range intercept.PullPolicies {
+		if corev1.PullPolicy(p) == ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("--agent-pull-policy must be IfNotPresent, Always or Never, not %q", p)
 }
 
 // headerValue turns a cluster user name into a header value a developer can
@@ -161,142 +162,36 @@ func headerValue(user string) string {
 	return strings.ToLower(user)
 }
 
-func (o *interceptOptions) run(parent context.Context) error {
-	start := time.Now()
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+func (o *interceptOptions) run(ctx context.Context) error {
 	a, err := resolveAccess(o.flags)
 	if err != nil {
 		return err
 	}
-	cfg, err := o.flags.ToRESTConfig()
-	if err != nil {
-		return err
-	}
-	// Every right the intercept and its undo use, before anything changes;
-	// a developer who joins an interceptor needs them too, since whoever
-	// leaves last restores the Service.
-	if err := requireAccess(ctx, a, a.Namespace, "intercept", append(journalAccess,
-		access{"create", "", "secrets"}, access{"get", "", "secrets"}, access{"delete", "", "secrets"},
-		access{"get", "", "services"}, access{"create", "", "services"}, access{"update", "", "services"}, access{"delete", "", "services"},
-		access{"get", "apps", "deployments"}, access{"create", "apps", "deployments"}, access{"delete", "apps", "deployments"},
-		access{"list", "", "pods"}, tunnelAccess, access{"list", "discovery.k8s.io", "endpointslices"})...); err != nil {
-		return err
-	}
-	plan, err := intercept.Prepare(ctx, a.Kube, intercept.Target{Namespace: a.Namespace, Service: o.service, Port: o.remotePort})
-	if err != nil {
-		return err
-	}
 	user := whoAmI(ctx, a, o.flags)
-	if !o.all && o.match.Header == "" {
-		o.match = wire.Match{Header: defaultHeader, Value: headerValue(user)}
-	}
 	id := o.sessionID
 	if id == "" {
 		id = intercept.SessionID(a.Namespace, o.service)
 	}
-	localAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort))
-	if c, err := net.DialTimeout("tcp", localAddr, time.Second); err != nil {
-		fmt.Fprintf(o.ErrOut, "warning: nothing listens on %s yet: intercepted requests get a 502 until something does\n", localAddr)
-	} else {
-		c.Close()
-	}
-	part := &interceptPart{o: o, a: a, cfg: cfg, plan: plan, user: user, id: id, localAddr: localAddr, start: start}
+	part := newInterceptPart(a, user, o.IOStreams, &intercept.Part{
+		Service: o.service, Port: o.remotePort, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort)),
+		All: o.all, Match: o.match, SessionID: id,
+		Agent: intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)},
+	})
 	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, id, o.IOStreams, ": kubectl cz session close %[1]s"), part)
 }
 
-// interceptPart is one developer's intercept of a Service. The interceptor
-// lives in the Service's shared session; the developer who installed it
-// records it, and whoever leaves last restores the Service (Close).
-type interceptPart struct {
-	o         *interceptOptions
-	a         *clusterAccess
-	cfg       *rest.Config
-	plan      *intercept.Plan
-	user, id  string
-	localAddr string
-	start     time.Time
-
-	installed bool // this process installed the interceptor
-	tunneled  bool // the tunnel ran (so the agent counted us)
-	remaining int  // developers left after our goodbye (-1: unknown)
-}
-
-func (p *interceptPart) Name() string { return "intercept service " + p.o.service }
-
-func (p *interceptPart) Run(ctx context.Context, s *session.Session, active func()) error {
-	o := p.o
-	if p.plan.Existing {
-		fmt.Fprintf(o.Out, "service %s is already intercepted: joining its interceptor\n", o.service)
-		if err := s.Attach(ctx, p.a.Namespace); err != nil {
-			return err
-		}
-	} else {
-		agent := intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)}
-		p.installed = true
-		if err := intercept.Install(ctx, s, p.a.Kube, p.cfg, p.plan, agent, o.Out); err != nil {
-			return err
-		}
+// newInterceptPart fills in what every intercept part gets from the
+// command line's access: clients, namespace, the developer's name and the
+// default header rule.
+func newInterceptPart(a *clusterAccess, user string, streams genericiooptions.IOStreams, p *intercept.Part) *intercept.Part {
+	host, _ := os.Hostname()
+	p.Clients, p.Out, p.ErrOut, p.Start, p.Heartbeat = a.Clients, streams.Out, streams.ErrOut, time.Now(), heartbeatInterval
+	if p.Namespace == "" {
+		p.Namespace = a.Namespace
 	}
-	r := &intercept.Runner{
-		Config: p.cfg, Kube: p.a.Kube, Namespace: p.a.Namespace, Service: o.service, LocalAddr: p.localAddr, Out: o.Out,
-		Hello: wire.Hello{Developer: fmt.Sprintf("%s@%s", p.user, s.Meta().Owner.Host), Port: p.plan.PortKey, All: o.all, Match: o.match},
+	p.Developer = fmt.Sprintf("%s@%s", user, host)
+	if !p.All && p.Match.Header == "" {
+		p.Match = wire.Match{Header: defaultHeader, Value: headerValue(user)}
 	}
-	what := "requests with " + o.match.String()
-	if o.all {
-		what = "every connection"
-	}
-	p.tunneled = true
-	remaining, err := r.Run(ctx, func(first bool) {
-		if first {
-			fmt.Fprintf(o.Out, "intercept active after %.1fs: %s to service %s port %s now reach %s (Ctrl-C to stop)\n",
-				time.Since(p.start).Seconds(), what, o.service, p.plan.PortKey, p.localAddr)
-			active()
-		} else {
-			fmt.Fprintln(o.Out, "tunnel up again")
-		}
-	})
-	p.remaining = remaining
-	return err
-}
-
-// Close undoes the interceptor after a failure of this process's install,
-// and otherwise leaves it to the last developer.
-func (p *interceptPart) Close(_ context.Context, s *session.Session, runErr error) error {
-	switch {
-	case p.installed && runErr != nil:
-		return p.o.undo(s, runErr)
-	case p.installed && !p.tunneled: // stopped while installing
-		if _, err := s.Close(context.Background(), session.CloseOptions{Log: lifecycle.Indent(p.o.ErrOut)}); err != nil {
-			return fmt.Errorf("undoing the interceptor failed: %v (run kubectl cz session close %s)", err, s.ID())
-		}
-		return nil
-	case runErr != nil:
-		return runErr
-	case !p.tunneled:
-		return nil
-	}
-	return p.o.leave(p.a, p.id, p.remaining)
-}
-
-// undo closes what this process installed after a failure, and reports both.
-func (o *interceptOptions) undo(s *session.Session, cause error) error {
-	if _, err := s.Close(context.Background(), session.CloseOptions{Log: lifecycle.Indent(o.ErrOut)}); err != nil {
-		return fmt.Errorf("%w; undoing the interceptor failed too: %v (run kubectl cz session close %s)", cause, err, s.ID())
-	}
-	return cause
-}
-
-// leave restores the Service when no developer remains on the interceptor.
-func (o *interceptOptions) leave(a *clusterAccess, id string, remaining int) error {
-	switch {
-	case remaining > 0:
-		fmt.Fprintf(o.Out, "left; %d other developer(s) still intercept service %s, so the interceptor stays\n", remaining, o.service)
-		return nil
-	case remaining < 0:
-		fmt.Fprintf(o.Out, "left without reaching the interceptor; if nobody else uses it, run: kubectl cz session close %s\n", id)
-		return nil
-	}
-	fmt.Fprintln(o.Out, "last developer left: restoring service", o.service)
-	return closeSession(context.Background(), a, id, closeMode{self: true}, o.Out)
+	return p
 }

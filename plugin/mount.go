@@ -2,15 +2,9 @@ package plugin
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/pkg/sftp"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -18,19 +12,20 @@ import (
 
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/mount"
-	"github.com/kubectl-cz/kubectl-cz/session"
+	"github.com/kubectl-cz/kubectl-cz/workload"
 )
 
 type mountOptions struct {
 	flags *genericclioptions.ConfigFlags
 	genericiooptions.IOStreams
 
-	kind, name, dir string
-	container       string
-	readOnly        bool
-	agentImage      string
-	pullPolicy      string
-	sessionID       string
+	workload   workload.Ref
+	dir        string
+	container  string
+	readOnly   bool
+	agentImage string
+	pullPolicy string
+	sessionID  string
 }
 
 // NewMountCommand returns `kubectl cz mount`.
@@ -76,83 +71,36 @@ the last connection. Mounting needs root (or fusermount); Ctrl-C unmounts.`,
 }
 
 func (o *mountOptions) complete(c *cobra.Command, args []string) error {
-	if len(args) == 2 {
-		if kind, name, ok := strings.Cut(args[0], "/"); ok {
-			args = []string{kind, name, args[1]}
-		}
-	}
+	args = workload.SplitArgs(args)
 	if len(args) != 3 {
 		return usageError(c, "want: kubectl cz mount (deployment|statefulset|pod) NAME DIR")
 	}
-	kind, ok := workloadKind(args[0])
-	if !ok {
-		return usageError(c, "%q is not a workload kind: want deployment, statefulset or pod", args[0])
-	}
-	o.kind, o.name = kind, args[1]
-	dir, err := filepath.Abs(args[2])
+	ref, err := workload.New(args[0], args[1])
 	if err != nil {
-		return err
+		return usageError(c, "%v", err)
 	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+	o.workload = ref
+	if st, err := os.Stat(args[2]); err != nil || !st.IsDir() {
 		return usageError(c, "%s is not a folder: create it first", args[2])
 	}
-	o.dir = dir
-	return nil
+	o.dir = args[2]
+	return checkPullPolicy(o.pullPolicy)
 }
 
-func (o *mountOptions) run(parent context.Context) error {
-	start := time.Now()
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+func (o *mountOptions) run(ctx context.Context) error {
 	a, err := resolveAccess(o.flags)
 	if err != nil {
 		return err
 	}
-	cfg, err := o.flags.ToRESTConfig()
-	if err != nil {
-		return err
+	part := newMountPart(a, o.IOStreams, &mount.Part{Workload: o.workload, Container: o.container, Dir: o.dir, ReadOnly: o.readOnly,
+		Image: o.agentImage, Pull: corev1.PullPolicy(o.pullPolicy)})
+	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ": kubectl cz session close %[1]s"), part)
+}
+
+func newMountPart(a *clusterAccess, streams genericiooptions.IOStreams, p *mount.Part) *mount.Part {
+	p.Clients, p.Out, p.ErrOut, p.Start = a.Clients, streams.Out, streams.ErrOut, time.Now()
+	if p.Namespace == "" {
+		p.Namespace = a.Namespace
 	}
-	src, err := workloadSource(ctx, a.Kube, a.Namespace, o.kind, o.name)
-	if err != nil {
-		return err
-	}
-	if src.Pod == nil {
-		return fmt.Errorf("%s %q has no running pod to mount", o.kind, o.name)
-	}
-	container, err := pickContainer(o.ErrOut, src, o.container)
-	if err != nil {
-		return err
-	}
-	mounts, err := mount.Paths(src.Pod, container)
-	if err != nil {
-		return err
-	}
-	if err := requireAccess(ctx, a, a.Namespace, "mount", append(journalAccess,
-		access{"update", "", "pods/ephemeralcontainers"}, tunnelAccess,
-		access{"create", "", "secrets"}, access{"get", "", "secrets"}, access{"delete", "", "secrets"})...); err != nil {
-		return err
-	}
-	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ": kubectl cz session close %[1]s"), lifecycle.Func("mount "+o.kind+" "+o.name,
-		func(ctx context.Context, s *session.Session, active func()) error {
-			spec := mount.Spec{Pod: src.Pod, Container: container, Dir: o.dir, ReadOnly: o.readOnly, Image: o.agentImage, Pull: corev1.PullPolicy(o.pullPolicy)}
-			agent, err := mount.AddAgent(ctx, s, a.Kube, spec, o.Out)
-			if err != nil {
-				return err
-			}
-			remote, err := mount.NewRedialer(func() (*sftp.Client, func(), error) {
-				return mount.Connect(ctx, cfg, a.Kube, a.Namespace, src.Pod.Name, agent)
-			})
-			if err != nil {
-				return err
-			}
-			defer remote.Close()
-			var paths []string
-			for _, m := range mounts {
-				paths = append(paths, filepath.Join(o.dir, m.MountPath))
-			}
-			return mount.Serve(ctx, s, remote, mounts, o.dir, o.readOnly, mount.LocalOwner(src.Pod, container), func() {
-				fmt.Fprintf(o.Out, "mounted after %.1fs: pod %s container %s at %s (Ctrl-C to unmount)\n", time.Since(start).Seconds(), src.Pod.Name, container, strings.Join(paths, ", "))
-				active()
-			})
-		}))
+	return p
 }

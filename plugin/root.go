@@ -33,6 +33,8 @@ reversible steps, so one developer gets a private variant of a shared environmen
   intercept  send a Service's traffic (all of it, or requests with your header) to the laptop
   mount      see a pod's volumes as a local folder
   env        print the environment a workload's container gets, to run it locally
+  up         start a whole environment from one file (cz.yaml): all of the above, and
+             the local processes that stand in for Services
   session    list and close the recorded alterations; closing puts them back (a mount's
              ephemeral container stays in its pod, stopped: Kubernetes cannot remove one)
 
@@ -58,6 +60,7 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 	root.AddCommand(NewTeleportCommand(configFlags, streams))
 	root.AddCommand(NewMountCommand(configFlags, streams))
 	root.AddCommand(NewEnvCommand(configFlags, streams))
+	root.AddCommand(NewUpCommand(configFlags, streams))
 	root.AddCommand(NewSessionCommand(configFlags, streams))
 	for _, extra := range extraCommands {
 		root.AddCommand(extra(configFlags, streams))

@@ -1,26 +1,20 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
+	"io"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-cz/kubectl-cz/containerenv"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
-	"github.com/kubectl-cz/kubectl-cz/netstack/localnet"
 	"github.com/kubectl-cz/kubectl-cz/netstack/teleport"
-	"github.com/kubectl-cz/kubectl-cz/netstack/workloadenv"
-	"github.com/kubectl-cz/kubectl-cz/session"
+	"github.com/kubectl-cz/kubectl-cz/workload"
 )
 
 type teleportOptions struct {
@@ -33,9 +27,9 @@ type teleportOptions struct {
 	sessionID  string
 
 	// A workload teleport: its namespace, and its environment in a file.
-	kind, name string
-	envFile    string
-	envFormat  string
+	workload  *workload.Ref
+	envFile   string
+	envFormat string
 }
 
 // NewTeleportCommand returns `kubectl cz teleport`.
@@ -106,24 +100,23 @@ and undone on Ctrl-C; after a crash, the next kubectl cz command undoes it.`,
 	f.StringVar(&o.dns, "dns", teleport.DNSAuto, "How names resolve: auto, resolvconf (the shim in /etc/resolv.conf), hosts (a block in /etc/hosts) or none")
 	f.StringVar(&o.sessionID, "session", "", "Session to record the changes in (default: a new one)")
 	f.StringVar(&o.envFile, "env-file", "", "Workload teleport: where to write the workload's environment (default NAME.env)")
-	f.StringVar(&o.envFormat, "env-format", "env", "Workload teleport: format of the env file: "+strings.Join(workloadenv.Formats, ", "))
+	f.StringVar(&o.envFormat, "env-format", "env", "Workload teleport: format of the env file: "+strings.Join(containerenv.Formats, ", "))
 	return cmd
 }
 
 func (o *teleportOptions) complete(c *cobra.Command, args []string) error {
-	if len(args) == 1 {
-		if kind, name, ok := strings.Cut(args[0], "/"); ok {
-			args = []string{kind, name}
-		}
-	}
+	args = workload.SplitArgs(args)
 	switch {
 	case len(args) > 0 && (args[0] == "namespace" || args[0] == "namespaces" || args[0] == "ns"):
 		o.namespaces = args[1:]
 	case len(args) == 2 && isWorkload(args[0]):
-		o.kind, _ = workloadKind(args[0])
-		o.name = args[1]
+		ref, err := workload.New(args[0], args[1])
+		if err != nil {
+			return usageError(c, "%v", err)
+		}
+		o.workload = &ref
 		if o.envFile == "" {
-			o.envFile = o.name + ".env"
+			o.envFile = ref.Name + ".env"
 		}
 	default:
 		return usageError(c, "want: kubectl cz teleport namespace [NAMESPACE ...], or kubectl cz teleport deployment|statefulset|pod NAME")
@@ -133,42 +126,15 @@ func (o *teleportOptions) complete(c *cobra.Command, args []string) error {
 	default:
 		return usageError(c, "--dns %q: want auto, resolvconf, hosts or none", o.dns)
 	}
-	for _, f := range workloadenv.Formats {
-		if f == o.envFormat {
-			return nil
-		}
+	if !containerenv.ValidFormat(o.envFormat) {
+		return usageError(c, "--env-format %q: want one of %s", o.envFormat, strings.Join(containerenv.Formats, ", "))
 	}
-	return usageError(c, "--env-format %q: want one of %s", o.envFormat, strings.Join(workloadenv.Formats, ", "))
-}
-
-func isWorkload(s string) bool { _, ok := workloadKind(s); return ok }
-
-// writeEnv writes the workload's environment to the env file, journaled,
-// before anything else changes.
-func (o *teleportOptions) writeEnv(ctx context.Context, a *clusterAccess, s *session.Session) error {
-	src, err := workloadSource(ctx, a.Kube, a.Namespace, o.kind, o.name)
-	if err != nil {
-		return err
-	}
-	if src.Container, err = pickContainer(o.ErrOut, src, ""); err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	n, err := renderEnv(ctx, a.Kube, src, o.envFormat, &buf, o.ErrOut)
-	if err != nil {
-		return err
-	}
-	if err := localnet.WriteFile(ctx, s, o.envFile, buf.Bytes(), 0o600); err != nil {
-		return err
-	}
-	fmt.Fprintf(o.Out, "environment of %s %s (container %s, %d variables) written to %s; removed when teleport ends\n", o.kind, o.name, src.Container, n, o.envFile)
 	return nil
 }
 
-func (o *teleportOptions) run(parent context.Context) error {
-	start := time.Now()
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+func isWorkload(s string) bool { _, ok := workload.Kind(s); return ok }
+
+func (o *teleportOptions) run(ctx context.Context) error {
 	a, err := resolveAccess(o.flags)
 	if err != nil {
 		return err
@@ -176,45 +142,17 @@ func (o *teleportOptions) run(parent context.Context) error {
 	if len(o.namespaces) == 0 {
 		o.namespaces = []string{a.Namespace}
 	}
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("teleport changes this machine's addresses and resolver: run it as root (sudo -E kubectl cz teleport ...)")
+	var parts []lifecycle.Part
+	if o.workload != nil {
+		// The environment file first: a local build started with it must
+		// find it once teleport is active.
+		parts = append(parts, &workload.EnvFile{Kube: a.Kube, Namespace: a.Namespace, Workload: *o.workload, Path: o.envFile, Format: o.envFormat, Out: o.Out, ErrOut: o.ErrOut})
 	}
-	cfg, err := o.flags.ToRESTConfig()
-	if err != nil {
-		return err
-	}
-	for _, ns := range o.namespaces {
-		if _, err := a.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			return fmt.Errorf("namespace %q not found", ns)
-		}
-		// Teleport's changes are this machine's (no journal in the
-		// cluster); what it needs there is to watch and to tunnel.
-		if err := requireAccess(ctx, a, ns, "teleport", access{"list", "", "services"}, access{"watch", "", "services"},
-			access{"list", "discovery.k8s.io", "endpointslices"}, access{"watch", "discovery.k8s.io", "endpointslices"}, tunnelAccess); err != nil {
-			return err
-		}
-	}
-	what := "teleport namespace " + strings.Join(o.namespaces, " ")
-	if o.kind != "" {
-		what = "teleport " + o.kind + " " + o.name
-	}
-	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ", the next kubectl cz command on this machine undoes its changes"), lifecycle.Func(what,
-		func(ctx context.Context, s *session.Session, active func()) error {
-			if o.kind != "" {
-				if err := o.writeEnv(ctx, a, s); err != nil {
-					return err
-				}
-			}
-			err := teleport.Run(ctx, teleport.Config{
-				Namespaces: o.namespaces, Exclude: o.exclude, DNS: o.dns,
-				Kube: a.Kube, Rest: cfg, Session: s, Log: o.Out,
-				Ready: func() {
-					fmt.Fprintf(o.Out, "teleport active after %.1fs: the Services of %s answer here by their cluster names (Ctrl-C to stop)\n",
-						time.Since(start).Seconds(), strings.Join(o.namespaces, ", "))
-					active()
-				},
-			})
-			fmt.Fprintln(o.Out, "restoring this machine's network and resolver")
-			return err
-		}))
+	parts = append(parts, newTeleportPart(a, o.Out, teleport.Config{Namespaces: o.namespaces, Exclude: o.exclude, DNS: o.dns}))
+	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ", the next kubectl cz command on this machine undoes its changes"), parts...)
+}
+
+func newTeleportPart(a *clusterAccess, out io.Writer, cfg teleport.Config) *teleport.Part {
+	cfg.Kube, cfg.Rest, cfg.Log = a.Kube, a.Rest, out
+	return &teleport.Part{Config: cfg, Start: time.Now()}
 }

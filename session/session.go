@@ -14,12 +14,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Clients are what a session talks to the cluster with.
 type Clients struct {
 	Kube    kubernetes.Interface
 	Dynamic dynamic.Interface
+	// Rest is the configuration the clients were made from, for undos that
+	// must talk to an agent (port-forward); nil in unit tests.
+	Rest *rest.Config
 }
 
 // Config opens a session.

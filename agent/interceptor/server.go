@@ -159,6 +159,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		_, _ = c.Write([]byte{verdict})
 		return
 	}
+	if first[0] == wire.CountMagic {
+		defer c.Close()
+		_, _ = c.Write([]byte{byte(min(s.count(), 255))})
+		return
+	}
 	if first[0] != wire.PoolMagic {
 		_ = c.SetReadDeadline(time.Time{})
 		s.serveControl(ctx, &bufferedConn{Conn: c, r: br})

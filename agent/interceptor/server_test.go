@@ -381,3 +381,43 @@ func TestRouteProbe(t *testing.T) {
 		t.Errorf("a guessed probe token: %q", body)
 	}
 }
+
+// The count answers how many developers the agent serves: what a close of
+// a crashed developer's environment asks before removing the interceptor.
+// A developer whose tunnel dropped (a kill -9) no longer counts.
+func TestCountOfDevelopers(t *testing.T) {
+	decoy, alice, bob := named("decoy"), named("alice"), named("bob")
+	defer decoy.Close()
+	defer alice.Close()
+	defer bob.Close()
+	r := startAgent(t, decoy)
+	count := func() int {
+		t.Helper()
+		c := dialControl(t, r.controlAddr())
+		defer c.Close()
+		if _, err := c.Write([]byte{wire.CountMagic}); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 1)
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatal(err)
+		}
+		return int(got[0])
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("no developer yet: count %d", n)
+	}
+	ta := join(t, r, wire.Hello{Developer: "alice", Port: "http", Match: wire.Match{Header: "x-dev", Value: "alice"}}, alice.Listener.Addr().String())
+	join(t, r, wire.Hello{Developer: "bob", Port: "http", Match: wire.Match{Header: "x-dev", Value: "bob"}}, bob.Listener.Addr().String())
+	if n := count(); n != 2 {
+		t.Fatalf("two developers: count %d", n)
+	}
+	ta.Close() // no goodbye, as when the laptop's process dies
+	deadline := time.Now().Add(5 * time.Second)
+	for count() != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("after alice's tunnel dropped: count %d", n)
+	}
+}

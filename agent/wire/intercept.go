@@ -133,6 +133,12 @@ const (
 	ProbeHeader = "X-Cz-Probe"
 )
 
+// Count: a control connection that starts with CountMagic asks how many
+// developers the agent serves; it answers one byte (255 means 255 or more).
+// Whoever closes a crashed developer's environment asks it, so the
+// interceptor is removed only when nobody else uses it.
+const CountMagic byte = 'N'
+
 // Status bytes the laptop writes first on each stream the agent opens.
 const (
 	StreamOK     byte = 0

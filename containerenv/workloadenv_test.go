@@ -1,4 +1,4 @@
-package workloadenv
+package containerenv
 
 import (
 	"bytes"

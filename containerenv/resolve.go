@@ -1,9 +1,9 @@
-// Package workloadenv computes the environment a workload's container gets
+// Package containerenv computes the environment a workload's container gets
 // from the kubelet (env, envFrom ConfigMaps and Secrets, field and resource
 // references, $(VAR) expansion, Service links), so a process on the laptop
 // can run with it: `kubectl cz env`, and the env file of a workload
 // teleport.
-package workloadenv
+package containerenv
 
 import (
 	"context"

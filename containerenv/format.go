@@ -1,6 +1,7 @@
-package workloadenv
+package containerenv
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"unicode"
 
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 )
 
@@ -120,3 +122,34 @@ func dotenvQuote(s string) (string, bool) {
 }
 
 var dotenvEscapes = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "$", `\$`)
+
+// Render resolves a container's environment and writes it in format to w,
+// saying on errOut what could not be known or written. It returns how many
+// variables there are.
+func Render(ctx context.Context, kube kubernetes.Interface, src Source, format string, w, errOut io.Writer) (int, error) {
+	res, err := Resolve(ctx, kube, src)
+	if err != nil {
+		return 0, err
+	}
+	for _, warning := range res.Warnings {
+		fmt.Fprintln(errOut, "warning: "+warning)
+	}
+	skipped, err := Write(w, res.Vars, format)
+	if err != nil {
+		return 0, err
+	}
+	if len(skipped) > 0 {
+		fmt.Fprintf(errOut, "warning: %s cannot be written safely as %s: left out (-o json or -o yaml keep them)\n", strings.Join(skipped, ", "), format)
+	}
+	return len(res.Vars), nil
+}
+
+// ValidFormat says whether format is one of Formats.
+func ValidFormat(format string) bool {
+	for _, f := range Formats {
+		if f == format {
+			return true
+		}
+	}
+	return false
+}

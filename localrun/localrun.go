@@ -1,0 +1,227 @@
+// Package localrun runs a local process as a part of an environment: the
+// developer's build of a Service, started once the rest of the environment
+// is active (so the cluster's names resolve and its volumes are mounted),
+// with a workload's environment, and stopped first.
+package localrun
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-cz/kubectl-cz/containerenv"
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
+	"github.com/kubectl-cz/kubectl-cz/netstack/localnet"
+	"github.com/kubectl-cz/kubectl-cz/session"
+	"github.com/kubectl-cz/kubectl-cz/workload"
+)
+
+// stopGrace is how long a process gets between SIGTERM and SIGKILL.
+const stopGrace = 10 * time.Second
+
+// Part runs one command.
+type Part struct {
+	// Label names the process in progress and in front of its output.
+	Label   string
+	Command []string
+	Dir     string
+	// EnvFrom, if set, gives the process that workload's environment
+	// (container Container), under Env and over this process's own.
+	EnvFrom   *workload.Ref
+	Container string
+	Env       map[string]string
+	// Ready, if set, is a TCP address the process listens on once it is
+	// ready; the part is active when it accepts a connection. Else the
+	// part is active once the process started.
+	Ready     string
+	Kube      kubernetes.Interface
+	Namespace string
+	Out       io.Writer
+	ErrOut    io.Writer
+}
+
+func (p *Part) Name() string { return "run " + p.Label }
+
+// Needs: reading the workload whose environment the process gets.
+func (p *Part) Needs() []lifecycle.Right {
+	if p.EnvFrom == nil {
+		return nil
+	}
+	return (&workload.EnvFile{Namespace: p.Namespace, Workload: *p.EnvFrom}).Needs()
+}
+
+// Prepare finds the program, so a typo fails before anything changes.
+func (p *Part) Prepare(ctx context.Context) error {
+	if len(p.Command) == 0 {
+		return errors.New("no command")
+	}
+	if _, err := exec.LookPath(p.Command[0]); err != nil {
+		return fmt.Errorf("command %q: %w", p.Command[0], err)
+	}
+	if p.EnvFrom != nil {
+		return (&workload.EnvFile{Kube: p.Kube, Namespace: p.Namespace, Workload: *p.EnvFrom, Container: p.Container, Format: "json"}).Prepare(ctx)
+	}
+	return nil
+}
+
+// Plan says what would run.
+func (p *Part) Plan() []string {
+	what := "run " + strings.Join(p.Command, " ")
+	if p.EnvFrom != nil {
+		what += " with the environment of " + p.EnvFrom.String()
+	}
+	if p.Ready != "" {
+		what += ", ready when " + p.Ready + " accepts"
+	}
+	return []string{what}
+}
+
+func (p *Part) environ(ctx context.Context) ([]string, error) {
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	if p.EnvFrom != nil {
+		src, err := workload.Lookup(ctx, p.Kube, p.Namespace, *p.EnvFrom)
+		if err != nil {
+			return nil, err
+		}
+		if src.Container, err = workload.PickContainer(p.ErrOut, src, p.Container); err != nil {
+			return nil, err
+		}
+		res, err := containerenv.Resolve(ctx, p.Kube, src)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range res.Warnings {
+			fmt.Fprintln(p.ErrOut, "warning: "+w)
+		}
+		for _, v := range res.Vars {
+			env[v.Name] = v.Value
+		}
+	}
+	for k, v := range p.Env {
+		env[k] = v
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Run starts the command and holds it until ctx ends (then SIGTERM, and
+// SIGKILL after stopGrace). The process ending by itself ends the part,
+// and so the environment.
+func (p *Part) Run(ctx context.Context, _ *session.Session, active func()) error {
+	env, err := p.environ(ctx)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.Command[0], p.Command[1:]...)
+	cmd.Dir, cmd.Env = p.Dir, env
+	// Its own process group, so a stop reaches its children; killed with
+	// this process, so a kill -9 of kubectl cz leaves no orphan serving.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if u := localnet.InvokingUser(); u != nil {
+		// Under sudo: the developer's process, not root's.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}
+	}
+	var copying sync.WaitGroup
+	for _, s := range []struct {
+		pipe func() (io.ReadCloser, error)
+		to   io.Writer
+	}{{cmd.StdoutPipe, p.Out}, {cmd.StderrPipe, p.ErrOut}} {
+		r, err := s.pipe()
+		if err != nil {
+			return err
+		}
+		copying.Add(1)
+		go func() {
+			defer copying.Done()
+			prefixLines(r, s.to, "["+p.Label+"] ")
+		}()
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.Command[0], err)
+	}
+	exited := make(chan error, 1)
+	go func() {
+		copying.Wait()
+		exited <- cmd.Wait()
+	}()
+	if err := p.waitReady(ctx, exited); err != nil {
+		stop(cmd, exited)
+		return err
+	}
+	active()
+	select {
+	case err := <-exited:
+		if err == nil {
+			return fmt.Errorf("%s exited", p.Command[0])
+		}
+		return fmt.Errorf("%s: %w", p.Command[0], err)
+	case <-ctx.Done():
+		stop(cmd, exited)
+		return nil
+	}
+}
+
+// waitReady waits for the Ready address to accept, or for the process to
+// end first (then with its error).
+func (p *Part) waitReady(ctx context.Context, exited chan error) error {
+	if p.Ready == "" {
+		return nil
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if c, err := net.DialTimeout("tcp", p.Ready, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			return fmt.Errorf("%s ended before %s accepted a connection: %v", p.Command[0], p.Ready, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// stop ends the process group: SIGTERM, then SIGKILL after stopGrace.
+func stop(cmd *exec.Cmd, exited chan error) {
+	pgid := -cmd.Process.Pid
+	_ = syscall.Kill(pgid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(stopGrace):
+		_ = syscall.Kill(pgid, syscall.SIGKILL)
+		<-exited
+	}
+}
+
+func prefixLines(r io.Reader, w io.Writer, prefix string) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fmt.Fprintf(w, "%s%s\n", prefix, sc.Text())
+	}
+	_, _ = io.Copy(io.Discard, r)
+}

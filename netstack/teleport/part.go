@@ -1,0 +1,101 @@
+package teleport
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
+	"github.com/kubectl-cz/kubectl-cz/session"
+)
+
+// Part is a teleport as a part of an environment: Config without its
+// Session and Ready, which the part fills in.
+type Part struct {
+	Config Config
+	// Start is when the command started, for the time to active.
+	Start time.Time
+}
+
+func (p *Part) Name() string { return "teleport namespace " + strings.Join(p.Config.Namespaces, " ") }
+
+// Needs: teleport's changes are this machine's (no journal in the
+// cluster); what it needs there is to watch and to tunnel.
+func (p *Part) Needs() []lifecycle.Right {
+	var rights []lifecycle.Right
+	for _, ns := range p.Config.Namespaces {
+		rights = append(rights, lifecycle.Rights("teleport", ns, [3]string{"list", "", "services"}, [3]string{"watch", "", "services"},
+			[3]string{"list", "discovery.k8s.io", "endpointslices"}, [3]string{"watch", "discovery.k8s.io", "endpointslices"}, lifecycle.TunnelRight)...)
+	}
+	return rights
+}
+
+// Prepare checks that this process may change the network and that the
+// namespaces exist.
+func (p *Part) Prepare(ctx context.Context) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("teleport changes this machine's addresses and resolver: run it as root (sudo -E kubectl cz ...)")
+	}
+	switch p.Config.DNS {
+	case DNSAuto, DNSResolvConf, DNSHosts, DNSNone, "":
+	default:
+		return fmt.Errorf("dns %q: want auto, resolvconf, hosts or none", p.Config.DNS)
+	}
+	for _, ns := range p.Config.Namespaces {
+		if _, err := p.Config.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return fmt.Errorf("namespace %q not found", ns)
+		}
+	}
+	return nil
+}
+
+// Plan says what teleport would change on this machine.
+func (p *Part) Plan() []string {
+	dns := p.Config.DNS
+	if dns == "" {
+		dns = DNSAuto
+	}
+	plan := []string{
+		fmt.Sprintf("add each Service's ClusterIP of %s to lo (or an address in 127.241/16), one listener per port", strings.Join(p.Config.Namespaces, ", ")),
+		"answer cluster names with a DNS shim on " + dnsAddr(p.Config),
+	}
+	switch dns {
+	case DNSHosts:
+		plan = append(plan, "add a marked block to "+orDefault(p.Config.Hosts, "/etc/hosts"))
+	case DNSNone:
+	default:
+		plan = append(plan, "point "+orDefault(p.Config.ResolvConf, "/etc/resolv.conf")+" at the shim (dns "+dns+")")
+	}
+	if len(p.Config.Exclude) > 0 {
+		plan = append(plan, "leave out "+strings.Join(p.Config.Exclude, ", "))
+	}
+	return plan
+}
+
+func dnsAddr(c Config) string { return orDefault(c.DNSAddr, "127.0.21.53:53") }
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// Run teleports until ctx ends, then puts this machine's network back.
+func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error {
+	cfg := p.Config
+	cfg.Session = s
+	cfg.Ready = func() {
+		fmt.Fprintf(cfg.Log, "teleport active after %.1fs: the Services of %s answer here by their cluster names\n",
+			time.Since(p.Start).Seconds(), strings.Join(cfg.Namespaces, ", "))
+		active()
+	}
+	err := Run(ctx, cfg)
+	fmt.Fprintln(cfg.Log, "restoring this machine's network and resolver")
+	return err
+}
