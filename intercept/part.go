@@ -22,6 +22,10 @@ import (
 // only when the agent says no developer uses it any more.
 const KindMember = "intercept.member"
 
+// memberGrace is how long a close waits for the interceptor's count of
+// developers to fall to zero.
+const memberGrace = 10 * time.Second
+
 type memberData struct {
 	Service string `json:"service"`
 	Session string `json:"session"`
@@ -51,7 +55,22 @@ func undoMember(ctx context.Context, u *session.UndoContext, e session.Entry) er
 	if err != nil || loaded == nil {
 		return err // nil, nil: the interceptor is gone already
 	}
-	n, err := Developers(ctx, u.Rest, u.Kube, e.Namespace, d.Service)
+	// A crashed developer's tunnel takes the agent about a second to
+	// notice: wait a little for the count to fall before calling the
+	// developers that remain others.
+	var n int
+	deadline := time.Now().Add(memberGrace)
+	for {
+		n, err = Developers(ctx, u.Rest, u.Kube, e.Namespace, d.Service)
+		if err != nil || n == 0 || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	if err != nil && !u.Force {
 		return fmt.Errorf("%w: if nobody else intercepts service %s, run kubectl cz session close %s", err, d.Service, d.Session)
 	}
@@ -135,16 +154,23 @@ func (p *Part) Prepare(ctx context.Context) error {
 		return err
 	}
 	p.plan = plan
+	return nil
+}
+
+// warnIfNothingListens says when the local port has no server yet.
+func (p *Part) warnIfNothingListens() {
 	if p.LocalStartsLater {
-		return nil
+		return
 	}
 	if c, err := net.DialTimeout("tcp", p.LocalAddr, time.Second); err != nil {
 		fmt.Fprintf(p.ErrOut, "warning: nothing listens on %s yet: intercepted requests get a 502 until something does\n", p.LocalAddr)
 	} else {
 		c.Close()
 	}
-	return nil
 }
+
+// Admit dry-runs the interceptor's objects and the Service's change.
+func (p *Part) Admit(ctx context.Context) error { return DryRun(ctx, p.Clients.Kube, p.plan, p.Agent) }
 
 // Plan says what the intercept would change.
 func (p *Part) Plan() []string {
@@ -180,6 +206,7 @@ func (p *Part) run(ctx context.Context, s *session.Session, active func()) error
 			return err
 		}
 	}
+	p.warnIfNothingListens()
 	p.shared = s
 	if s.ID() != p.id() {
 		// Recorded before the shared session changes, so a close of the

@@ -159,15 +159,7 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 		return err
 	}
 
-	decoy := &corev1.Service{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
-		ObjectMeta: metav1.ObjectMeta{Name: p.Decoy, Namespace: ns, Labels: labels},
-		Spec:       corev1.ServiceSpec{Selector: svc.Spec.Selector},
-	}
-	for _, sp := range svc.Spec.Ports {
-		decoy.Spec.Ports = append(decoy.Spec.Ports, corev1.ServicePort{Name: sp.Name, Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
-	}
-	created, err := s.Create(ctx, primitive, servicesGVR, toUnstructured(decoy))
+	created, err := s.Create(ctx, primitive, servicesGVR, toUnstructured(p.decoyService(labels)))
 	if apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("service %s already exists: another developer is setting up an intercept of %s right now (retry in a few seconds), or a crashed one left it (kubectl cz session close %s)", p.Decoy, svc.Name, SessionID(ns, svc.Name))
 	}
@@ -177,32 +169,7 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 	decoyIP, _, _ := unstructured.NestedString(created.Object, "spec", "clusterIP")
 	fmt.Fprintf(progress, "created decoy service %s (%s) selecting the original pods\n", p.Decoy, decoyIP)
 
-	args := []string{"intercept", "--decoy", decoyIP}
-	var ports []corev1.ContainerPort
-	for i, sp := range svc.Spec.Ports {
-		spec := fmt.Sprintf("%s:%d:%d", PortKey(sp), wire.FirstListenPort+i, sp.Port)
-		if PortKey(sp) == p.PortKey {
-			spec += ":http"
-			if ip := svc.Spec.ClusterIP; ip != "" && ip != corev1.ClusterIPNone {
-				args = append(args, "--probe", net.JoinHostPort(ip, strconv.Itoa(int(sp.Port))))
-			}
-		}
-		args = append(args, "--port", spec)
-		ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("p%d", i), ContainerPort: int32(wire.FirstListenPort + i)})
-	}
-	deploy := &appsv1.Deployment{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
-		ObjectMeta: metav1.ObjectMeta{Name: p.Agent, Namespace: ns, Labels: labels},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelInterceptor: svc.Name}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       agentPod(agent, p.Agent, args, ports),
-			},
-		},
-	}
-	if _, err := s.Create(ctx, primitive, deploymentsGVR, toUnstructured(deploy)); err != nil {
+	if _, err := s.Create(ctx, primitive, deploymentsGVR, toUnstructured(p.agentDeployment(agent, labels, decoyIP))); err != nil {
 		return err
 	}
 	fmt.Fprintf(progress, "created interceptor deployment %s (%s)\n", p.Agent, agent.Image)
@@ -220,22 +187,7 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 
 	ref := session.ObjectRef{Version: "v1", Resource: "services", Kind: "Service", Namespace: ns, Name: svc.Name}
 	_, err = s.Patch(ctx, primitive, ref, [][]string{{"spec", "selector"}, {"spec", "ports"}}, func(u *unstructured.Unstructured) error {
-		var cur corev1.Service
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &cur); err != nil {
-			return err
-		}
-		if err := unstructured.SetNestedStringMap(u.Object, map[string]string{LabelInterceptor: svc.Name}, "spec", "selector"); err != nil {
-			return err
-		}
-		portsField, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
-		for i := range portsField {
-			m, ok := portsField[i].(map[string]any)
-			if !ok {
-				return errors.New("unexpected spec.ports")
-			}
-			m["targetPort"] = int64(wire.FirstListenPort + i)
-		}
-		return unstructured.SetNestedSlice(u.Object, portsField, "spec", "ports")
+		return pointAtAgent(u, svc.Name)
 	})
 	if err != nil {
 		return err
@@ -252,6 +204,103 @@ func Install(ctx context.Context, s *session.Session, kube kubernetes.Interface,
 	}
 	fmt.Fprintf(progress, "waiting for service %s's address to reach the interceptor\n", svc.Name)
 	return WaitRouted(ctx, cfg, kube, ns, pod, p.Agent, 30*time.Second)
+}
+
+// pointAtAgent makes a Service select the interceptor, port n of it on the
+// agent's FirstListenPort+n.
+func pointAtAgent(u *unstructured.Unstructured, service string) error {
+	if err := unstructured.SetNestedStringMap(u.Object, map[string]string{LabelInterceptor: service}, "spec", "selector"); err != nil {
+		return err
+	}
+	portsField, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
+	for i := range portsField {
+		m, ok := portsField[i].(map[string]any)
+		if !ok {
+			return errors.New("unexpected spec.ports")
+		}
+		m["targetPort"] = int64(wire.FirstListenPort + i)
+	}
+	return unstructured.SetNestedSlice(u.Object, portsField, "spec", "ports")
+}
+
+// decoyService selects the Service's original pods, on the same ports.
+func (p *Plan) decoyService(labels map[string]string) *corev1.Service {
+	svc := p.Service
+	decoy := &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{Name: p.Decoy, Namespace: svc.Namespace, Labels: labels},
+		Spec:       corev1.ServiceSpec{Selector: svc.Spec.Selector},
+	}
+	for _, sp := range svc.Spec.Ports {
+		decoy.Spec.Ports = append(decoy.Spec.Ports, corev1.ServicePort{Name: sp.Name, Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
+	}
+	return decoy
+}
+
+// agentDeployment runs the interceptor: one listener per Service port,
+// passing what it does not take to the decoy's address.
+func (p *Plan) agentDeployment(agent AgentSpec, labels map[string]string, decoyIP string) *appsv1.Deployment {
+	svc := p.Service
+	args := []string{"intercept", "--decoy", decoyIP}
+	var ports []corev1.ContainerPort
+	for i, sp := range svc.Spec.Ports {
+		spec := fmt.Sprintf("%s:%d:%d", PortKey(sp), wire.FirstListenPort+i, sp.Port)
+		if PortKey(sp) == p.PortKey {
+			spec += ":http"
+			if ip := svc.Spec.ClusterIP; ip != "" && ip != corev1.ClusterIPNone {
+				args = append(args, "--probe", net.JoinHostPort(ip, strconv.Itoa(int(sp.Port))))
+			}
+		}
+		args = append(args, "--port", spec)
+		ports = append(ports, corev1.ContainerPort{Name: fmt.Sprintf("p%d", i), ContainerPort: int32(wire.FirstListenPort + i)})
+	}
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: p.Agent, Namespace: svc.Namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelInterceptor: svc.Name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       agentPod(agent, p.Agent, args, ports),
+			},
+		},
+	}
+}
+
+// DryRun asks the API server to admit, without keeping them, the objects
+// Install would create and the Service change it would make (server-side
+// dry run: admission webhooks, Pod Security, quotas, validation).
+func DryRun(ctx context.Context, kube kubernetes.Interface, p *Plan, agent AgentSpec) error {
+	if p.Existing {
+		return nil // joining changes no object
+	}
+	svc := p.Service
+	ns := svc.Namespace
+	labels := map[string]string{session.LabelManagedBy: session.ManagedBy, LabelInterceptor: svc.Name}
+	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: p.Agent, Namespace: ns, Labels: labels}, Data: map[string][]byte{"secret": []byte(wire.NewSecret())}}
+	if _, err := kube.CoreV1().Secrets(ns).Create(ctx, secret, dry); err != nil {
+		return fmt.Errorf("the API server would refuse the agent's Secret: %w", err)
+	}
+	if _, err := kube.CoreV1().Services(ns).Create(ctx, p.decoyService(labels), dry); err != nil {
+		return fmt.Errorf("the API server would refuse the decoy Service: %w", err)
+	}
+	if _, err := kube.AppsV1().Deployments(ns).Create(ctx, p.agentDeployment(agent, labels, "10.0.0.1"), dry); err != nil {
+		return fmt.Errorf("the API server would refuse the interceptor Deployment: %w", err)
+	}
+	u := toUnstructured(svc.DeepCopy())
+	if err := pointAtAgent(u, svc.Name); err != nil {
+		return err
+	}
+	var changed corev1.Service
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &changed); err != nil {
+		return err
+	}
+	if _, err := kube.CoreV1().Services(ns).Update(ctx, &changed, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		return fmt.Errorf("the API server would refuse the change of service %s: %w", svc.Name, err)
+	}
+	return nil
 }
 
 func agentPod(agent AgentSpec, secretName string, args []string, ports []corev1.ContainerPort) corev1.PodSpec {

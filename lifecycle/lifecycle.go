@@ -45,6 +45,12 @@ type Needer interface {
 	Needs() []Right
 }
 
+// Admitter is a Part that can ask the API server to admit its changes
+// without keeping them (server-side dry run), for --dry-run.
+type Admitter interface {
+	Admit(ctx context.Context) error
+}
+
 // Planner is a Part that can say, for --dry-run, what it would change.
 type Planner interface {
 	Plan() []string
@@ -76,6 +82,8 @@ type Config struct {
 	// (starting, active, stopping, error); an environment of several parts
 	// sets it.
 	Progress io.Writer
+	// Active, if set, is called once every part is active.
+	Active func()
 }
 
 // Prepare prepares every part and checks every right they need, so a
@@ -130,7 +138,7 @@ func Run(ctx context.Context, cfg Config, parts ...Part) error {
 		s.KeepAlive(beatCtx, cfg.Heartbeat, func(err error) { fmt.Fprintln(cfg.ErrOut, "warning: heartbeat:", err) })
 	}()
 
-	runErr := runParts(ctx, s, parts, cfg.Progress)
+	runErr := runParts(ctx, s, parts, cfg.Progress, cfg.Active)
 	// No heartbeat may write to a journal being closed.
 	stopBeat()
 	beat.Wait()
@@ -146,7 +154,7 @@ type running struct {
 
 // runParts starts each part once the one before is active, waits for ctx
 // or a part's failure, then stops them newest first.
-func runParts(ctx context.Context, s *session.Session, parts []Part, progress io.Writer) error {
+func runParts(ctx context.Context, s *session.Session, parts []Part, progress io.Writer, allActive func()) error {
 	name := func(p Part, err error) error {
 		if len(parts) == 1 {
 			return err // an environment of one part: its own words
@@ -201,6 +209,9 @@ func runParts(ctx context.Context, s *session.Session, parts []Part, progress io
 		break
 	}
 	if runErr == nil && ctx.Err() == nil {
+		if allActive != nil {
+			allActive()
+		}
 		select {
 		case <-ctx.Done():
 		case runErr = <-ended:

@@ -185,15 +185,7 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 	if err != nil {
 		return Agent{}, err
 	}
-	ec := corev1.EphemeralContainer{
-		EphemeralContainerCommon: corev1.EphemeralContainerCommon{
-			Name: name, Image: spec.Image, ImagePullPolicy: spec.Pull,
-			Args:            []string{"files", "--listen", "127.0.0.1:" + strconv.Itoa(port)},
-			Env:             []corev1.EnvVar{agentsecret.Env(name)},
-			VolumeMounts:    mounts,
-			SecurityContext: agentSecurity(spec.Pod, spec.Container),
-		},
-	}
+	ec := agentContainer(spec, name, port, mounts)
 	e, err := s.Record(ctx, KindAgent, primitive, spec.Pod.Namespace, agentData{Pod: spec.Pod.Name, Container: name})
 	if err != nil {
 		return Agent{}, err
@@ -217,6 +209,40 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 const agentPrefix = "cz-files-"
 
 // agentPort is the port an earlier file server of kubectl cz listens on.
+// agentContainer is the file server as an ephemeral container: the
+// container's volume mounts, its user, listening on the pod's loopback.
+func agentContainer(spec Spec, name string, port int, mounts []corev1.VolumeMount) corev1.EphemeralContainer {
+	return corev1.EphemeralContainer{
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+			Name: name, Image: spec.Image, ImagePullPolicy: spec.Pull,
+			Args:            []string{"files", "--listen", "127.0.0.1:" + strconv.Itoa(port)},
+			Env:             []corev1.EnvVar{agentsecret.Env(name)},
+			VolumeMounts:    mounts,
+			SecurityContext: agentSecurity(spec.Pod, spec.Container),
+		},
+	}
+}
+
+// DryRun asks the API server to admit, without keeping it, the file
+// server's ephemeral container (server-side dry run: Pod Security,
+// admission webhooks, validation).
+func DryRun(ctx context.Context, kube kubernetes.Interface, spec Spec) error {
+	mounts, err := Paths(spec.Pod, spec.Container)
+	if err != nil {
+		return err
+	}
+	for i := range mounts {
+		mounts[i].ReadOnly = mounts[i].ReadOnly || spec.ReadOnly
+		mounts[i].MountPropagation = nil
+	}
+	pod := spec.Pod.DeepCopy()
+	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, agentContainer(spec, agentPrefix+"dryrun", files.Port+len(pod.Spec.EphemeralContainers), mounts))
+	if _, err := kube.CoreV1().Pods(pod.Namespace).UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		return fmt.Errorf("the API server would refuse the file server in pod %s: %w", pod.Name, err)
+	}
+	return nil
+}
+
 func agentPort(ec corev1.EphemeralContainer) (int, bool) {
 	if !strings.HasPrefix(ec.Name, agentPrefix) {
 		return 0, false

@@ -70,6 +70,11 @@ func (p *Part) Prepare(ctx context.Context) error {
 	return err
 }
 
+// Admit dry-runs the file server's ephemeral container.
+func (p *Part) Admit(ctx context.Context) error {
+	return DryRun(ctx, p.Clients.Kube, Spec{Pod: p.pod, Container: p.Container, ReadOnly: p.ReadOnly, Image: p.Image, Pull: p.Pull})
+}
+
 // Plan says what the mount would change.
 func (p *Part) Plan() []string {
 	return []string{

@@ -7,9 +7,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -135,6 +137,10 @@ func (o *upOptions) run(ctx context.Context) error {
 	fmt.Fprintf(o.Out, "environment %s: %d parts in namespace %s\n", name, len(parts), ns)
 	cfg := lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ": kubectl cz session close %[1]s, from any machine; this machine's changes are undone by its next kubectl cz command")
 	cfg.Progress = o.Out
+	start := time.Now()
+	cfg.Active = func() {
+		fmt.Fprintf(o.Out, "environment %s active after %.1fs (Ctrl-C to stop it and put everything back)\n", name, time.Since(start).Seconds())
+	}
 	return lifecycle.Run(ctx, cfg, parts...)
 }
 
@@ -190,16 +196,19 @@ func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File
 }
 
 // plan prints what each part would change and which rights are missing,
-// changing nothing.
+// changing nothing; it fails when anything would stop the environment.
 func (o *upOptions) plan(ctx context.Context, a *clusterAccess, name, ns string, parts []lifecycle.Part) error {
 	fmt.Fprintf(o.Out, "environment %s: %d parts in namespace %s (dry run: nothing changes)\n", name, len(parts), ns)
 	var problems []string
 	var rights []lifecycle.Right
 	for i, p := range parts {
 		fmt.Fprintf(o.Out, "[%d/%d] %s\n", i+1, len(parts), p.Name())
+		if n, ok := p.(lifecycle.Needer); ok {
+			rights = append(rights, n.Needs()...)
+		}
 		if pr, ok := p.(lifecycle.Preparer); ok {
 			if err := pr.Prepare(ctx); err != nil {
-				fmt.Fprintf(o.Out, "      error: %v\n", err)
+				fmt.Fprintf(o.Out, "      cannot start: %v\n", err)
 				problems = append(problems, fmt.Sprintf("%s: %v", p.Name(), err))
 				continue
 			}
@@ -209,27 +218,47 @@ func (o *upOptions) plan(ctx context.Context, a *clusterAccess, name, ns string,
 				fmt.Fprintf(o.Out, "      %s\n", line)
 			}
 		}
-		if n, ok := p.(lifecycle.Needer); ok {
-			rights = append(rights, n.Needs()...)
+		if ad, ok := p.(lifecycle.Admitter); ok {
+			err := ad.Admit(ctx)
+			switch {
+			case apierrors.IsForbidden(err) && rbacRefusal(err):
+				// A missing right: the rights below name it.
+			case err != nil:
+				fmt.Fprintf(o.Out, "      cannot start: %v\n", err)
+				problems = append(problems, fmt.Sprintf("%s: %v", p.Name(), err))
+			default:
+				fmt.Fprintln(o.Out, "      admitted by the API server (server-side dry run)")
+			}
 		}
 	}
-	denied := lifecycle.Denied(ctx, a.Kube, rights)
 	seen := map[lifecycle.Right]bool{}
-	for _, r := range denied {
+	var missing []lifecycle.Right
+	for _, r := range lifecycle.Denied(ctx, a.Kube, rights) {
 		if !seen[r] {
 			seen[r] = true
-			problems = append(problems, lifecycle.RightError(r).Error())
+			missing = append(missing, r)
 		}
 	}
-	if len(problems) == 0 {
-		fmt.Fprintf(o.Out, "rights: all %d granted in the API server's answer\n", len(rights))
+	if len(missing) == 0 {
+		fmt.Fprintf(o.Out, "rights: the API server grants all %d that the parts need\n", len(rights))
+	} else {
+		fmt.Fprintf(o.Out, "rights: %d of %d missing:\n", len(missing), len(rights))
+		for _, r := range missing {
+			fmt.Fprintf(o.Out, "      %s needs %s in namespace %s (deploy/rbac.yaml: Role kubectl-cz-%s)\n", r.Primitive, r, r.Namespace, r.Primitive)
+		}
+		problems = append(problems, lifecycle.RightError(missing[0]).Error())
+	}
+	switch {
+	case len(problems) == 0:
 		return nil
+	case len(problems) == 1 && len(missing) <= 1:
+		return errors.New(problems[0])
 	}
-	for _, p := range problems[1:] {
-		fmt.Fprintln(o.ErrOut, "error: "+p)
-	}
-	if len(problems) > 1 {
-		return errors.New(problems[0] + fmt.Sprintf(" (and %d more problems above)", len(problems)-1))
-	}
-	return errors.New(strings.TrimPrefix(problems[0], "error: "))
+	return fmt.Errorf("the environment would not start (%d parts cannot start, %d rights missing, above); the first: %s", len(problems)-min(len(missing), 1), len(missing), problems[0])
+}
+
+// rbacRefusal tells RBAC's refusal ("User ... cannot create resource") from
+// an admission plugin's (Pod Security, a webhook), which also answers 403.
+func rbacRefusal(err error) bool {
+	return strings.Contains(err.Error(), "cannot ") && strings.Contains(err.Error(), "resource")
 }

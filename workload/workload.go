@@ -142,7 +142,7 @@ func PickContainer(errOut io.Writer, src containerenv.Source, requested string) 
 				return requested, nil
 			}
 		}
-		return "", fmt.Errorf("container %q not found: the pod has %s", requested, strings.Join(names, ", "))
+		return "", fmt.Errorf("no container %q: the pod has %s", requested, strings.Join(names, ", "))
 	}
 	if def := src.Annotations[defaultContainerAnnotation]; def != "" {
 		return def, nil
