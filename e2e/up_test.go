@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -102,6 +103,31 @@ func TestUpComposesTheDemoEnvironment(t *testing.T) {
 	if b, err := os.ReadFile(settings); err != nil || !strings.Contains(string(b), "greeting: hello from core") {
 		t.Errorf("core's volume through the mount: %q %v", b, err)
 	}
+
+	// What the environment altered, drawn on the graph and in the session.
+	var g graphJSON
+	if err := json.Unmarshal([]byte(graphOf(t, env, "json")), &g); err != nil {
+		t.Fatal(err)
+	}
+	demoCalls(t, g)
+	roles := map[string]bool{}
+	for _, s := range g.Services {
+		for _, a := range s.Alterations {
+			if s.Name != "core" {
+				t.Errorf("%s altered: %+v", s.Name, a)
+			}
+			roles[a.Role] = true
+		}
+	}
+	for _, role := range []string{"intercepted", "developer", "mounted", "member", "standin"} {
+		if !roles[role] {
+			t.Errorf("core is not shown %s: %v", role, roles)
+		}
+	}
+	if len(g.Teleported) != 1 || g.Teleported[0].Session != id {
+		t.Errorf("the teleport is not drawn: %+v", g.Teleported)
+	}
+	showEnvironment(t, env, id)
 
 	up.signal(syscall.SIGTERM)
 	if err := up.wait(60 * time.Second); err != nil {
@@ -236,5 +262,159 @@ func TestUpDryRunChangesNothingAndNamesAMissingRight(t *testing.T) {
 	}
 	if isMountpoint(dir) {
 		t.Errorf("the dry run mounted %s", dir)
+	}
+}
+
+// graphOf runs `kubectl cz graph` on the demo namespace in a format.
+func graphOf(t *testing.T, env []string, format string) string {
+	t.Helper()
+	r := cz(t, env, "-n", demoNamespace, "graph", "-o", format)
+	if r.err != nil {
+		t.Fatalf("graph -o %s: %v\n%s", format, r.err, r.stdout)
+	}
+	return r.stdout
+}
+
+// renders checks that Graphviz draws a DOT text.
+func renders(t *testing.T, dot string) {
+	t.Helper()
+	cmd := exec.Command("dot", "-Tsvg")
+	cmd.Stdin = strings.NewReader(dot)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "<svg") {
+		t.Errorf("graphviz cannot draw it: %v %s\n%s", err, out, dot)
+	}
+}
+
+type graphJSON struct {
+	Namespace string
+	Services  []struct {
+		Name        string
+		Workloads   []string
+		Alterations []struct{ Session, Role, Text string }
+	}
+	Calls []struct {
+		From, To string
+		Where    []string
+	}
+	Teleported []struct{ Session string }
+}
+
+// demoCalls are the calls the demo's manifests name (DOWNSTREAMS of
+// frontend and core), as graph -o json reports them.
+func demoCalls(t *testing.T, g graphJSON) {
+	t.Helper()
+	var calls []string
+	for _, c := range g.Calls {
+		calls = append(calls, c.From+"->"+c.To+" "+strings.Join(c.Where, ";"))
+	}
+	want := []string{
+		"core->db deployment/core container core env DOWNSTREAMS",
+		"core->leaf deployment/core container core env DOWNSTREAMS",
+		"frontend->core deployment/frontend container frontend env DOWNSTREAMS",
+	}
+	if strings.Join(calls, "\n") != strings.Join(want, "\n") {
+		t.Errorf("calls:\n%s\nwant\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The demo's graph in every format, checked against the manifests' edges.
+func TestGraphOfTheDemo(t *testing.T) {
+	env := machine(t)
+	var g graphJSON
+	if err := json.Unmarshal([]byte(graphOf(t, env, "json")), &g); err != nil {
+		t.Fatal(err)
+	}
+	demoCalls(t, g)
+	var names []string
+	for _, s := range g.Services {
+		names = append(names, s.Name+"="+strings.Join(s.Workloads, ","))
+		if len(s.Alterations) > 0 {
+			t.Errorf("no session runs, yet %s is altered: %v", s.Name, s.Alterations)
+		}
+	}
+	if got := strings.Join(names, " "); got != "core=deployment/core db=statefulset/db frontend=deployment/frontend leaf=deployment/leaf" {
+		t.Errorf("services: %s", got)
+	}
+	if y := graphOf(t, env, "yaml"); !strings.Contains(y, "kind: ServiceGraph") || !strings.Contains(y, "from: frontend") {
+		t.Errorf("yaml:\n%s", y)
+	}
+	text := graphOf(t, env, "text")
+	for _, want := range []string{"namespace sample-project: 4 services, 3 calls", "frontend -> core", "deployment/core container core env DOWNSTREAMS"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text lacks %q:\n%s", want, text)
+		}
+	}
+	renders(t, graphOf(t, env, "dot"))
+	m := graphOf(t, env, "mermaid")
+	for _, want := range []string{"flowchart LR", "n_svc_frontend -->", "| n_svc_core", "| n_svc_leaf", "| n_svc_db"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("mermaid lacks %q:\n%s", want, m)
+		}
+	}
+	if r := cz(t, env, "-n", demoNamespace, "graph", "-o", "png"); r.err == nil || !strings.Contains(r.stdout, `-o "png": want one of`) {
+		t.Errorf("a bad format: %v %s", r.err, r.stdout)
+	}
+}
+
+// showEnvironment checks `session show` of an environment in every format:
+// its entries in journal order, and its graph with the intercept it joined.
+func showEnvironment(t *testing.T, env []string, id string) {
+	t.Helper()
+	show := func(format string) string {
+		r := cz(t, env, "session", "show", id, "-o", format)
+		if r.err != nil {
+			t.Fatalf("session show -o %s: %v\n%s", format, r.err, r.stdout)
+		}
+		return r.stdout
+	}
+	var d struct {
+		ID      string
+		Entries []struct {
+			Seq        int64
+			Kind, Text string
+		}
+		Graphs []graphJSON
+	}
+	if err := json.Unmarshal([]byte(show("json")), &d); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for i, e := range d.Entries {
+		if i > 0 && e.Seq <= d.Entries[i-1].Seq {
+			t.Errorf("entries out of journal order: %+v", d.Entries)
+		}
+		if len(kinds) == 0 || kinds[len(kinds)-1] != e.Kind {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	order := strings.Join(kinds, " ")
+	for _, want := range []string{"teleport.namespaces teleport.address", "object.created mount.agent", "mount.fuse intercept.member run.process"} {
+		if !strings.Contains(order, want) {
+			t.Errorf("entries %q lack %q in order", order, want)
+		}
+	}
+	if d.ID != id || len(d.Graphs) != 1 {
+		t.Fatalf("session show: id %s, %d graphs", d.ID, len(d.Graphs))
+	}
+	demoCalls(t, d.Graphs[0])
+	roles := map[string]bool{}
+	for _, s := range d.Graphs[0].Services {
+		for _, a := range s.Alterations {
+			roles[a.Role] = true
+		}
+	}
+	if !roles["intercepted"] || !roles["developer"] || !roles["standin"] {
+		t.Errorf("the environment's graph lacks its intercept: %v", roles)
+	}
+	if y := show("yaml"); !strings.Contains(y, "kind: Session") || !strings.Contains(y, "kind: intercept.member") {
+		t.Errorf("yaml:\n%s", y)
+	}
+	if text := show("text"); !strings.Contains(text, "takes part in the intercept of service core") || !strings.Contains(text, "core: stand-in: runs core here") {
+		t.Errorf("text:\n%s", text)
+	}
+	renders(t, show("dot"))
+	if m := show("mermaid"); !strings.Contains(m, "class n_svc_core intercepted") || !strings.Contains(m, "-.->|\"stands in\"|") {
+		t.Errorf("mermaid:\n%s", m)
 	}
 }

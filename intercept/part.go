@@ -43,7 +43,37 @@ func init() {
 			return fmt.Errorf("an intercept member entry naming session %q, not service %s's", d.Session, d.Service)
 		}
 		return nil
-	}, Undo: undoMember})
+	}, Undo: undoMember, Describe: func(e session.Entry) session.Alteration {
+		var d memberData
+		_ = json.Unmarshal(e.Data, &d)
+		return session.Alteration{Text: fmt.Sprintf("takes part in the intercept of service %s (session %s)", d.Service, d.Session), Service: d.Service, Role: "member", Joins: d.Session}
+	}})
+	session.RegisterKind(session.Kind{Name: KindRule, Check: func(e session.Entry) error {
+		var d ruleData
+		if err := json.Unmarshal(e.Data, &d); err != nil || d.Service == "" || d.Developer == "" {
+			return fmt.Errorf("an intercept rule entry without a service or a developer")
+		}
+		return nil
+	}, Undo: func(context.Context, *session.UndoContext, session.Entry) error { return nil },
+		Describe: func(e session.Entry) session.Alteration {
+			var d ruleData
+			_ = json.Unmarshal(e.Data, &d)
+			return session.Alteration{Text: fmt.Sprintf("%s takes %s of service %s port %s to %s", d.Developer, d.What, d.Service, d.Port, d.Local), Service: d.Service, Role: "developer",
+				Short: fmt.Sprintf("%s\n%s\n-> %s", d.Developer, d.What, d.Local)}
+		}})
+}
+
+// KindRule records, in the shared session, one developer's rule while they
+// are on the interceptor, for session show and graph (what the agent does
+// is the agent's; this entry changes nothing and its undo does nothing).
+const KindRule = "intercept.rule"
+
+type ruleData struct {
+	Service   string `json:"service"`
+	Port      string `json:"port"`
+	Developer string `json:"developer"`
+	What      string `json:"what"`
+	Local     string `json:"local"`
 }
 
 func undoMember(ctx context.Context, u *session.UndoContext, e session.Entry) error {
@@ -122,6 +152,7 @@ type Part struct {
 	tunneled  bool  // the tunnel ran (so the agent counted us)
 	remaining int   // developers left after our goodbye (-1: unknown)
 	runErr    error // this part's own failure
+	rule      *session.Entry
 }
 
 func (p *Part) Name() string { return "intercept service " + p.Service }
@@ -247,6 +278,7 @@ func (p *Part) run(ctx context.Context, s *session.Session, active func()) error
 	p.tunneled = true
 	remaining, err := r.Run(ctx, func(first bool) {
 		if first {
+			p.recordRule(ctx)
 			fmt.Fprintf(p.Out, "intercept active after %.1fs: %s to service %s port %s now reach %s\n",
 				time.Since(p.Start).Seconds(), p.what(), p.Service, p.plan.PortKey, p.LocalAddr)
 			active()
@@ -258,6 +290,19 @@ func (p *Part) run(ctx context.Context, s *session.Session, active func()) error
 	return err
 }
 
+// recordRule notes this developer's rule in the shared session; it goes
+// when the developer leaves.
+func (p *Part) recordRule(ctx context.Context) {
+	e, err := p.shared.Record(ctx, KindRule, primitive, p.Namespace, ruleData{Service: p.Service, Port: p.plan.PortKey, Developer: p.Developer, What: p.what(), Local: p.LocalAddr})
+	if err != nil {
+		fmt.Fprintf(p.ErrOut, "warning: cannot note the rule in session %s: %v\n", p.shared.ID(), err)
+		return
+	}
+	if e, err = p.shared.Applied(ctx, e, nil); err == nil {
+		p.rule = &e
+	}
+}
+
 // Close undoes the interceptor after a failure of this part's install, and
 // otherwise leaves it to the last developer.
 func (p *Part) Close(ctx context.Context, _ *session.Session, _ error) error {
@@ -266,6 +311,10 @@ func (p *Part) Close(ctx context.Context, _ *session.Session, _ error) error {
 		p.beat.Wait()
 	}
 	s := p.shared
+	if p.rule != nil && p.remaining != 0 {
+		// Others stay on the interceptor: this developer's rule goes.
+		_ = s.Discard(ctx, *p.rule)
+	}
 	switch {
 	case s == nil:
 		return p.runErr

@@ -42,8 +42,9 @@ const (
 // ports; a journal naming anything else is refused.
 func init() {
 	session.RegisterScope(primitive, session.Scope{
-		Creates: []schema.GroupResource{servicesGVR.GroupResource(), deploymentsGVR.GroupResource(), agentsecret.GVR.GroupResource()},
-		Patches: map[schema.GroupResource][][]string{servicesGVR.GroupResource(): {{"spec", "selector"}, {"spec", "ports"}}},
+		Creates:   []schema.GroupResource{servicesGVR.GroupResource(), deploymentsGVR.GroupResource(), agentsecret.GVR.GroupResource()},
+		Patches:   map[schema.GroupResource][][]string{servicesGVR.GroupResource(): {{"spec", "selector"}, {"spec", "ports"}}},
+		PatchRole: "intercepted",
 	})
 }
 

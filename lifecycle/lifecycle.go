@@ -252,7 +252,11 @@ func closeParts(s *session.Session, parts []Part, runErr error, out io.Writer) e
 		}
 		return errors.Join(errs...)
 	}
-	if _, err := s.Close(ctx, session.CloseOptions{Log: Indent(out)}); err != nil {
+	res, err := s.Close(ctx, session.CloseOptions{Log: Indent(out)})
+	if err == nil && len(parts) > 1 {
+		fmt.Fprintf(out, "session %s closed: %d alterations undone\n", s.ID(), res.Undone)
+	}
+	if err != nil {
 		if runErr != nil {
 			err = fmt.Errorf("%w; undoing failed too: %v (run kubectl cz session close %s)", runErr, err, s.ID())
 		} else {

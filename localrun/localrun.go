@@ -7,6 +7,7 @@ package localrun
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,50 @@ import (
 	"github.com/kubectl-cz/kubectl-cz/workload"
 )
 
+// KindProcess records a local process of an environment, for session show
+// and graph. Its undo has nothing to do: the process dies with kubectl cz
+// (Pdeathsig), so none outlives a crash.
+const KindProcess = "run.process"
+
+type processData struct {
+	Name    string   `json:"name"`
+	Command []string `json:"command"`
+	// Service is the Service the process stands in for (its intercept's),
+	// Namespace where it is.
+	Service   string `json:"service,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	EnvFrom   string `json:"envFrom,omitempty"`
+	PID       int    `json:"pid,omitempty"`
+}
+
+func init() {
+	session.RegisterKind(session.Kind{Name: KindProcess, Local: true,
+		Check: func(e session.Entry) error {
+			var d processData
+			if err := json.Unmarshal(e.Data, &d); err != nil || d.Name == "" || len(d.Command) == 0 {
+				return fmt.Errorf("a local process entry without a name or a command")
+			}
+			return nil
+		},
+		Undo: func(context.Context, *session.UndoContext, session.Entry) error { return nil },
+		Describe: func(e session.Entry) session.Alteration {
+			var d processData
+			_ = json.Unmarshal(e.Data, &d)
+			text := fmt.Sprintf("runs %s here (%s)", d.Name, strings.Join(d.Command, " "))
+			if d.EnvFrom != "" {
+				text += " with the environment of " + d.EnvFrom
+			}
+			a := session.Alteration{Text: text, Service: d.Service, Workload: d.EnvFrom, Role: "local", Short: "run " + d.Name + ": " + strings.Join(d.Command, " ")}
+			if d.Namespace != "" {
+				a.Namespaces = []string{d.Namespace}
+			}
+			if d.Service != "" {
+				a.Role = "standin"
+			}
+			return a
+		}})
+}
+
 // stopGrace is how long a process gets between SIGTERM and SIGKILL.
 const stopGrace = 10 * time.Second
 
@@ -45,7 +90,10 @@ type Part struct {
 	// Ready, if set, is a TCP address the process listens on once it is
 	// ready; the part is active when it accepts a connection. Else the
 	// part is active once the process started.
-	Ready     string
+	Ready string
+	// StandsFor is the Service whose intercepted requests this process
+	// answers, if any (for session show and graph).
+	StandsFor string
 	Kube      kubernetes.Interface
 	Namespace string
 	Out       io.Writer
@@ -127,7 +175,7 @@ func (p *Part) environ(ctx context.Context) ([]string, error) {
 // Run starts the command and holds it until ctx ends (then SIGTERM, and
 // SIGKILL after stopGrace). The process ending by itself ends the part,
 // and so the environment.
-func (p *Part) Run(ctx context.Context, _ *session.Session, active func()) error {
+func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error {
 	env, err := p.environ(ctx)
 	if err != nil {
 		return err
@@ -156,8 +204,22 @@ func (p *Part) Run(ctx context.Context, _ *session.Session, active func()) error
 			prefixLines(r, s.to, "["+p.Label+"] ")
 		}()
 	}
+	d := processData{Name: p.Label, Command: p.Command, Service: p.StandsFor, Namespace: p.Namespace}
+	if p.EnvFrom != nil {
+		d.EnvFrom = p.EnvFrom.String()
+	}
+	e, err := s.Record(ctx, KindProcess, "run", "", d)
+	if err != nil {
+		return err
+	}
 	if err := cmd.Start(); err != nil {
+		_ = s.Discard(ctx, e)
 		return fmt.Errorf("start %s: %w", p.Command[0], err)
+	}
+	d.PID = cmd.Process.Pid
+	if _, err := s.Applied(ctx, e, d); err != nil {
+		stopNow(cmd)
+		return err
 	}
 	exited := make(chan error, 1)
 	go func() {
@@ -215,6 +277,12 @@ func stop(cmd *exec.Cmd, exited chan error) {
 		_ = syscall.Kill(pgid, syscall.SIGKILL)
 		<-exited
 	}
+}
+
+// stopNow kills the process group at once.
+func stopNow(cmd *exec.Cmd) {
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
 }
 
 func prefixLines(r io.Reader, w io.Writer, prefix string) {

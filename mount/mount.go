@@ -64,6 +64,10 @@ func init() {
 		}
 		fmt.Fprintf(u.Log, "ephemeral container %s stays in pod %s/%s until the pod is replaced (Kubernetes cannot remove one); its file server ends itself when idle\n", d.Container, e.Namespace, d.Pod)
 		return nil
+	}, Describe: func(e session.Entry) session.Alteration {
+		var d agentData
+		_ = json.Unmarshal(e.Data, &d)
+		return session.Alteration{Text: fmt.Sprintf("file server %s in pod %s/%s", d.Container, e.Namespace, d.Pod), Workload: "pod/" + d.Pod, Role: "mounted"}
 	}})
 	session.RegisterKind(session.Kind{Name: KindMount, Local: true, Check: func(e session.Entry) error {
 		var d mountData
@@ -81,6 +85,10 @@ func init() {
 		}
 		fmt.Fprintf(u.Log, "unmounted %s\n", d.Dir)
 		return nil
+	}, Describe: func(e session.Entry) session.Alteration {
+		var d mountData
+		_ = json.Unmarshal(e.Data, &d)
+		return session.Alteration{Text: "mounted at " + d.Dir}
 	}})
 	// A mount creates its file server's Secret, and patches nothing (the
 	// ephemeral container goes through a subresource no undo can revert).

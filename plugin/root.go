@@ -35,7 +35,8 @@ reversible steps, so one developer gets a private variant of a shared environmen
   env        print the environment a workload's container gets, to run it locally
   up         start a whole environment from one file (cz.yaml): all of the above, and
              the local processes that stand in for Services
-  session    list and close the recorded alterations; closing puts them back (a mount's
+  graph      draw a namespace's microservice graph, and what sessions altered on it
+  session    list, show and close the recorded alterations; closing puts them back (a mount's
              ephemeral container stays in its pod, stopped: Kubernetes cannot remove one)
 
 It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ...).`,
@@ -61,6 +62,7 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 	root.AddCommand(NewMountCommand(configFlags, streams))
 	root.AddCommand(NewEnvCommand(configFlags, streams))
 	root.AddCommand(NewUpCommand(configFlags, streams))
+	root.AddCommand(NewGraphCommand(configFlags, streams))
 	root.AddCommand(NewSessionCommand(configFlags, streams))
 	for _, extra := range extraCommands {
 		root.AddCommand(extra(configFlags, streams))

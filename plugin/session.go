@@ -40,7 +40,7 @@ as they were: also after a crash, and also from another machine with the same ku
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
-	cmd.AddCommand(newSessionListCommand(flags, streams), newSessionCloseCommand(flags, streams), newSessionGCCommand(flags, streams))
+	cmd.AddCommand(newSessionListCommand(flags, streams), newSessionShowCommand(flags, streams), newSessionCloseCommand(flags, streams), newSessionGCCommand(flags, streams))
 	return cmd
 }
 

@@ -190,6 +190,13 @@ func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File
 			ref, _ := workload.Parse(r.EnvFrom)
 			p.EnvFrom = &ref
 		}
+		// A process listening on an intercept's local port answers that
+		// Service's intercepted requests.
+		for _, ic := range s.Intercepts {
+			if _, port, _ := net.SplitHostPort(r.Ready); port == strconv.Itoa(ic.LocalPort) {
+				p.StandsFor = ic.Service
+			}
+		}
 		parts = append(parts, p)
 	}
 	return parts, nil

@@ -23,6 +23,47 @@ type Kind struct {
 	Check func(Entry) error
 	// Undo puts the change back (see Undo).
 	Undo Undo
+	// Describe says what an entry (already checked) did, for session show
+	// and graph; nil: the kind's name says it.
+	Describe func(Entry) Alteration
+}
+
+// Alteration is what one entry did to the service graph or the laptop, in
+// terms a reader of the graph knows.
+type Alteration struct {
+	// Text is one line for people: "patched service sample-project/core: spec.selector".
+	Text string `json:"text"`
+	// Namespaces are those the entry concerns (a teleport's; an object's).
+	Namespaces []string `json:"namespaces,omitempty"`
+	// Service is the Service it alters or stands in for, if any.
+	Service string `json:"service,omitempty"`
+	// Workload is the workload or pod it concerns, as KIND/NAME.
+	Workload string `json:"workload,omitempty"`
+	// Role says how the graph draws it: intercepted, member, developer,
+	// mounted, teleported, standin, local; empty for the rest.
+	Role string `json:"role,omitempty"`
+	// Short labels it in a picture (lines split by newlines); Text if empty.
+	Short string `json:"short,omitempty"`
+	// Joins is another session this entry takes part in (an environment's
+	// share of a Service's intercept), to show with it.
+	Joins string `json:"joins,omitempty"`
+}
+
+// Describe says what an entry did.
+func Describe(e Entry) Alteration {
+	k := kindOf(e.Kind)
+	if k.Describe == nil || checkEntry(e) != nil {
+		a := Alteration{Text: e.Kind}
+		if e.Namespace != "" {
+			a.Namespaces = []string{e.Namespace}
+		}
+		return a
+	}
+	a := k.Describe(e)
+	if len(a.Namespaces) == 0 && e.Namespace != "" {
+		a.Namespaces = []string{e.Namespace}
+	}
+	return a
 }
 
 // Undo is what an entry kind registers to put its change back. It must be
@@ -37,6 +78,9 @@ type Scope struct {
 	Creates []schema.GroupResource
 	// Patches lists, per resource, the field paths it may set back.
 	Patches map[schema.GroupResource][][]string
+	// PatchRole is what a Service it patches becomes, for the graph
+	// ("intercepted").
+	PatchRole string
 }
 
 var (

@@ -27,8 +27,29 @@ const (
 )
 
 func init() {
-	RegisterKind(Kind{Name: KindCreated, Check: checkCreated, Undo: undoCreated})
-	RegisterKind(Kind{Name: KindPatched, Check: checkPatched, Undo: undoPatched})
+	RegisterKind(Kind{Name: KindCreated, Check: checkCreated, Undo: undoCreated, Describe: func(e Entry) Alteration {
+		var d createdData
+		_ = json.Unmarshal(e.Data, &d)
+		return Alteration{Text: "created " + d.Object.String()}
+	}})
+	RegisterKind(Kind{Name: KindPatched, Check: checkPatched, Undo: undoPatched, Describe: func(e Entry) Alteration {
+		var d patchedData
+		_ = json.Unmarshal(e.Data, &d)
+		var paths []string
+		for _, f := range d.Fields {
+			if !slices.Equal(f.Path, markPath) { // the mark is ours, not the user's
+				paths = append(paths, strings.Join(f.Path, "."))
+			}
+		}
+		a := Alteration{Text: fmt.Sprintf("patched %s: %s", d.Object, strings.Join(paths, ", "))}
+		if d.Object.Resource == "services" && d.Object.Group == "" {
+			a.Service = d.Object.Name
+			if sc, ok := scopeOf(e.Primitive); ok {
+				a.Role = sc.PatchRole
+			}
+		}
+		return a
+	}})
 }
 
 // AnnotationJournal marks an object the session patched with the UID of the

@@ -37,6 +37,10 @@ func init() {
 			return fmt.Errorf("a teleport address entry without an address or a link")
 		}
 		return nil
+	}, Describe: func(e session.Entry) session.Alteration {
+		var d addressData
+		_ = json.Unmarshal(e.Data, &d)
+		return session.Alteration{Text: fmt.Sprintf("address %s on %s", d.IP, d.Link)}
 	}})
 	session.RegisterKind(session.Kind{Name: KindFile, Local: true, Undo: undoFile, Check: func(e session.Entry) error {
 		var d fileData
@@ -44,6 +48,10 @@ func init() {
 			return fmt.Errorf("a teleport file entry without a path")
 		}
 		return nil
+	}, Describe: func(e session.Entry) session.Alteration {
+		var d fileData
+		_ = json.Unmarshal(e.Data, &d)
+		return session.Alteration{Text: "wrote " + d.Path}
 	}})
 }
 

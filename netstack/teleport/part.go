@@ -2,6 +2,7 @@ package teleport
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -13,6 +14,32 @@ import (
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
+
+// KindNamespaces records which namespaces a session teleports, for
+// session show and graph; its undo has nothing to do (the addresses and
+// files have their own entries).
+const KindNamespaces = "teleport.namespaces"
+
+type namespacesData struct {
+	Namespaces []string `json:"namespaces"`
+}
+
+func init() {
+	session.RegisterKind(session.Kind{Name: KindNamespaces, Local: true,
+		Check: func(e session.Entry) error {
+			var d namespacesData
+			if err := json.Unmarshal(e.Data, &d); err != nil || len(d.Namespaces) == 0 {
+				return fmt.Errorf("a teleport entry without namespaces")
+			}
+			return nil
+		},
+		Undo: func(context.Context, *session.UndoContext, session.Entry) error { return nil },
+		Describe: func(e session.Entry) session.Alteration {
+			var d namespacesData
+			_ = json.Unmarshal(e.Data, &d)
+			return session.Alteration{Text: "teleport of " + strings.Join(d.Namespaces, ", ") + " to this machine", Namespaces: d.Namespaces, Role: "teleported"}
+		}})
+}
 
 // Part is a teleport as a part of an environment: Config without its
 // Session and Ready, which the part fills in.
@@ -88,6 +115,13 @@ func orDefault(v, def string) string {
 
 // Run teleports until ctx ends, then puts this machine's network back.
 func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error {
+	e, err := s.Record(ctx, KindNamespaces, "teleport", "", namespacesData{Namespaces: p.Config.Namespaces})
+	if err != nil {
+		return err
+	}
+	if _, err := s.Applied(ctx, e, nil); err != nil {
+		return err
+	}
 	cfg := p.Config
 	cfg.Session = s
 	cfg.Ready = func() {
@@ -95,7 +129,7 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 			time.Since(p.Start).Seconds(), strings.Join(cfg.Namespaces, ", "))
 		active()
 	}
-	err := Run(ctx, cfg)
+	err = Run(ctx, cfg)
 	fmt.Fprintln(cfg.Log, "restoring this machine's network and resolver")
 	return err
 }
