@@ -73,6 +73,12 @@ func TestForgedJournalsChangeNothing(t *testing.T) {
 	forgeJournal(t, cs, tenant, "forged-elsewhere", session.Entry{Kind: session.KindPatched, Primitive: "intercept", Namespace: tenant, Data: retarget})
 	forgeJournal(t, cs, demoNamespace, "forged-laptop", session.Entry{Kind: "teleport.file", Primitive: "teleport", Namespace: demoNamespace, Data: file})
 	forgeJournal(t, cs, demoNamespace, "forged-delete", session.Entry{Kind: session.KindCreated, Primitive: "intercept", Namespace: demoNamespace, Data: kill})
+	// An environment's share of an intercept, pointed at another session:
+	// its undo would close that session.
+	member, _ := json.Marshal(map[string]string{"service": "leaf", "session": "forged-retarget"})
+	forgeJournal(t, cs, demoNamespace, "forged-member", session.Entry{Kind: "intercept.member", Primitive: "intercept", Namespace: demoNamespace, Data: member})
+	process, _ := json.Marshal(map[string]any{"name": "x", "command": []string{"sh"}})
+	forgeJournal(t, cs, demoNamespace, "forged-process", session.Entry{Kind: "run.process", Primitive: "run", Namespace: demoNamespace, Data: process})
 
 	env := machine(t)
 	unchanged := func(step string) {
@@ -97,6 +103,8 @@ func TestForgedJournalsChangeNothing(t *testing.T) {
 	for id, why := range map[string]string{
 		"forged-retarget": "does not carry this session's mark",
 		"forged-laptop":   "only this machine's local journal",
+		"forged-member":   `naming session "forged-retarget", not service leaf's`,
+		"forged-process":  "only this machine's local journal",
 	} {
 		r := cz(t, env, "-n", demoNamespace, "session", "close", id, "--force")
 		errLine := lastLines(r.stdout, "error:")
