@@ -145,7 +145,7 @@ laptop-shell: $(CLUSTER) build
 ## demo: everything from a fresh machine: cluster, sample-project graph, one request's path
 demo: cluster-up build $(CZBIN)/walkthrough
 	$(CLUSTER) demo
-	$(CLUSTER) laptop -- $(CZBIN)/walkthrough
+	$(CLUSTER) laptop -- $(CZBIN)/walkthrough demo/cz.yaml
 
 # The primitives together, from the laptop namespace (demo/walkthrough).
 $(CZBIN)/walkthrough: $(GO_SOURCES)

@@ -1,13 +1,15 @@
 // Command walkthrough shows the primitives together on the local cluster, as
 // a developer would use them from a laptop (`make demo` runs it in the laptop
-// network namespace, which reaches only the API server):
+// network namespace, which reaches only the API server), from one
+// environment file (demo/cz.yaml):
 //
-//  1. kubectl cz teleport deployment core: the cluster's names work here, and
-//     core's environment is in a file;
-//  2. a local core runs with that environment;
-//  3. kubectl cz intercept service core --header x-cz-intercept=me;
-//  4. a request to frontend, by name, with and without the header;
-//  5. Ctrl-C on both, and the session list is empty again.
+//  1. kubectl cz up --dry-run: what would change, and the rights it needs;
+//  2. kubectl cz up: teleport, a mount of core's volume, a header intercept
+//     of core and a local core with core's environment, in one session;
+//  3. a request to frontend, by name, with and without the header;
+//  4. core's volume through the mount;
+//  5. kubectl cz graph: the environment drawn on the namespace's graph;
+//  6. Ctrl-C, and the session list is empty again.
 package main
 
 import (
@@ -101,73 +103,82 @@ func (p *proc) stop() {
 }
 
 func run() error {
+	if len(os.Args) != 2 {
+		return fmt.Errorf("usage: walkthrough ENVIRONMENT-FILE (demo/cz.yaml)")
+	}
+	file := os.Args[1]
 	dir, err := os.MkdirTemp("", "cz-walkthrough-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	envFile := filepath.Join(dir, "core.env")
-	state := []string{"KUBECTL_CZ_STATE_DIR=" + filepath.Join(dir, "state")}
+	volumes := filepath.Join(dir, "core-volumes")
+	if err := os.Mkdir(volumes, 0o755); err != nil {
+		return err
+	}
+	env := []string{"KUBECTL_CZ_STATE_DIR=" + filepath.Join(dir, "state"), "CZ_MOUNT_DIR=" + volumes, "CZ_DEVELOPER=me"}
 
-	fmt.Println("\n== 1. sudo -E kubectl cz teleport deployment core -n sample-project --env-file core.env")
-	tp, err := start("kubectl", state, "cz", "-n", namespace, "teleport", "deployment", "core", "--env-file", envFile)
+	fmt.Printf("\n== 1. kubectl cz up -f %s --dry-run   (what would change, and the rights it needs)\n", file)
+	dry, err := start("kubectl", env, "cz", "up", "-f", file, "--dry-run")
 	if err != nil {
 		return err
 	}
-	defer tp.stop()
-	if err := tp.waitFor("teleport active", 60*time.Second); err != nil {
+	if err := dry.waitFor("rights:", 60*time.Second); err != nil {
 		return err
 	}
+	dry.stop()
 
-	fmt.Println("\n== 2. a local core, with the cluster's environment: set -a; . ./core.env; set +a; cz-demo")
-	local, err := start("sh", nil, "-c", `set -a; . "$1"; set +a; LISTEN=127.0.0.1:3000 SEED_DIR="$2" POD_NAME=my-laptop exec cz-demo`, "sh", envFile, dir)
+	fmt.Printf("\n== 2. sudo -E kubectl cz up -f %s   (teleport, mount, intercept, a local core: one file, one session)\n", file)
+	up, err := start("kubectl", env, "cz", "up", "-f", file)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = local.cmd.Process.Kill(); _ = local.cmd.Wait() }()
-	if err := local.waitFor("listening", 20*time.Second); err != nil {
+	defer up.stop()
+	if err := up.waitFor("environment core-on-my-laptop active", 120*time.Second); err != nil {
 		return err
 	}
 
-	fmt.Println("\n== 3. kubectl cz intercept service core --local-port 3000 --header x-cz-intercept=me")
-	icpt, err := start("kubectl", state, "cz", "-n", namespace, "intercept", "service", "core", "--local-port", "3000", "--header", "x-cz-intercept=me")
+	fmt.Println("\n== 3. curl -H 'x-cz-intercept: me' http://frontend/   (by its cluster name, from the laptop)")
+	h, err := get("me")
 	if err != nil {
-		return err
-	}
-	if err := icpt.waitFor("intercept active", 90*time.Second); err != nil {
-		icpt.stop()
-		return err
-	}
-
-	fmt.Println("\n== 4. curl -H 'x-cz-intercept: me' http://frontend/   (by its cluster name, from the laptop)")
-	// New connections reach the interceptor once kube-proxy has its rules.
-	var h hop
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if h, err = get("me"); err != nil {
-			break
-		}
-		if len(h.Calls) == 1 && h.Calls[0].Pod == "my-laptop" || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		icpt.stop()
 		return err
 	}
 	printHop(h, "    ")
 	fmt.Println("\n   and without the header, core stays the cluster's:")
 	if h, err = get(""); err != nil {
-		icpt.stop()
 		return err
 	}
 	printHop(h, "    ")
 
-	fmt.Println("\n== 5. Ctrl-C: the intercept restores the Service, teleport restores this machine")
-	icpt.stop()
-	tp.stop()
-	out, _ := exec.Command("kubectl", "cz", "-n", namespace, "session", "list").CombinedOutput()
-	fmt.Printf("\n   kubectl cz session list:\n%s", indent(string(out), "    | "))
+	fmt.Println("\n== 4. core's volume, here: cat core-volumes/data/config/settings.yaml")
+	b, err := os.ReadFile(filepath.Join(volumes, "data", "config", "settings.yaml"))
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(string(b), "    | "))
+
+	fmt.Println("\n== 5. kubectl cz -n sample-project graph   (the environment, drawn on the namespace's graph)")
+	out, err := command(env, "kubectl", "cz", "-n", namespace, "graph")
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out, "    | "))
+
+	fmt.Println("\n== 6. Ctrl-C: every part stops in reverse order and is put back")
+	up.stop()
+	out, _ = command(env, "kubectl", "cz", "-n", namespace, "session", "list")
+	fmt.Printf("\n   kubectl cz session list:\n%s", indent(out, "    | "))
 	return nil
+}
+
+func command(env []string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }
 
 func get(header string) (hop, error) {
