@@ -445,6 +445,14 @@ func Serve(ctx context.Context, s *session.Session, remote fusefs.Remote, mounts
 		_ = srv.Unmount()
 		return err
 	}
+	// Active means the data path works: a stat of each volume's folder
+	// goes through the kernel, this FUSE server and the file server.
+	for _, m := range paths {
+		if _, err := os.Stat(filepath.Join(dir, m)); err != nil {
+			_ = srv.Unmount()
+			return fmt.Errorf("the mount at %s does not answer: %w", dir, err)
+		}
+	}
 	if ready != nil {
 		ready()
 	}

@@ -157,6 +157,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := t.startDNS(ctx); err != nil {
 		return err
 	}
+	// Active means traffic flows: one Service's tunnel is opened to a
+	// ready pod through the API server and the kubelet before saying so.
+	if err := t.prove(ctx); err != nil {
+		return err
+	}
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
@@ -172,6 +177,42 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+}
+
+// prove opens a stream to a ready pod of the first Service that has one,
+// the way every connection will go (port-forward through the API server
+// and the kubelet, which reports a port nothing listens on), so "active"
+// is said only when that path works. Namespaces without a ready pod have
+// nothing to prove.
+func (t *teleport) prove(ctx context.Context) error {
+	for _, ns := range t.cfg.Namespaces {
+		svcs, err := t.svcs[ns].List(labels.Everything())
+		if err != nil {
+			return err
+		}
+		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
+		for _, svc := range svcs {
+			if svc.Labels[session.LabelManagedBy] == session.ManagedBy || t.excluded(ns, svc.Name) {
+				continue
+			}
+			for _, p := range svc.Spec.Ports {
+				eps := t.endpoints(ns, svc.Name, p.Name)
+				if len(eps) == 0 || orTCP(p.Protocol) != corev1.ProtocolTCP {
+					continue
+				}
+				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				c, err := t.fwd.dial(pctx, ns, eps[0].pod, eps[0].port)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("the tunnel to pod %s/%s of service %s does not work: %w", ns, eps[0].pod, svc.Name, err)
+				}
+				c.Close()
+				fmt.Fprintf(t.cfg.Log, "tunnel proven: service %s/%s, pod %s\n", ns, svc.Name, eps[0].pod)
+				return nil
+			}
+		}
+	}
+	return nil
 }
 
 // startDNS serves the shim and points the resolver (or /etc/hosts) at it.
