@@ -219,7 +219,7 @@ func TestEnvErrors(t *testing.T) {
 		}
 	}
 	oneLine(onLaptop(t, 30*time.Second, "kubectl", "cz", "-n", envNamespace, "env", "deployment", "nope"), `deployment "nope" not found`)
-	oneLine(onLaptop(t, 30*time.Second, "kubectl", "cz", "-n", envNamespace, "env", "deployment", "app", "-c", "other"), `no container "other"`, "main")
+	oneLine(onLaptop(t, 30*time.Second, "kubectl", "cz", "-n", envNamespace, "env", "deployment", "app", "-c", "other"), "container other is not valid for pod", "out of: main")
 	oneLine(onLaptop(t, 30*time.Second, "kubectl", "cz", "-n", envNamespace, "env", "daemonset", "app"), "not a workload kind")
 
 	// A user who may read the workload but not its Secret.

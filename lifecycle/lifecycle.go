@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -280,24 +279,7 @@ func Recover(ctx context.Context, c session.Clients, stateDir string, errOut io.
 }
 
 // Indent writes what an undo reports under its session's line.
-func Indent(w io.Writer) io.Writer { return prefixWriter{w, "  "} }
-
-type prefixWriter struct {
-	w      io.Writer
-	prefix string
-}
-
-func (p prefixWriter) Write(b []byte) (int, error) {
-	for _, l := range strings.SplitAfter(string(b), "\n") {
-		if l == "" {
-			continue
-		}
-		if _, err := io.WriteString(p.w, p.prefix+l); err != nil {
-			return 0, err
-		}
-	}
-	return len(b), nil
-}
+func Indent(w io.Writer) io.Writer { return session.Indent(w) }
 
 // Func makes a Part of a name and a run function.
 func Func(name string, run func(ctx context.Context, s *session.Session, active func()) error) Part {

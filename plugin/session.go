@@ -308,52 +308,11 @@ func (o *sessionCloseOptions) run(ctx context.Context) error {
 	var errs []error
 	user := whoAmI(ctx, a, o.flags)
 	for _, id := range ids {
-		if err := closeSession(ctx, a, id, closeMode{force: o.force, user: user}, o.Out); err != nil {
+		if err := session.CloseID(ctx, a.Clients, id, a.Namespace, session.DefaultStateDir(), session.Policy{Force: o.force, User: user}, o.Out); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// closeMode: force overrides conflicts, liveness and ownership; self closes
-// a session this process holds (its own pid looks alive); gc collects
-// abandoned sessions, whoever owned them. user is who closes.
-type closeMode struct {
-	force, self, gc bool
-	user            string
-}
-
-// closeSession loads a session from every namespace it can see and closes it.
-func closeSession(ctx context.Context, a *clusterAccess, id string, mode closeMode, out io.Writer) error {
-	loaded, err := session.Load(ctx, a.Clients, id, nil, session.DefaultStateDir())
-	var forbidden *session.ForbiddenError
-	if errors.As(err, &forbidden) {
-		// No cluster-wide list: look in the current namespace only.
-		loaded, err = session.Load(ctx, a.Clients, id, []string{a.Namespace}, session.DefaultStateDir())
-	}
-	if err != nil {
-		return err
-	}
-	if loaded == nil {
-		return fmt.Errorf("session %q not found in namespace %s or on this machine (kubectl cz session list -A shows the sessions)", id, a.Namespace)
-	}
-	if owner := loaded.Meta.Owner; !mode.force && !mode.self && !mode.gc && owner.User != mode.user {
-		return fmt.Errorf("session %s belongs to %s (as its journal says), not to %s: check with them, or pass --force to close it anyway", id, owner, mode.user)
-	}
-	if !mode.force && !mode.self {
-		if alive, known := session.OwnerAlive(loaded.Meta.Owner); known && alive {
-			return fmt.Errorf("session %s is held by a running kubectl cz (pid %d on this machine): stop it with Ctrl-C there, or pass --force", id, loaded.Meta.Owner.PID)
-		}
-	}
-	res, err := loaded.Close(ctx, session.CloseOptions{Force: mode.force, Log: lifecycle.Indent(out)})
-	if res != nil && res.Undone > 0 || err == nil {
-		fmt.Fprintf(out, "session %s closed: %d alterations undone", id, res.Undone)
-		if res.Left > 0 {
-			fmt.Fprintf(out, ", %d left", res.Left)
-		}
-		fmt.Fprintln(out)
-	}
-	return err
 }
 
 type sessionGCOptions struct {
@@ -401,16 +360,10 @@ func (o *sessionGCOptions) run(ctx context.Context) error {
 	var errs []error
 	collected := 0
 	for _, s := range list {
-		if alive, known := session.OwnerAlive(s.Owner); known && alive {
-			continue
-		}
-		if s.Corrupt != "" {
-			fmt.Fprintf(o.ErrOut, "skipped session %s: its journal is corrupt (%s)\n", s.ID, s.Corrupt)
-			continue
-		}
-		// Silence is the sign: a dead owner proves little, since another
-		// terminal may have joined the session and keep its heartbeat going.
-		if !s.Heartbeat.IsZero() && s.Silence(now) <= o.expiry {
+		if ok, why := session.Abandoned(s, now, o.expiry); !ok {
+			if s.Corrupt != "" {
+				fmt.Fprintf(o.ErrOut, "skipped session %s: %s\n", s.ID, why)
+			}
 			continue
 		}
 		collected++
@@ -418,7 +371,7 @@ func (o *sessionGCOptions) run(ctx context.Context) error {
 			fmt.Fprintf(o.Out, "would close session %s (%s, silent for %s)\n", s.ID, s.Owner, duration.HumanDuration(s.Silence(now)))
 			continue
 		}
-		if err := closeSession(ctx, a, s.ID, closeMode{gc: true}, o.Out); err != nil {
+		if err := session.CloseID(ctx, a.Clients, s.ID, a.Namespace, session.DefaultStateDir(), session.Policy{GC: true}, o.Out); err != nil {
 			errs = append(errs, err)
 		}
 	}

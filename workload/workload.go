@@ -14,12 +14,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/kubectl/pkg/cmd/util/podcmd"
+	"k8s.io/kubectl/pkg/util/podutils"
 
 	"github.com/kubectl-cz/kubectl-cz/containerenv"
 )
-
-// defaultContainerAnnotation is kubectl's way of naming a pod's main container.
-const defaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 
 // Kinds are the canonical kinds, in the order help and completion list them.
 var Kinds = []string{"deployment", "statefulset", "pod"}
@@ -126,62 +125,40 @@ func Lookup(ctx context.Context, kube kubernetes.Interface, ns string, r Ref) (c
 
 // PickContainer is the requested container, else the default-container
 // annotation, else the first container, said on errOut when there was a
-// choice (as kubectl exec does). A requested container that the pod does
-// not have is an error naming those it has.
+// choice: kubectl's own rules and words (podcmd), as kubectl exec and logs.
 func PickContainer(errOut io.Writer, src containerenv.Source, requested string) (string, error) {
-	var names []string
-	for _, c := range src.Spec.Containers {
-		names = append(names, c.Name)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: src.Namespace, Annotations: src.Annotations}, Spec: *src.Spec}
+	if src.Pod != nil {
+		pod.Name = src.Pod.Name
 	}
-	if len(names) == 0 {
-		return "", fmt.Errorf("the pod spec has no containers")
+	c, err := podcmd.FindOrDefaultContainerByName(pod, requested, false, errOut)
+	if err != nil {
+		return "", err
 	}
-	if requested != "" {
-		for _, n := range names {
-			if n == requested {
-				return requested, nil
-			}
-		}
-		return "", fmt.Errorf("no container %q: the pod has %s", requested, strings.Join(names, ", "))
-	}
-	if def := src.Annotations[defaultContainerAnnotation]; def != "" {
-		return def, nil
-	}
-	if len(names) > 1 {
-		fmt.Fprintf(errOut, "Defaulted container %q out of: %s\n", names[0], strings.Join(names, ", "))
-	}
-	return names[0], nil
+	return c.Name, nil
 }
 
-// bestPod prefers a ready pod that is not going away, then the newest; nil
+// bestPod is the pod kubectl exec would pick (podutils.ActivePods: ready
+// and running longest first), preferring one that is not going away; nil
 // when none runs.
 func bestPod(pods []corev1.Pod) *corev1.Pod {
-	score := func(p *corev1.Pod) int {
-		s := 0
-		if p.DeletionTimestamp == nil {
-			s += 4
+	var staying, leaving []*corev1.Pod
+	for i := range pods {
+		switch p := &pods[i]; {
+		case p.Status.Phase != corev1.PodRunning:
+		case p.DeletionTimestamp == nil:
+			staying = append(staying, p)
+		default:
+			leaving = append(leaving, p)
 		}
-		if p.Status.Phase == corev1.PodRunning {
-			s += 2
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				s++
-			}
-		}
-		return s
 	}
-	sort.SliceStable(pods, func(i, j int) bool {
-		si, sj := score(&pods[i]), score(&pods[j])
-		if si != sj {
-			return si > sj
+	for _, set := range [][]*corev1.Pod{staying, leaving} {
+		if len(set) > 0 {
+			sort.Sort(sort.Reverse(podutils.ActivePods(set)))
+			return set[0]
 		}
-		return pods[j].CreationTimestamp.Before(&pods[i].CreationTimestamp)
-	})
-	if len(pods) == 0 || pods[0].Status.Phase != corev1.PodRunning {
-		return nil
 	}
-	return &pods[0]
+	return nil
 }
 
 // Names lists the workloads of a kind, for shell completion.
