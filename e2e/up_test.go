@@ -418,3 +418,39 @@ func showEnvironment(t *testing.T, env []string, id string) {
 		t.Errorf("mermaid:\n%s", m)
 	}
 }
+
+// An environment shares a Service with a developer already on it: its
+// intercept joins the interceptor, each header reaches its own laptop
+// process, and stopping the environment leaves the other developer's
+// intercept working (at once: the environment settled its share itself),
+// until they leave last and the Service is restored.
+func TestUpSharesAnInterceptedService(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	ip := frontendIP(t, cs)
+	startLocal(t, "laptop-bob", 3002)
+	bob := startIntercept(t, machine(t), "--local-port", "3002", "--header", "x-cz-intercept=bob")
+
+	env, _ := upEnv(t)
+	up, _ := startUp(t, env)
+	if !strings.Contains(up.output(), "joining its interceptor") {
+		t.Errorf("the environment did not join bob's interceptor:\n%s", up.output())
+	}
+	waitServedBy(t, ip, "my-laptop", "x-cz-intercept", "me")
+	waitServedBy(t, ip, "laptop-bob", "x-cz-intercept", "bob")
+
+	stopped := time.Now()
+	up.signal(syscall.SIGTERM)
+	if err := up.wait(60 * time.Second); err != nil {
+		t.Fatalf("up exit: %v\n%s", err, up.output())
+	}
+	if d := time.Since(stopped); d > 8*time.Second {
+		t.Errorf("stopping the environment took %s:\n%s", d, up.output())
+	}
+	if !strings.Contains(up.output(), "1 other developer(s) still intercept service core") {
+		t.Errorf("the environment's leave:\n%s", up.output())
+	}
+	waitServedBy(t, ip, "laptop-bob", "x-cz-intercept", "bob")
+	stopIntercept(t, bob)
+	assertRestored(t, cs, "core", before, interceptSession)
+}

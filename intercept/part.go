@@ -153,6 +153,10 @@ type Part struct {
 	remaining int   // developers left after our goodbye (-1: unknown)
 	runErr    error // this part's own failure
 	rule      *session.Entry
+	// member is the KindMember entry in the environment's session env: the
+	// crash path; a part that leaves in order discards it.
+	member *session.Entry
+	env    *session.Session
 }
 
 func (p *Part) Name() string { return "intercept service " + p.Service }
@@ -246,9 +250,10 @@ func (p *Part) run(ctx context.Context, s *session.Session, active func()) error
 		if err != nil {
 			return err
 		}
-		if _, err := s.Applied(ctx, e, nil); err != nil {
+		if e, err = s.Applied(ctx, e, nil); err != nil {
 			return err
 		}
+		p.member, p.env = &e, s
 		if p.shared, err = p.OpenShared(ctx, p.id()); err != nil {
 			return err
 		}
@@ -314,6 +319,11 @@ func (p *Part) Close(ctx context.Context, _ *session.Session, _ error) error {
 	if p.rule != nil && p.remaining != 0 {
 		// Others stay on the interceptor: this developer's rule goes.
 		_ = s.Discard(ctx, *p.rule)
+	}
+	if p.member != nil && (p.remaining >= 0 || !p.tunneled) {
+		// This part settled its share itself: the environment's close has
+		// nothing to ask the agent.
+		defer func() { _ = p.env.Discard(ctx, *p.member) }()
 	}
 	switch {
 	case s == nil:

@@ -117,10 +117,12 @@ func needs(parts []Part) []Right {
 func Run(ctx context.Context, cfg Config, parts ...Part) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A crashed kubectl cz's leftovers first: a dead mount on the folder
+	// a part checks, an address a teleport would take.
+	Recover(ctx, cfg.Clients, cfg.StateDir, cfg.ErrOut)
 	if err := Prepare(ctx, cfg.Clients.Kube, parts); err != nil {
 		return err
 	}
-	Recover(ctx, cfg.Clients, cfg.StateDir, cfg.ErrOut)
 	s, err := cfg.Open(ctx)
 	if err != nil {
 		return err
@@ -171,6 +173,11 @@ func runParts(ctx context.Context, s *session.Session, parts []Part, progress io
 	var started []running
 	var runErr error
 	ended := make(chan error, len(parts))
+	if len(parts) > 1 {
+		for i := range parts {
+			say(i, "pending")
+		}
+	}
 	for i, p := range parts {
 		// Not derived from ctx: a signal must stop the parts one by one,
 		// newest first, not all at once.

@@ -144,7 +144,7 @@ func TestClosersCloseThemselvesAmongOthers(t *testing.T) {
 	if got := l.String(); got != "start a start b start c start d stop d stop c stop b stop a close d close b" {
 		t.Fatalf("order: %s", got)
 	}
-	for _, want := range []string{"[1/4] a: starting", "[4/4] d: active after", "[2/4] b: stopping"} {
+	for _, want := range []string{"[3/4] c: pending", "[1/4] a: starting", "[4/4] d: active after", "[2/4] b: stopping"} {
 		if !strings.Contains(progress.String(), want) {
 			t.Errorf("progress lacks %q:\n%s", want, progress.String())
 		}
