@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -221,5 +222,49 @@ func TestMountUnderSudoKeepsOtherUsersOut(t *testing.T) {
 		if out, err := as("4343", "ls", "-l", path); err == nil {
 			t.Errorf("another local user reads %s through the mount:\n%s", path, out)
 		}
+	}
+}
+
+// The kernel keeps what it read of an unchanged file (page cache across
+// opens), and still sees what the pod changes: a same-size rewrite in the
+// pod reads as the new bytes within two seconds, a file deleted in the pod
+// disappears, and an unchanged file read again gives identical bytes.
+func TestMountSeesPodChanges(t *testing.T) {
+	cs := clientset(t)
+	pod := filesTarget(t, cs)
+	dir := t.TempDir()
+	p := startInLaptopNet(t, machine(t), "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
+	p.waitFor("mounted after", 90*time.Second)
+	inPod(t, pod, "sh", "-c", "head -c 4194304 /dev/urandom > /work/blob && touch -d '2020-01-01 00:00:00' /work/blob /work/seed.txt")
+	blob, seed := filepath.Join(dir, "work", "blob"), filepath.Join(dir, "work", "seed.txt")
+	if b, err := os.ReadFile(seed); err != nil || string(b) != "seed\n" {
+		t.Fatalf("seed: %q %v", b, err)
+	}
+	first, err := os.ReadFile(blob)
+	if err != nil || len(first) != 4<<20 {
+		t.Fatalf("blob: %d bytes, %v", len(first), err)
+	}
+	time.Sleep(1200 * time.Millisecond) // past the attribute cache: a new lookup, the same file
+	if again, err := os.ReadFile(blob); err != nil || !bytes.Equal(again, first) {
+		t.Fatalf("the cached read of an unchanged file differs (%v)", err)
+	}
+
+	if b, err := os.ReadFile(seed); err != nil || string(b) != "seed\n" { // now from the kernel's pages
+		t.Fatalf("seed: %q %v", b, err)
+	}
+	inPod(t, pod, "sh", "-c", "printf 'SEED\\n' > /work/seed.txt && rm /work/blob")
+	changed := time.Now()
+	waitUntil(t, 2*time.Second, func() bool {
+		b, err := os.ReadFile(seed)
+		return err == nil && string(b) == "SEED\n"
+	})
+	t.Logf("a change in the pod seen through the mount after %s", time.Since(changed).Round(10*time.Millisecond))
+	waitUntil(t, 2*time.Second, func() bool {
+		_, err := os.Stat(blob)
+		return os.IsNotExist(err)
+	})
+	p.signal(syscall.SIGTERM)
+	if err := p.wait(30 * time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.output())
 	}
 }

@@ -150,6 +150,12 @@ type remoteNode struct {
 	mu       sync.Mutex
 	listed   map[string]os.FileInfo
 	listedAt time.Time
+
+	// The file's version as last seen, and the version the kernel's pages
+	// were read from (cache.go).
+	latest, pages           version
+	latestKnown, pagesKnown bool
+	pagesAt                 time.Time
 }
 
 // cached is a child's attributes from a fresh listing; known reports
@@ -201,11 +207,21 @@ func (n *remoteNode) child(name string) (*remoteNode, string) {
 	return &remoteNode{remote: n.remote}, path.Join(n.path(), name)
 }
 
-func (n *remoteNode) newInode(ctx context.Context, c *remoteNode, fi os.FileInfo, out *fuse.EntryOut) *fs.Inode {
+func (n *remoteNode) newInode(ctx context.Context, c *remoteNode, p string, fi os.FileInfo, out *fuse.EntryOut) *fs.Inode {
 	fillAttr(fi, &out.Attr)
 	out.SetEntryTimeout(CacheTimeout)
 	out.SetAttrTimeout(CacheTimeout)
-	return n.NewInode(ctx, c, fs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT})
+	id := fs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: inoOf(p)}
+	// The node already known under this name and identity keeps its state
+	// (and the kernel its pages); else a new one.
+	if ch := n.GetChild(path.Base(p)); ch != nil && ch.StableAttr() == id {
+		if rn, ok := ch.Operations().(*remoteNode); ok {
+			rn.seen(fi)
+			return ch
+		}
+	}
+	c.seen(fi)
+	return n.NewInode(ctx, c, id)
 }
 
 func (n *remoteNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -215,6 +231,7 @@ func (n *remoteNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.Att
 	}
 	fillAttr(fi, &out.Attr)
 	out.SetTimeout(CacheTimeout)
+	n.seen(fi)
 	return 0
 }
 
@@ -252,13 +269,13 @@ func (n *remoteNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		if fi == nil {
 			return nil, syscall.ENOENT
 		}
-		return n.newInode(ctx, c, fi, out), 0
+		return n.newInode(ctx, c, p, fi, out), 0
 	}
 	fi, err := n.remote.Lstat(p)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.newInode(ctx, c, fi, out), 0
+	return n.newInode(ctx, c, p, fi, out), 0
 }
 
 func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
@@ -283,7 +300,15 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	if err != nil {
 		return nil, 0, errno(err)
 	}
-	return &handle{f: f, node: n}, 0, 0
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		n.dropCache()
+		return &handle{f: f, node: n}, 0, 0
+	}
+	var open uint32
+	if n.keepCache(time.Now()) {
+		open |= fuse.FOPEN_KEEP_CACHE
+	}
+	return &handle{f: f, node: n, readOnly: true}, open, 0
 }
 
 func (n *remoteNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -299,8 +324,13 @@ func (n *remoteNode) Create(ctx context.Context, name string, flags uint32, mode
 		f.Close()
 		return nil, nil, 0, errno(err)
 	}
-	ino := n.newInode(ctx, c, fi, out)
-	return ino, &handle{f: f, node: c}, 0, 0
+	ino := n.newInode(ctx, c, p, fi, out)
+	node, _ := ino.Operations().(*remoteNode)
+	if node == nil {
+		node = c
+	}
+	node.dropCache()
+	return ino, &handle{f: f, node: node}, 0, 0
 }
 
 func (n *remoteNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -314,7 +344,7 @@ func (n *remoteNode) Mkdir(ctx context.Context, name string, mode uint32, out *f
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.newInode(ctx, c, fi, out), 0
+	return n.newInode(ctx, c, p, fi, out), 0
 }
 
 func (n *remoteNode) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -347,7 +377,7 @@ func (n *remoteNode) Symlink(ctx context.Context, target, name string, out *fuse
 	if err != nil {
 		return nil, errno(err)
 	}
-	return n.newInode(ctx, c, fi, out), 0
+	return n.newInode(ctx, c, p, fi, out), 0
 }
 
 func (n *remoteNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -360,8 +390,9 @@ func (n *remoteNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 // handle is an open file of a node.
 type handle struct {
-	f    File
-	node *remoteNode
+	f        File
+	node     *remoteNode
+	readOnly bool
 }
 
 var (
@@ -391,7 +422,17 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 func (h *handle) Flush(ctx context.Context) syscall.Errno               { return 0 }
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
-func (h *handle) Release(ctx context.Context) syscall.Errno             { return errno(h.f.Close()) }
+// Release closes the remote file. A read-only one is closed in the
+// background: nothing it says can matter to the reader, and a copy of many
+// small files (cp -r) saves a round trip per file.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if h.readOnly {
+		go h.f.Close()
+		return 0
+	}
+	h.node.dropCache()
+	return errno(h.f.Close())
+}
 
 // ownedRemote shows the remote user's files as the local user's.
 type ownedRemote struct {

@@ -16,6 +16,12 @@ import (
 // `kubectl cz mount` does over port-forward.
 func mountLocal(t *testing.T, remoteDir string) string {
 	t.Helper()
+	return mountLocalVia(t, remoteDir, func(r Remote) Remote { return r })
+}
+
+// mountLocalVia mounts with the remote wrapped (to count what reaches it).
+func mountLocalVia(t *testing.T, remoteDir string, wrap func(Remote) Remote) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
 	}
@@ -47,7 +53,7 @@ func mountLocal(t *testing.T, remoteDir string) string {
 	}
 	t.Cleanup(func() { client.Close() })
 	mnt := t.TempDir()
-	srv, err := Mount(mnt, SFTP{client}, []string{remoteDir}, false, nil)
+	srv, err := Mount(mnt, wrap(SFTP{client}), []string{remoteDir}, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,95 @@
+package fusefs
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// counting counts the reads that reach the remote side.
+type counting struct {
+	Remote
+	reads *atomic.Int64
+}
+
+func (c counting) OpenFile(p string, flags int) (File, error) {
+	f, err := c.Remote.OpenFile(p, flags)
+	if err != nil {
+		return nil, err
+	}
+	return countingFile{f, c.reads}, nil
+}
+
+type countingFile struct {
+	File
+	reads *atomic.Int64
+}
+
+func (f countingFile) ReadAt(b []byte, off int64) (int, error) {
+	f.reads.Add(1)
+	return f.File.ReadAt(b, off)
+}
+
+func readAll(t *testing.T, p string) []byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// An unchanged file read again comes from the kernel's pages, with
+// identical bytes and no read reaching the remote, also after the kernel
+// looked the name up again; a change on the remote side (same size, so
+// only the modification time tells) is read fresh at the next open once the
+// attributes expire; a file changed within the last seconds is not kept
+// (SFTP's whole-second times could hide a second change).
+func TestPageCacheKeptWhileUnchanged(t *testing.T) {
+	remote := t.TempDir()
+	var reads atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return counting{r, &reads} })
+	want := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+	src := filepath.Join(remote, "blob")
+	if err := os.WriteFile(src, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(src, old, old)
+
+	if got := readAll(t, filepath.Join(dir, "blob")); !bytes.Equal(got, want) {
+		t.Fatal("first read differs")
+	}
+	first := reads.Load()
+	time.Sleep(CacheTimeout + 200*time.Millisecond) // names and attributes expire: a new lookup
+	if got := readAll(t, filepath.Join(dir, "blob")); !bytes.Equal(got, want) {
+		t.Fatal("cached read differs")
+	}
+	if again := reads.Load() - first; again != 0 {
+		t.Errorf("an unchanged file was read from the remote again (%d reads)", again)
+	}
+
+	changed := bytes.ToUpper(want)
+	if err := os.WriteFile(src, changed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(CacheTimeout + 200*time.Millisecond)
+	if got := readAll(t, filepath.Join(dir, "blob")); !bytes.Equal(got, changed) {
+		t.Fatal("a change on the remote side was not read")
+	}
+	// Changed just now: read from the remote at each open until it settles.
+	before := reads.Load()
+	readAll(t, filepath.Join(dir, "blob"))
+	if reads.Load() == before {
+		t.Error("a file changed within the last seconds was served from old pages")
+	}
+}
