@@ -422,6 +422,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 func (h *handle) Flush(ctx context.Context) syscall.Errno               { return 0 }
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+
 // Release closes the remote file. A read-only one is closed in the
 // background: nothing it says can matter to the reader, and a copy of many
 // small files (cp -r) saves a round trip per file.
