@@ -1,9 +1,14 @@
 package fusefs
 
 import (
+	"context"
 	"hash/fnv"
 	"os"
+	"syscall"
 	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // The kernel's page cache is kept across opens of a file whose size and
@@ -68,4 +73,50 @@ func (n *remoteNode) dropCache() {
 	n.mu.Lock()
 	n.pagesKnown = false
 	n.mu.Unlock()
+}
+
+// dirHandle lists a folder on demand, as go-fuse's own directory handle
+// does; OpendirHandle returns it with flags that let the kernel keep the
+// listing while the folder is unchanged.
+type dirHandle struct {
+	n  *remoteNode
+	ds fs.DirStream
+}
+
+var (
+	_ = (fs.NodeOpendirHandler)((*remoteNode)(nil))
+	_ = (fs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (fs.FileReleasedirer)((*dirHandle)(nil))
+)
+
+// OpendirHandle: a folder whose size and mtime match its last listing (an
+// entry added or removed in the pod changes its mtime) keeps the kernel's
+// cached listing; changes made through the mount make the kernel drop it.
+func (n *remoteNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	var open uint32
+	if n.keepCache(time.Now()) {
+		open = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	return &dirHandle{n: n}, open, 0
+}
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if d.ds == nil {
+		ds, errno := d.n.Readdir(ctx)
+		if errno != 0 {
+			return nil, errno
+		}
+		d.ds = ds
+	}
+	if !d.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := d.ds.Next()
+	return &e, errno
+}
+
+func (d *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {
+	if d.ds != nil {
+		d.ds.Close()
+	}
 }

@@ -93,3 +93,50 @@ func TestPageCacheKeptWhileUnchanged(t *testing.T) {
 		t.Error("a file changed within the last seconds was served from old pages")
 	}
 }
+
+func (c counting) ReadDir(p string) ([]os.FileInfo, error) {
+	c.reads.Add(1)
+	return c.Remote.ReadDir(p)
+}
+
+// An unchanged folder listed again comes from the kernel's cached listing
+// (from the third listing on);
+// a file added on the remote side shows at the next listing once the
+// folder's attributes expire.
+func TestFolderListingKeptWhileUnchanged(t *testing.T) {
+	remote := t.TempDir()
+	os.Mkdir(filepath.Join(remote, "src"), 0o755)
+	for _, name := range []string{"a.go", "b.go"} {
+		os.WriteFile(filepath.Join(remote, "src", name), []byte("package x\n"), 0o644)
+	}
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(filepath.Join(remote, "src"), old, old)
+	var lists atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return counting{r, &lists} })
+	names := func() []string {
+		t.Helper()
+		entries, err := os.ReadDir(filepath.Join(dir, "src"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range entries {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	names() // the first listing: read, and its version noted
+	names() // the second: read once more into the kernel's cache (go-fuse asks for both flags at once)
+	before := lists.Load()
+	if got := names(); len(got) != 2 {
+		t.Fatalf("listing: %v", got)
+	}
+	if lists.Load() != before {
+		t.Errorf("an unchanged folder was listed from the remote again")
+	}
+	os.WriteFile(filepath.Join(remote, "src", "c.go"), []byte("package x\n"), 0o644)
+	time.Sleep(CacheTimeout + 200*time.Millisecond)
+	if got := names(); len(got) != 3 {
+		t.Errorf("a file added on the remote side is not listed: %v", got)
+	}
+}

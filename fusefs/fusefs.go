@@ -170,10 +170,12 @@ func (n *remoteNode) cached(name string) (fi os.FileInfo, known bool) {
 	return fi, true
 }
 
-// forget drops the listing after a change made through this folder.
+// forget drops the listing after a change made through this folder, and
+// the version the kernel's cached listing was read from.
 func (n *remoteNode) forget() {
 	n.mu.Lock()
 	n.listed = nil
+	n.pagesKnown = false
 	n.mu.Unlock()
 }
 
