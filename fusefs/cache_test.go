@@ -2,9 +2,11 @@ package fusefs
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,8 +71,8 @@ func TestPageCacheKeptWhileUnchanged(t *testing.T) {
 	if got := readAll(t, filepath.Join(dir, "blob")); !bytes.Equal(got, want) {
 		t.Fatal("first read differs")
 	}
-	first := reads.Load()
 	time.Sleep(CacheTimeout + 200*time.Millisecond) // names and attributes expire: a new lookup
+	first := reads.Load()                           // (after the kernel's read-ahead settled)
 	if got := readAll(t, filepath.Join(dir, "blob")); !bytes.Equal(got, want) {
 		t.Fatal("cached read differs")
 	}
@@ -139,4 +141,50 @@ func TestFolderListingKeptWhileUnchanged(t *testing.T) {
 	if got := names(); len(got) != 3 {
 		t.Errorf("a file added on the remote side is not listed: %v", got)
 	}
+}
+
+// A folder's small files read after one of them is opened are fetched
+// together; each reads as the remote's bytes, and a file changed on the
+// remote side after it was fetched reads as its new bytes once the kernel
+// knows its new attributes.
+func TestSmallFilesFetchedTogether(t *testing.T) {
+	remote := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	want := map[string]string{}
+	for i := 0; i < 40; i++ {
+		name := fmt.Sprintf("f%02d.txt", i)
+		want[name] = strings.Repeat(name, i+1)
+		p := filepath.Join(remote, name)
+		os.WriteFile(p, []byte(want[name]), 0o644)
+		os.Chtimes(p, old, old)
+	}
+	var opens atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return countingOpens{r, &opens} })
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 40 {
+		t.Fatalf("listing: %d %v", len(entries), err)
+	}
+	if got := string(readAll(t, filepath.Join(dir, "f00.txt"))); got != want["f00.txt"] {
+		t.Fatalf("f00: %q", got)
+	}
+	// The neighbours are on their way; one changes on the remote side.
+	os.WriteFile(filepath.Join(remote, "f05.txt"), []byte("rewritten on the remote side"), 0o644)
+	time.Sleep(CacheTimeout + 200*time.Millisecond)
+	want["f05.txt"] = "rewritten on the remote side"
+	for name, w := range want {
+		if got := string(readAll(t, filepath.Join(dir, name))); got != w {
+			t.Errorf("%s: %q, want %q", name, got, w)
+		}
+	}
+}
+
+// countingOpens counts the remote opens.
+type countingOpens struct {
+	Remote
+	opens *atomic.Int64
+}
+
+func (c countingOpens) OpenFile(p string, flags int) (File, error) {
+	c.opens.Add(1)
+	return c.Remote.OpenFile(p, flags)
 }

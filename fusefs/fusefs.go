@@ -183,6 +183,9 @@ type remoteNode struct {
 	latest, pages           version
 	latestKnown, pagesKnown bool
 	pagesAt                 time.Time
+
+	// A folder's small files read ahead (prefetch.go).
+	fetch *folderFetch
 }
 
 // cached is a child's attributes from a fresh listing; known reports
@@ -325,6 +328,28 @@ func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 }
 
 func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	var folder *remoteNode
+	name, parent := n.Parent()
+	if parent != nil {
+		folder, _ = parent.Operations().(*remoteNode)
+	}
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0 && folder != nil {
+		n.mu.Lock()
+		v, known := n.latest, n.latestKnown
+		n.mu.Unlock()
+		if known {
+			if data := folder.takeFetched(ctx, name, v); data != nil {
+				var open uint32
+				if n.keepCache(time.Now()) {
+					open |= fuse.FOPEN_KEEP_CACHE
+				}
+				return &memHandle{data: data}, open, 0
+			}
+		}
+		folder.prefetchSiblings(name) // before this file's own open: both at once
+	} else if folder != nil {
+		folder.dropFetched(name)
+	}
 	f, err := n.remote.OpenFile(n.path(), int(flags)&(os.O_RDONLY|os.O_WRONLY|os.O_RDWR|os.O_APPEND|os.O_TRUNC))
 	if err != nil {
 		return nil, 0, errno(err)
