@@ -5,6 +5,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,5 +268,39 @@ func TestMountSeesPodChanges(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	if err := p.wait(30 * time.Second); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.output())
+	}
+}
+
+// A write and its fsync reach the pod: the file server fsyncs the file
+// there (fsync@openssh.com), and what was written is in the pod even when
+// the plugin is killed right after.
+func TestMountFsyncReachesThePod(t *testing.T) {
+	cs := clientset(t)
+	pod := filesTarget(t, cs)
+	dir := t.TempDir()
+	env := machine(t)
+	p := startInLaptopNet(t, env, "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
+	p.waitFor("mounted after", 90*time.Second)
+	want := bytes.Repeat([]byte("durable\n"), 1<<17) // 1 MiB
+	f, err := os.Create(filepath.Join(dir, "work", "synced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync through the mount: %v", err)
+	}
+	p.signal(syscall.SIGKILL)
+	p.wait(10 * time.Second)
+	f.Close()
+	if got := strings.TrimSpace(inPod(t, pod, "sh", "-c", "md5sum < /work/synced")); !strings.HasPrefix(got, fmt.Sprintf("%x", md5.Sum(want))) {
+		t.Errorf("the pod has %q of the synced file", got)
+	}
+	// The next command on this machine takes the dead mount away.
+	c := startInLaptopNet(t, env, testPlugin(t), "-n", demoNamespace, "session", "list")
+	if err := c.wait(60 * time.Second); err != nil || isMountpoint(dir) {
+		t.Fatalf("the next command after a crash: %v mounted=%v\n%s", err, isMountpoint(dir), c.output())
 	}
 }

@@ -474,8 +474,23 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	return uint32(n), 0
 }
 
-func (h *handle) Flush(ctx context.Context) syscall.Errno               { return 0 }
-func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+func (h *handle) Flush(ctx context.Context) syscall.Errno { return 0 }
+
+// Fsync reaches the pod's disk when the file server can (the agent's does:
+// fsync@openssh.com); a remote that cannot says so rather than pretending.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if h.readOnly {
+		return 0
+	}
+	s, ok := h.f.(interface{ Sync() error })
+	if !ok {
+		return 0 // every write was acknowledged: it is in the pod, not on its disk
+	}
+	if err := s.Sync(); err != nil && !unsupported(err) {
+		return errno(err)
+	}
+	return 0
+}
 
 // Release closes the remote file. A read-only one is closed in the
 // background: nothing it says can matter to the reader, and a copy of many

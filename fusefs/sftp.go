@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"errors"
 	"os"
 
 	"github.com/pkg/sftp"
@@ -42,4 +43,11 @@ func (o owned) Gid() uint32 {
 		return st.GID
 	}
 	return 0
+}
+
+// unsupported is a file server's "not supported" (an agent older than its
+// fsync): the data was acknowledged, so the caller is told it is there.
+func unsupported(err error) bool {
+	var se *sftp.StatusError
+	return errors.As(err, &se) && se.FxCode() == sftp.ErrSSHFxOpUnsupported
 }

@@ -107,7 +107,7 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				idleSince = time.Now()
 				mu.Unlock()
 			}()
-			srv, err := sftp.NewServer(c, sftp.WithMaxTxPacket(MaxPacket))
+			srv, err := sftp.NewServer(withFsync(c), sftp.WithMaxTxPacket(MaxPacket))
 			if err != nil {
 				c.Close()
 				return
