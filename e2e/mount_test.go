@@ -304,3 +304,57 @@ func TestMountFsyncReachesThePod(t *testing.T) {
 		t.Fatalf("the next command after a crash: %v mounted=%v\n%s", err, isMountpoint(dir), c.output())
 	}
 }
+
+// Without root, mount goes through fusermount3 where the system lets a
+// user open /dev/fuse; where it does not, the refusal is one line, before
+// anything changes in the cluster.
+func TestMountWithoutRoot(t *testing.T) {
+	cs := clientset(t)
+	pod := filesTarget(t, cs)
+	before, err := cs.CoreV1().Pods(demoNamespace).Get(context.Background(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	os.Chmod(filepath.Dir(tmp), 0o755) // t.TempDir's parent is 0700
+	os.Chmod(tmp, 0o755)
+	home, dir, kc := filepath.Join(tmp, "home"), filepath.Join(tmp, "mnt"), filepath.Join(tmp, "kubeconfig")
+	os.Mkdir(home, 0o755)
+	os.Mkdir(dir, 0o755)
+	b, err := os.ReadFile(kubeconfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(kc, b, 0o600)
+	for _, p := range []string{home, dir, kc} {
+		os.Chown(p, 4242, 4242)
+	}
+	env := []string{"HOME=" + home, "KUBECONFIG=" + kc, "KUBECTL_CZ_STATE_DIR=" + filepath.Join(home, "state")}
+	p := startCmd(t, env, []string{"nsenter", "--net=/var/run/netns/" + laptopNetns, "setpriv", "--reuid", "4242", "--regid", "4242", "--clear-groups", "--",
+		filepath.Join(repoRoot(t), "bin", "kubectl-cz"), "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never"})
+	st, err := os.Stat("/dev/fuse")
+	if err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if st.Mode().Perm()&0o006 == 0o006 { // users may open it: a real mount through fusermount3
+		p.waitFor("mounted after", 90*time.Second)
+		if b, err := os.ReadFile(filepath.Join(dir, "work", "seed.txt")); err != nil || string(b) != "seed\n" {
+			t.Errorf("through fusermount3: %q %v", b, err)
+		}
+		p.signal(syscall.SIGTERM)
+		if err := p.wait(30 * time.Second); err != nil || isMountpoint(dir) {
+			t.Errorf("exit: %v mounted=%v\n%s", err, isMountpoint(dir), p.output())
+		}
+		return
+	}
+	if err := p.wait(30 * time.Second); err == nil {
+		t.Fatalf("mounted without access to /dev/fuse:\n%s", p.output())
+	}
+	if out := strings.TrimSpace(p.output()); strings.Count(out, "\n") != 0 || !strings.Contains(out, "/dev/fuse") || !strings.Contains(out, "sudo -E") {
+		t.Errorf("want one line naming /dev/fuse and sudo -E:\n%s", out)
+	}
+	after, err := cs.CoreV1().Pods(demoNamespace).Get(context.Background(), pod, metav1.GetOptions{})
+	if err != nil || len(after.Spec.EphemeralContainers) != len(before.Spec.EphemeralContainers) {
+		t.Errorf("the refusal changed the pod: %v", err)
+	}
+}

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/pkg/sftp"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
@@ -55,6 +57,9 @@ func (p *Part) Prepare(ctx context.Context) error {
 		return fmt.Errorf("%s is not a folder: create it first", p.Dir)
 	}
 	p.Dir = dir
+	if err := canMount(); err != nil {
+		return err
+	}
 	src, err := workload.Lookup(ctx, p.Clients.Kube, p.Namespace, p.Workload)
 	if err != nil {
 		return err
@@ -115,4 +120,20 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 		fmt.Fprintf(p.Out, "mounted after %.1fs: pod %s container %s at %s\n", time.Since(p.Start).Seconds(), p.pod.Name, p.Container, strings.Join(p.paths(), ", "))
 		active()
 	})
+}
+
+// canMount says in one line why this process cannot mount, before
+// anything changes: root mounts directly; another user needs fusermount3
+// and a /dev/fuse it may open.
+func canMount() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return fmt.Errorf("mounting without root needs fusermount3 (package fuse3), which is not on PATH: install it, or run with sudo -E")
+	}
+	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
+		return fmt.Errorf("mounting without root needs read and write access to /dev/fuse, which this system gives only to root: run with sudo -E")
+	}
+	return nil
 }

@@ -128,6 +128,9 @@ func Lookup(ctx context.Context, kube kubernetes.Interface, ns string, r Ref) (c
 // choice: kubectl's own rules and words (podcmd), as kubectl exec and logs.
 func PickContainer(errOut io.Writer, src containerenv.Source, requested string) (string, error) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: src.Namespace, Annotations: src.Annotations}, Spec: *src.Spec}
+	// Ephemeral containers (a mount's file servers among them) run no
+	// workload: not candidates, and not worth naming in the choice.
+	pod.Spec.EphemeralContainers = nil
 	if src.Pod != nil {
 		pod.Name = src.Pod.Name
 	}
