@@ -28,6 +28,7 @@ func (b *bench) mount(ctx context.Context) error {
 	tree := &row{name: "2,000 files in 110 folders, kubectl cz mount (cp -r)", unit: "s", baseline: "2,000 files in 110 folders, kubectl cp"}
 	walk := &row{name: "2,000 files in 110 folders, kubectl cz mount (find)", unit: "s", baseline: "2,000 files in 110 folders, kubectl exec find"}
 	reread := &row{name: "100 MiB file read again, unchanged, kubectl cz mount (page cache)", unit: "MiB/s", baseline: "100 MiB file, kubectl cz mount (read)"}
+	write := &row{name: "10 MiB write + fsync, kubectl cz mount", unit: "MiB/s", baseline: "GET 100 MiB, kubectl port-forward (spdy)"}
 	rewalk := &row{name: "2,000 files in 110 folders, kubectl cz mount (find again, warm)", unit: "s"}
 	for run := 0; run < b.runs; run++ {
 		// In the laptop's network namespace only, so the mount is visible here.
@@ -58,6 +59,13 @@ func (b *bench) mount(ctx context.Context) error {
 				err = fmt.Errorf("read %d bytes of the blob again, want %d", n, blobSize)
 			}
 			reread.samples = append(reread.samples, mibps(blobSize, time.Since(t0)))
+		}
+		if err == nil {
+			t0 = time.Now()
+			if err = writeSynced(filepath.Join(data, fmt.Sprintf("written-%d", run)), 10<<20); err == nil {
+				write.samples = append(write.samples, mibps(10<<20, time.Since(t0)))
+			}
+			os.Remove(filepath.Join(data, fmt.Sprintf("written-%d", run)))
 		}
 		if err == nil {
 			dst := filepath.Join(b.tmp, fmt.Sprintf("mount-tree-%d", run))
@@ -92,7 +100,7 @@ func (b *bench) mount(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, r := range []*row{active, read, reread, tree, walk, rewalk} {
+	for _, r := range []*row{active, read, reread, write, tree, walk, rewalk} {
 		b.table.add(r)
 	}
 	return nil
@@ -115,4 +123,27 @@ func readFile(p string) (int64, error) {
 	}
 	defer f.Close()
 	return io.Copy(io.Discard, f)
+}
+
+// writeSynced writes n bytes in 1 MiB writes and fsyncs them.
+func writeSynced(p string, n int) error {
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	for written := 0; written < n; written += len(buf) {
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync: %w", err)
+	}
+	return f.Close()
 }

@@ -25,6 +25,7 @@ const (
 	fxpOpen     = 3
 	fxpClose    = 4
 	fxpStatus   = 101
+	fxpData     = 103
 	fxpHandle   = 102
 	fxpExtended = 200
 
@@ -37,50 +38,62 @@ const (
 	maxFilterPacket = MaxPacket + 64<<10
 )
 
-// withFsync returns the end the SFTP server should serve; it pumps both
-// ways until c or the server's end closes.
-func withFsync(c net.Conn) net.Conn {
-	server, inner := net.Pipe()
-	f := &fsyncFilter{client: c, server: inner, opens: map[uint32]string{}, handles: map[string]string{}}
-	go f.pump(c, inner, f.fromClient)
-	go f.pump(inner, c, f.fromServer)
-	return server
+// withFsync returns what the SFTP server should serve: its reads come,
+// packet by packet, from the client through the filter (a pipe); its
+// writes go straight to the client, looked at on the way (no copy: the
+// answers carry the data of every read).
+func withFsync(c net.Conn) io.ReadWriteCloser {
+	pr, pw := io.Pipe()
+	f := &fsyncFilter{client: c, opens: map[uint32]string{}, handles: map[string]string{}}
+	go f.pumpRequests(c, pw)
+	return &serverEnd{f: f, r: pr}
 }
 
 type fsyncFilter struct {
-	client, server net.Conn
-	toClient       sync.Mutex // the server's answers and ours, whole packets
-	mu             sync.Mutex
-	opens          map[uint32]string // request id -> path, until its HANDLE
-	handles        map[string]string // handle -> path
+	client   net.Conn
+	toClient sync.Mutex // held from the start of a server packet to its end, and for our answers
+	mu       sync.Mutex
+	opens    map[uint32]string // request id -> path, until its HANDLE
+	handles  map[string]string // handle -> path
+
+	// The server's packet being written: bytes still to come, and a small
+	// packet gathered whole before it is looked at.
+	left    int
+	partial []byte
 }
 
-// pump copies packets from src to dst through handle, which may answer a
-// packet itself (then it is not forwarded) or change it.
-func (f *fsyncFilter) pump(src, dst net.Conn, handle func(p []byte) ([]byte, bool)) {
-	defer src.Close()
-	defer dst.Close()
-	r := bufio.NewReaderSize(src, 64<<10)
+// pumpRequests passes the client's packets to the server, answering an
+// fsync itself.
+func (f *fsyncFilter) pumpRequests(c net.Conn, w *io.PipeWriter) {
+	r := bufio.NewReaderSize(c, 64<<10)
 	for {
 		p, err := readPacket(r)
 		if err != nil {
+			w.CloseWithError(err)
 			return
 		}
-		out, forward := handle(p)
-		if !forward {
+		if forward := f.fromClient(p); !forward {
 			continue
 		}
-		if dst == f.client {
-			f.toClient.Lock()
-		}
-		_, err = dst.Write(out)
-		if dst == f.client {
-			f.toClient.Unlock()
-		}
-		if err != nil {
+		if _, err := w.Write(p); err != nil {
+			c.Close()
 			return
 		}
 	}
+}
+
+// serverEnd is the server's connection: reads from the pipe, writes to the
+// client through fromServer.
+type serverEnd struct {
+	f *fsyncFilter
+	r *io.PipeReader
+}
+
+func (s *serverEnd) Read(p []byte) (int, error)  { return s.r.Read(p) }
+func (s *serverEnd) Write(p []byte) (int, error) { return s.f.fromServer(p) }
+func (s *serverEnd) Close() error {
+	s.r.Close()
+	return s.f.client.Close()
 }
 
 // readPacket reads one length-prefixed packet, prefix included.
@@ -101,7 +114,7 @@ func readPacket(r io.Reader) ([]byte, error) {
 	return p, nil
 }
 
-func (f *fsyncFilter) fromClient(p []byte) ([]byte, bool) {
+func (f *fsyncFilter) fromClient(p []byte) bool {
 	body := p[5:]
 	switch p[4] {
 	case fxpOpen:
@@ -140,19 +153,82 @@ func (f *fsyncFilter) fromClient(p []byte) ([]byte, bool) {
 		f.toClient.Lock()
 		_, _ = f.client.Write(statusPacket(id, code, msg))
 		f.toClient.Unlock()
-		return nil, false
+		return false
 	}
-	return p, true
+	return true
 }
 
-func (f *fsyncFilter) fromServer(p []byte) ([]byte, bool) {
+// fromServer writes the server's bytes to the client. pkg/sftp writes a
+// packet as its header, then the payload of a data answer: the client lock
+// is taken at a packet's first byte and let go at its last, so our answers
+// never land inside one. Small packets (VERSION, HANDLE, STATUS) are
+// gathered whole and looked at; a data answer passes as it comes.
+func (f *fsyncFilter) fromServer(p []byte) (int, error) {
+	written := len(p)
+	for len(p) > 0 {
+		if f.left == 0 && f.partial == nil {
+			f.toClient.Lock() // a packet starts
+		}
+		if f.left > 0 { // inside a data answer
+			n := min(f.left, len(p))
+			if _, err := f.client.Write(p[:n]); err != nil {
+				f.left = 0
+				f.toClient.Unlock()
+				return 0, err
+			}
+			f.left -= n
+			p = p[n:]
+			if f.left == 0 {
+				f.toClient.Unlock()
+			}
+			continue
+		}
+		f.partial = append(f.partial, p...)
+		p = nil
+		if len(f.partial) < 5 {
+			return written, nil // the rest of the header comes next
+		}
+		size := 4 + int(binary.BigEndian.Uint32(f.partial))
+		if f.partial[4] == fxpData && len(f.partial) < size {
+			// A data answer's header: send it, then its payload as it comes.
+			head := f.partial
+			f.partial, f.left = nil, size-len(head)
+			if _, err := f.client.Write(head); err != nil {
+				f.left = 0
+				f.toClient.Unlock()
+				return 0, err
+			}
+			continue
+		}
+		if len(f.partial) < size {
+			if size > maxFilterPacket {
+				f.toClient.Unlock()
+				return 0, fmt.Errorf("sftp answer of %d bytes", size)
+			}
+			return written, nil // gather the small packet whole
+		}
+		pkt, rest := f.partial[:size], f.partial[size:]
+		f.partial = nil
+		_, err := f.client.Write(f.look(pkt))
+		f.toClient.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		p = rest
+	}
+	return written, nil
+}
+
+// look notes what the filter needs of a whole server packet, and adds the
+// extension to VERSION.
+func (f *fsyncFilter) look(p []byte) []byte {
 	switch p[4] {
 	case fxpVersion:
 		// Advertise the extension: name and version "1", appended.
 		ext := appendString(appendString(nil, fsyncExtension), "1")
 		out := append(append([]byte{}, p...), ext...)
 		binary.BigEndian.PutUint32(out, uint32(len(out)-4))
-		return out, true
+		return out
 	case fxpHandle:
 		if id, rest, ok := takeUint32(p[5:]); ok {
 			if h, _, ok := takeString(rest); ok {
@@ -172,7 +248,7 @@ func (f *fsyncFilter) fromServer(p []byte) ([]byte, bool) {
 			f.mu.Unlock()
 		}
 	}
-	return p, true
+	return p
 }
 
 func fsyncPath(path string, known bool) error {
