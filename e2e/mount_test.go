@@ -281,6 +281,7 @@ func TestMountFsyncReachesThePod(t *testing.T) {
 	dir := t.TempDir()
 	env := machine(t)
 	p := startInLaptopNet(t, env, "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
+	id := strings.Fields(p.waitFor("session ", 30*time.Second))[1]
 	p.waitFor("mounted after", 90*time.Second)
 	want := bytes.Repeat([]byte("durable\n"), 1<<17) // 1 MiB
 	f, err := os.Create(filepath.Join(dir, "work", "synced"))
@@ -299,8 +300,9 @@ func TestMountFsyncReachesThePod(t *testing.T) {
 	if got := strings.TrimSpace(inPod(t, pod, "sh", "-c", "md5sum < /work/synced")); !strings.HasPrefix(got, fmt.Sprintf("%x", md5.Sum(want))) {
 		t.Errorf("the pod has %q of the synced file", got)
 	}
-	// The next command on this machine takes the dead mount away.
-	c := startInLaptopNet(t, env, testPlugin(t), "-n", demoNamespace, "session", "list")
+	// Closing the session takes the dead mount away, and the file server's
+	// Secret in the cluster.
+	c := startInLaptopNet(t, env, testPlugin(t), "-n", demoNamespace, "session", "close", id)
 	if err := c.wait(60 * time.Second); err != nil || isMountpoint(dir) {
 		t.Fatalf("the next command after a crash: %v mounted=%v\n%s", err, isMountpoint(dir), c.output())
 	}

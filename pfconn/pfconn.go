@@ -82,21 +82,34 @@ func (c *Conn) Close() error { return c.conn.Close() }
 // returned by the next Read.
 func (c *Conn) DialPort(ctx context.Context, port int) (net.Conn, error) {
 	id := strconv.FormatInt(c.nextID.Add(1), 10)
-	headers := http.Header{}
-	headers.Set(corev1.StreamType, corev1.StreamTypeError)
-	headers.Set(corev1.PortHeader, strconv.Itoa(port))
-	headers.Set(corev1.PortForwardRequestIDHeader, id)
-	errStream, err := c.conn.CreateStream(headers)
-	if err != nil {
-		return nil, fmt.Errorf("port-forward to %s/%s:%d: %w", c.Namespace, c.Pod, port, err)
+	headers := func(kind string) http.Header {
+		h := http.Header{}
+		h.Set(corev1.StreamType, kind)
+		h.Set(corev1.PortHeader, strconv.Itoa(port))
+		h.Set(corev1.PortForwardRequestIDHeader, id)
+		return h
+	}
+	// Both streams at once: each creation waits for the other end's reply,
+	// and the kubelet pairs them by request id in either order (kubectl
+	// creates them one after the other: two round trips instead of one).
+	var errStream httpstream.Stream
+	var errErr error
+	created := make(chan struct{})
+	go func() {
+		defer close(created)
+		errStream, errErr = c.conn.CreateStream(headers(corev1.StreamTypeError))
+	}()
+	data, dataErr := c.conn.CreateStream(headers(corev1.StreamTypeData))
+	<-created
+	if errErr != nil || dataErr != nil {
+		for _, st := range []httpstream.Stream{errStream, data} {
+			if st != nil {
+				c.conn.RemoveStreams(st)
+			}
+		}
+		return nil, fmt.Errorf("port-forward to %s/%s:%d: %w", c.Namespace, c.Pod, port, errors.Join(errErr, dataErr))
 	}
 	errStream.Close() // nothing is written to it
-	headers.Set(corev1.StreamType, corev1.StreamTypeData)
-	data, err := c.conn.CreateStream(headers)
-	if err != nil {
-		c.conn.RemoveStreams(errStream)
-		return nil, fmt.Errorf("port-forward to %s/%s:%d: %w", c.Namespace, c.Pod, port, err)
-	}
 	s := &stream{Stream: data, errStream: errStream, owner: c, port: port, remoteErr: make(chan struct{})}
 	go s.watchErrors()
 	return s, nil

@@ -106,7 +106,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.DNS == "" || cfg.DNS == DNSAuto {
 		cfg.DNS = DNSResolvConf // systemd-resolved's per-link DNS is not used yet
 	}
-	t := &teleport{cfg: cfg, dns: &dnsshim.Server{}, fwd: &forwarder{rest: cfg.Rest, kube: cfg.Kube, conns: map[string]*pfconn.Conn{}},
+	t := &teleport{cfg: cfg, dns: &dnsshim.Server{}, fwd: &forwarder{rest: cfg.Rest, kube: cfg.Kube, conns: map[string]*pfconn.Conn{}, spares: map[string][]*spareStream{}},
 		svcs: map[string]listersv1.ServiceLister{}, slices: map[string]discoverylisters.EndpointSliceLister{}, bySvc: map[string]cache.Indexer{},
 		exposed: map[string]*exposure{}, ips: map[string]net.IP{}}
 	defer t.fwd.closeAll()
@@ -638,9 +638,19 @@ type forwarder struct {
 	kube  kubernetes.Interface
 	mu    sync.Mutex
 	conns map[string]*pfconn.Conn
+	// spares are opened streams waiting for the next connection, by
+	// "ns/pod:port" (spares.go).
+	spares map[string][]*spareStream
 }
 
 func (f *forwarder) dial(ctx context.Context, ns, pod string, port int) (net.Conn, error) {
+	key := fmt.Sprintf("%s/%s:%d", ns, pod, port)
+	if s := f.takeSpare(key); s != nil {
+		if c, err := f.conn(ctx, ns, pod); err == nil {
+			f.refill(c, key, port)
+		}
+		return s, nil
+	}
 	for attempt := 0; ; attempt++ {
 		c, err := f.conn(ctx, ns, pod)
 		if err != nil {
@@ -648,6 +658,9 @@ func (f *forwarder) dial(ctx context.Context, ns, pod string, port int) (net.Con
 		}
 		s, err := c.DialPort(ctx, port)
 		if err == nil {
+			for i := 0; i < sparesPerPort; i++ {
+				f.refill(c, key, port)
+			}
 			return s, nil
 		}
 		f.drop(ns+"/"+pod, c)
@@ -690,11 +703,13 @@ func (f *forwarder) drop(key string, c *pfconn.Conn) {
 		delete(f.conns, key)
 	}
 	f.mu.Unlock()
+	f.closeSpares(func(pod string) bool { return pod != key })
 	c.Close()
 }
 
 // retain closes the connections to pods no Service sends to any more.
 func (f *forwarder) retain(pods map[string]bool) {
+	f.closeSpares(func(pod string) bool { return pods[pod] })
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for key, c := range f.conns {
@@ -706,6 +721,7 @@ func (f *forwarder) retain(pods map[string]bool) {
 }
 
 func (f *forwarder) closeAll() {
+	f.closeSpares(func(string) bool { return false })
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for k, c := range f.conns {
