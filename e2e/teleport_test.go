@@ -82,7 +82,7 @@ func TestTeleportNamespace(t *testing.T) {
 	} {
 		got, err := servedBy(t, url)
 		if err != nil || !strings.HasPrefix(got, want) {
-			t.Errorf("%s: %q %v, want %q...", url, got, err, want)
+			t.Errorf("%s: %q %v, want %q...\n%s", url, got, err, want, p.output())
 		}
 	}
 
