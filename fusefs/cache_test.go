@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -187,4 +188,37 @@ type countingOpens struct {
 func (c countingOpens) OpenFile(p string, flags int) (File, error) {
 	c.opens.Add(1)
 	return c.Remote.OpenFile(p, flags)
+}
+
+// Listing a folder lists its subfolders ahead, in parallel: walking the
+// tree right after reads no folder from the remote again, and a file made
+// through the mount shows in its folder at once.
+func TestSubfoldersListedAhead(t *testing.T) {
+	remote := t.TempDir()
+	for i := 0; i < 20; i++ {
+		deep := filepath.Join(remote, fmt.Sprintf("d%02d", i), "sub")
+		os.MkdirAll(deep, 0o755)
+		os.WriteFile(filepath.Join(deep, "f.txt"), []byte("x"), 0o644)
+	}
+	var lists atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return counting{r, &lists} })
+	if _, err := os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the walk: 40 folders, 16 at a time, on loopback
+	before := lists.Load()
+	out, err := exec.Command("find", dir, "-name", "f.txt").Output()
+	if err != nil || strings.Count(string(out), "\n") != 20 {
+		t.Fatalf("find: %v\n%s", err, out)
+	}
+	if n := lists.Load() - before; n != 0 {
+		t.Errorf("walking the tree listed %d folders from the remote again", n)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "d03", "sub", "new.txt"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "d03", "sub"))
+	if err != nil || len(entries) != 2 {
+		t.Errorf("after a file was made through the mount: %v %v", entries, err)
+	}
 }

@@ -91,7 +91,7 @@ func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*
 		r = ownedRemote{Remote: r, o: *owner}
 		folders.uid, folders.gid = owner.LocalUID, owner.LocalGID
 	}
-	root := &tree{dirNode: dirNode{attr: folders}, remote: r, paths: paths}
+	root := &tree{dirNode: dirNode{attr: folders}, remote: r, paths: paths, listings: newListings()}
 	srv, err := fs.Mount(dir, root, opts)
 	if err != nil {
 		return nil, err
@@ -138,8 +138,9 @@ func (d *dirNode) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut)
 // tree is the mount's root: local folders leading to each remote path.
 type tree struct {
 	dirNode
-	remote Remote
-	paths  []string
+	remote   Remote
+	paths    []string
+	listings *listings
 }
 
 var _ = (fs.NodeOnAdder)((*tree)(nil))
@@ -156,7 +157,7 @@ func (t *tree) OnAdd(ctx context.Context) {
 			var node fs.InodeEmbedder = &dirNode{attr: t.attr}
 			mode := uint32(syscall.S_IFDIR)
 			if i == len(parts)-1 {
-				node = &remoteNode{remote: t.remote}
+				node = &remoteNode{remote: t.remote, shared: t.listings}
 			}
 			child := parent.NewPersistentInode(ctx, node, fs.StableAttr{Mode: mode})
 			parent.AddChild(name, child, false)
@@ -171,6 +172,7 @@ func (t *tree) OnAdd(ctx context.Context) {
 type remoteNode struct {
 	fs.Inode
 	remote Remote
+	shared *listings // the mount's listings, read ahead (walk.go)
 
 	// The last listing of a folder: its entries' attributes answer the
 	// lookups that follow (ls -l, find, cp -r) without a round trip each.
@@ -192,12 +194,21 @@ type remoteNode struct {
 // whether the listing is fresh enough to say the child does not exist.
 func (n *remoteNode) cached(name string) (fi os.FileInfo, known bool) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.listed == nil || time.Since(n.listedAt) > CacheTimeout {
-		return nil, false
+	if n.listed != nil && time.Since(n.listedAt) <= CacheTimeout {
+		fi = n.listed[name]
+		n.mu.Unlock()
+		return fi, true
 	}
-	fi = n.listed[name]
-	return fi, true
+	n.mu.Unlock()
+	if list, _, ok := n.shared.fresh(n.path()); ok {
+		for _, e := range list {
+			if e.Name() == name {
+				return e, true
+			}
+		}
+		return nil, true
+	}
+	return nil, false
 }
 
 // forget drops the listing after a change made through this folder, and
@@ -207,6 +218,7 @@ func (n *remoteNode) forget() {
 	n.listed = nil
 	n.pagesKnown = false
 	n.mu.Unlock()
+	n.shared.drop(n.path())
 }
 
 // forgetParent drops the parent folder's listing after a child changed.
@@ -236,7 +248,7 @@ var (
 )
 
 func (n *remoteNode) child(name string) (*remoteNode, string) {
-	return &remoteNode{remote: n.remote}, path.Join(n.path(), name)
+	return &remoteNode{remote: n.remote, shared: n.shared}, path.Join(n.path(), name)
 }
 
 func (n *remoteNode) newInode(ctx context.Context, c *remoteNode, p string, fi os.FileInfo, out *fuse.EntryOut) *fs.Inode {
@@ -311,9 +323,16 @@ func (n *remoteNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 }
 
 func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	list, err := n.remote.ReadDir(n.path())
-	if err != nil {
-		return nil, errno(err)
+	p := n.path()
+	list, at, ahead := n.shared.fresh(p)
+	if !ahead {
+		at = time.Now()
+		var err error
+		if list, err = n.remote.ReadDir(p); err != nil {
+			return nil, errno(err)
+		}
+		n.shared.put(p, list, at)
+		n.shared.walk(n.remote, p, list)
 	}
 	entries := make([]fuse.DirEntry, 0, len(list))
 	listed := make(map[string]os.FileInfo, len(list))
@@ -322,7 +341,7 @@ func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 		listed[fi.Name()] = fi
 	}
 	n.mu.Lock()
-	n.listed, n.listedAt = listed, time.Now()
+	n.listed, n.listedAt = listed, at // trusted from when it was read
 	n.mu.Unlock()
 	return fs.NewListDirStream(entries), 0
 }

@@ -1,0 +1,153 @@
+package fusefs
+
+import (
+	"os"
+	"path"
+	"sync"
+	"time"
+)
+
+// A folder listed from the remote side has its subfolders listed right
+// after, in parallel, into a listing cache the whole mount shares: a
+// program that walks a tree (find, cp -r, grep -r, git) then finds the
+// next folders' listings here instead of waiting a round trip for each in
+// turn. Listings are trusted for CacheTimeout from when they were read,
+// like every other attribute.
+const (
+	walkWorkers = 16
+	walkFolders = 1024 // folders listed ahead per walk
+)
+
+// listing is one folder's entries as read at a time.
+type listing struct {
+	at      time.Time
+	entries []os.FileInfo
+}
+
+// listings is the mount's shared cache of folder listings, by path.
+type listings struct {
+	mu      sync.Mutex
+	m       map[string]listing
+	walking map[string]bool // roots of walks under way
+}
+
+func newListings() *listings {
+	return &listings{m: map[string]listing{}, walking: map[string]bool{}}
+}
+
+// fresh is a folder's listing and when it was read, if within CacheTimeout.
+func (l *listings) fresh(p string) ([]os.FileInfo, time.Time, bool) {
+	if l == nil {
+		return nil, time.Time{}, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.m[p]
+	if !ok || time.Since(e.at) > CacheTimeout {
+		return nil, time.Time{}, false
+	}
+	return e.entries, e.at, true
+}
+
+func (l *listings) put(p string, entries []os.FileInfo, at time.Time) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.m[p] = listing{at: at, entries: entries}
+	// Old listings go: a long walk must not keep the whole tree in memory.
+	if len(l.m) > 4*walkFolders {
+		for k, e := range l.m {
+			if time.Since(e.at) > CacheTimeout {
+				delete(l.m, k)
+			}
+		}
+	}
+	l.mu.Unlock()
+}
+
+// drop forgets a folder's listing after a change made through the mount.
+func (l *listings) drop(p string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	delete(l.m, p)
+	l.mu.Unlock()
+}
+
+// walk lists the subfolders of root (whose entries were just read) and
+// theirs, up to walkFolders, walkWorkers at a time, in the background.
+func (l *listings) walk(r Remote, root string, entries []os.FileInfo) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	if l.walking[root] {
+		l.mu.Unlock()
+		return
+	}
+	l.walking[root] = true
+	l.mu.Unlock()
+	go func() {
+		defer func() {
+			l.mu.Lock()
+			delete(l.walking, root)
+			l.mu.Unlock()
+		}()
+		// A queue of folders to list, fed by the listings themselves; done
+		// when it is empty and no listing is under way.
+		var mu sync.Mutex
+		cond := sync.NewCond(&mu)
+		var queue []string
+		inflight, budget := 0, walkFolders
+		enqueue := func(dir string, list []os.FileInfo) {
+			for _, fi := range list {
+				if fi.IsDir() && budget > 0 {
+					budget--
+					queue = append(queue, path.Join(dir, fi.Name()))
+				}
+			}
+		}
+		mu.Lock()
+		enqueue(root, entries)
+		mu.Unlock()
+		var wg sync.WaitGroup
+		for i := 0; i < walkWorkers; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					mu.Lock()
+					for len(queue) == 0 && inflight > 0 {
+						cond.Wait()
+					}
+					if len(queue) == 0 {
+						mu.Unlock()
+						cond.Broadcast()
+						return
+					}
+					dir := queue[0]
+					queue = queue[1:]
+					inflight++
+					mu.Unlock()
+
+					var list []os.FileInfo
+					if _, _, ok := l.fresh(dir); !ok {
+						at := time.Now()
+						if got, err := r.ReadDir(dir); err == nil {
+							l.put(dir, got, at)
+							list = got
+						}
+					}
+					mu.Lock()
+					enqueue(dir, list)
+					inflight--
+					mu.Unlock()
+					cond.Broadcast()
+				}
+			}()
+		}
+		wg.Wait()
+	}()
+}
