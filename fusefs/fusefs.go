@@ -343,6 +343,11 @@ func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 	n.mu.Lock()
 	n.listed, n.listedAt = listed, at // trusted from when it was read
 	n.mu.Unlock()
+	if n.shared.reading() {
+		// Files are being read (cp -r, grep -r): this folder's small files
+		// will be, too; fetch them now rather than at the first open.
+		n.prefetchSiblings("")
+	}
 	return fs.NewListDirStream(entries), 0
 }
 
@@ -365,6 +370,7 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 				return &memHandle{data: data}, open, 0
 			}
 		}
+		n.shared.noteRead()
 		folder.prefetchSiblings(name) // before this file's own open: both at once
 	} else if folder != nil {
 		folder.dropFetched(name)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,22 @@ type listings struct {
 	mu      sync.Mutex
 	m       map[string]listing
 	walking map[string]bool // roots of walks under way
+	// lastRead is when a file was last opened for reading (unix ns): a
+	// folder listed soon after gets its small files fetched at once.
+	lastRead atomic.Int64
+}
+
+// readingPattern: a file was opened for reading within this long.
+const readingPattern = 2 * time.Second
+
+func (l *listings) noteRead() {
+	if l != nil {
+		l.lastRead.Store(time.Now().UnixNano())
+	}
+}
+
+func (l *listings) reading() bool {
+	return l != nil && time.Since(time.Unix(0, l.lastRead.Load())) < readingPattern
 }
 
 func newListings() *listings {
