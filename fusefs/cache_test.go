@@ -222,3 +222,37 @@ func TestSubfoldersListedAhead(t *testing.T) {
 		t.Errorf("after a file was made through the mount: %v %v", entries, err)
 	}
 }
+
+// Watched, the kernel keeps names, attributes and pages for
+// WatchedTimeout, and Invalidate drops exactly the changed file: a
+// same-size rewrite on the remote side is read at once after it, never
+// before the kernel would have asked again.
+func TestInvalidateDropsTheChange(t *testing.T) {
+	remote := t.TempDir()
+	src := filepath.Join(remote, "conf")
+	os.WriteFile(src, []byte("version=1\n"), 0o644)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(src, old, old)
+	dir, m := mountServed(t, remote, func(r Remote) Remote { return r })
+	m.Watched(true)
+	read := func() string { return string(readAll(t, filepath.Join(dir, "conf"))) }
+	if got := read(); got != "version=1\n" {
+		t.Fatalf("first read: %q", got)
+	}
+	read() // the pages are kept from here on
+	os.WriteFile(src, []byte("version=2\n"), 0o644)
+	time.Sleep(CacheTimeout + 200*time.Millisecond)
+	if got := read(); got != "version=1\n" {
+		t.Fatalf("watched, a change nobody reported was read (the long caches do not hold): %q", got)
+	}
+	m.Invalidate(filepath.Join(remote, "conf"))
+	if got := read(); got != "version=2\n" {
+		t.Fatalf("after Invalidate: %q", got)
+	}
+	m.Watched(false) // the watch lost: everything dropped
+	os.WriteFile(src, []byte("version=3\n"), 0o644)
+	time.Sleep(CacheTimeout + 200*time.Millisecond)
+	if got := read(); got != "version=3\n" {
+		t.Fatalf("unwatched again: %q", got)
+	}
+}

@@ -62,7 +62,7 @@ type Owner struct {
 // Mount serves the remote paths (a container's volume mount paths) under
 // dir, each at its own path below it (/data appears as dir/data), until
 // the returned server is unmounted.
-func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*fuse.Server, error) {
+func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*Mounted, error) {
 	timeout := CacheTimeout
 	opts := &fs.Options{
 		EntryTimeout:    &timeout,
@@ -97,7 +97,7 @@ func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*
 		return nil, err
 	}
 	widenReadAhead(dir)
-	return srv, nil
+	return &Mounted{Server: srv, tree: root}, nil
 }
 
 // readAheadKB is how far ahead the kernel reads a file being read in
@@ -194,7 +194,7 @@ type remoteNode struct {
 // whether the listing is fresh enough to say the child does not exist.
 func (n *remoteNode) cached(name string) (fi os.FileInfo, known bool) {
 	n.mu.Lock()
-	if n.listed != nil && time.Since(n.listedAt) <= CacheTimeout {
+	if n.listed != nil && time.Since(n.listedAt) <= n.shared.kernelTimeout() {
 		fi = n.listed[name]
 		n.mu.Unlock()
 		return fi, true
@@ -253,8 +253,8 @@ func (n *remoteNode) child(name string) (*remoteNode, string) {
 
 func (n *remoteNode) newInode(ctx context.Context, c *remoteNode, p string, fi os.FileInfo, out *fuse.EntryOut) *fs.Inode {
 	fillAttr(fi, &out.Attr)
-	out.SetEntryTimeout(CacheTimeout)
-	out.SetAttrTimeout(CacheTimeout)
+	out.SetEntryTimeout(n.shared.kernelTimeout())
+	out.SetAttrTimeout(n.shared.kernelTimeout())
 	id := fs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: inoOf(p)}
 	// The node already known under this name and identity keeps its state
 	// (and the kernel its pages); else a new one.
@@ -274,7 +274,7 @@ func (n *remoteNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.Att
 		return errno(err)
 	}
 	fillAttr(fi, &out.Attr)
-	out.SetTimeout(CacheTimeout)
+	out.SetTimeout(n.shared.kernelTimeout())
 	n.seen(fi)
 	return 0
 }

@@ -22,6 +22,13 @@ func mountLocal(t *testing.T, remoteDir string) string {
 // mountLocalVia mounts with the remote wrapped (to count what reaches it).
 func mountLocalVia(t *testing.T, remoteDir string, wrap func(Remote) Remote) string {
 	t.Helper()
+	dir, _ := mountServed(t, remoteDir, wrap)
+	return dir
+}
+
+// mountServed mounts and returns the mount too.
+func mountServed(t *testing.T, remoteDir string, wrap func(Remote) Remote) (string, *Mounted) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
 	}
@@ -58,7 +65,7 @@ func mountLocalVia(t *testing.T, remoteDir string, wrap func(Remote) Remote) str
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Unmount() })
-	return filepath.Join(mnt, remoteDir)
+	return filepath.Join(mnt, remoteDir), srv
 }
 
 func TestEditorGrepAndGitOperations(t *testing.T) {

@@ -46,7 +46,7 @@ type folderFetch struct {
 func (n *remoteNode) prefetchSiblings(opening string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.listed == nil || time.Since(n.listedAt) > CacheTimeout {
+	if n.listed == nil || time.Since(n.listedAt) > n.shared.kernelTimeout() {
 		return
 	}
 	if n.fetch != nil && time.Since(n.fetch.started) < prefetchTTL {

@@ -33,6 +33,7 @@ type listings struct {
 	// lastRead is when a file was last opened for reading (unix ns): a
 	// folder listed soon after gets its small files fetched at once.
 	lastRead atomic.Int64
+	watch    watchState
 }
 
 // readingPattern: a file was opened for reading within this long.
@@ -52,15 +53,17 @@ func newListings() *listings {
 	return &listings{m: map[string]listing{}, walking: map[string]bool{}}
 }
 
-// fresh is a folder's listing and when it was read, if within CacheTimeout.
+// fresh is a folder's listing and when it was read, if recent enough
+// (kernelTimeout: longer while a watch drops each change).
 func (l *listings) fresh(p string) ([]os.FileInfo, time.Time, bool) {
 	if l == nil {
 		return nil, time.Time{}, false
 	}
+	timeout := l.kernelTimeout()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.m[p]
-	if !ok || time.Since(e.at) > CacheTimeout {
+	if !ok || time.Since(e.at) > timeout {
 		return nil, time.Time{}, false
 	}
 	return e.entries, e.at, true

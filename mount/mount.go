@@ -423,7 +423,7 @@ func present(ctx context.Context, c net.Conn, secret string) error {
 
 // Serve mounts the file server's volumes at dir, journaled, until ctx ends,
 // then unmounts.
-func Serve(ctx context.Context, s *session.Session, remote fusefs.Remote, mounts []corev1.VolumeMount, dir string, readOnly bool, owner *fusefs.Owner, ready func()) error {
+func Serve(ctx context.Context, s *session.Session, remote fusefs.Remote, mounts []corev1.VolumeMount, dir string, readOnly bool, owner *fusefs.Owner, ready func(), watch func(context.Context, *fusefs.Mounted)) error {
 	st, err := os.Stat(dir)
 	if err != nil || !st.IsDir() {
 		return fmt.Errorf("%s is not a folder: create it first", dir)
@@ -452,6 +452,9 @@ func Serve(ctx context.Context, s *session.Session, remote fusefs.Remote, mounts
 			_ = srv.Unmount()
 			return fmt.Errorf("the mount at %s does not answer: %w", dir, err)
 		}
+	}
+	if watch != nil {
+		go watch(ctx, srv)
 	}
 	if ready != nil {
 		ready()

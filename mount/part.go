@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kubectl-cz/kubectl-cz/fusefs"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
 	"github.com/kubectl-cz/kubectl-cz/workload"
@@ -116,9 +117,15 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 		return err
 	}
 	defer remote.Close()
+	var roots []string
+	for _, m := range p.mounts {
+		roots = append(roots, m.MountPath)
+	}
 	return Serve(ctx, s, remote, p.mounts, p.Dir, p.ReadOnly, LocalOwner(p.pod, p.Container), func() {
 		fmt.Fprintf(p.Out, "mounted after %.1fs: pod %s container %s at %s\n", time.Since(p.Start).Seconds(), p.pod.Name, p.Container, strings.Join(p.paths(), ", "))
 		active()
+	}, func(ctx context.Context, m *fusefs.Mounted) {
+		Watch(ctx, p.Clients.Rest, p.Clients.Kube, p.Namespace, p.pod.Name, agent, roots, m, p.ErrOut)
 	})
 }
 

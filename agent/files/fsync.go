@@ -43,6 +43,7 @@ const (
 // writes go straight to the client, looked at on the way (no copy: the
 // answers carry the data of every read).
 func withFsync(c net.Conn) io.ReadWriteCloser {
+	// c may be a bufferedConn: its reads carry the peeked bytes.
 	pr, pw := io.Pipe()
 	f := &fsyncFilter{client: c, opens: map[uint32]string{}, handles: map[string]string{}}
 	go f.pumpRequests(c, pw)

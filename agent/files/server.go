@@ -6,6 +6,7 @@
 package files
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -107,7 +108,16 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				idleSince = time.Now()
 				mu.Unlock()
 			}()
-			srv, err := sftp.NewServer(withFsync(c), sftp.WithMaxTxPacket(MaxPacket))
+			// A watch stream, or SFTP.
+			br := bufio.NewReaderSize(c, 64<<10)
+			if first, err := br.Peek(1); err == nil && first[0] == WatchMagic {
+				_, _ = br.ReadByte()
+				if err := serveWatch(c, br); err != nil {
+					s.Log.Warn("watch ended", "err", err)
+				}
+				return
+			}
+			srv, err := sftp.NewServer(withFsync(bufferedConn{c, br}), sftp.WithMaxTxPacket(MaxPacket))
 			if err != nil {
 				c.Close()
 				return
@@ -119,3 +129,11 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 		}()
 	}
 }
+
+// bufferedConn is a connection whose first bytes were peeked.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
