@@ -24,13 +24,20 @@ import (
 // again. A file server too old for it leaves the mount on short caches.
 func Watch(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod string, agent Agent, roots []string, m *fusefs.Mounted, log io.Writer) {
 	backoff := time.Second
-	for ctx.Err() == nil {
-		err := watchOnce(ctx, cfg, kube, ns, pod, agent, roots, m)
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		ready, err := watchOnce(ctx, cfg, kube, ns, pod, agent, roots, m)
 		m.Watched(false)
 		if ctx.Err() != nil {
 			return
 		}
-		fmt.Fprintf(log, "mount: the file server's change stream ended (%v); caches are short until it is back\n", err)
+		if !ready && attempt == 0 {
+			fmt.Fprintf(log, "mount: the file server does not stream changes (%v): caches stay short (1 s)\n", err)
+			return
+		}
+		if ready {
+			fmt.Fprintf(log, "mount: the file server's change stream ended (%v); caches are short until it is back\n", err)
+			backoff = time.Second
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -40,31 +47,34 @@ func Watch(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns,
 	}
 }
 
-func watchOnce(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod string, agent Agent, roots []string, m *fusefs.Mounted) error {
+// watchOnce follows one change stream until it ends; ready says whether
+// it got as far as watching.
+func watchOnce(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, ns, pod string, agent Agent, roots []string, m *fusefs.Mounted) (ready bool, err error) {
 	pf, err := pfconn.Dial(ctx, cfg, kube, ns, pod)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer pf.Close()
 	c, err := pf.DialPort(ctx, agent.Port)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	if err := present(ctx, c, agent.Secret); err != nil {
-		return err
+		return false, err
 	}
 	req, _ := json.Marshal(files.WatchRequest{Roots: roots})
 	if _, err := c.Write(append(append([]byte{files.WatchMagic}, req...), '\n')); err != nil {
-		return err
+		return false, err
 	}
 	lines := bufio.NewScanner(c)
 	lines.Buffer(make([]byte, 4096), 64<<10)
 	for lines.Scan() {
 		switch p := lines.Text(); p {
 		case ".": // every watch is in place
+			ready = true
 			m.Watched(true)
 		case "*": // changes were lost
 			m.InvalidateAll()
@@ -73,7 +83,7 @@ func watchOnce(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 		}
 	}
 	if err := lines.Err(); err != nil {
-		return err
+		return ready, err
 	}
-	return io.EOF
+	return ready, io.EOF
 }
