@@ -99,6 +99,12 @@ func TestTeleportNamespace(t *testing.T) {
 		got, err := servedBy(t, "http://leaf/")
 		return err == nil && got != old
 	})
+	// The cluster's own path to the new pod (core calls leaf) settles too
+	// before the next test relies on it.
+	waitUntil(t, 60*time.Second, func() bool {
+		r := onLaptop(t, 10*time.Second, "curl", "-sS", "-m", "3", "http://core/")
+		return r.err == nil && strings.Contains(r.stdout, `"service":"leaf"`) && !strings.Contains(r.stdout, `"error"`)
+	})
 
 	p.signal(syscall.SIGTERM)
 	if err := p.wait(30 * time.Second); err != nil {
@@ -191,6 +197,31 @@ func TestTeleportWorkloadRunsLocally(t *testing.T) {
 	}
 	if _, err := os.Stat(envFile); !os.IsNotExist(err) {
 		t.Errorf("the env file is still there after teleport ended (%v)", err)
+	}
+	assertLaptopRestored(t, before)
+}
+
+// The cluster's DNS domain comes from --cluster-domain (else from the
+// cluster, else cluster.local): names under it answer, and the resolver
+// searches it; a domain that is no DNS name is one line.
+func TestTeleportClusterDomain(t *testing.T) {
+	before := snapshotLaptop(t)
+	p := startOnLaptop(t, machine(t), "kubectl-cz", "-n", demoNamespace, "teleport", "namespace", "--cluster-domain", "corp.internal")
+	p.waitFor("teleport active", 60*time.Second)
+	if s := snapshotLaptop(t); !strings.Contains(s.resolv, "sample-project.svc.corp.internal") {
+		t.Errorf("resolv.conf does not search the domain:\n%s", s.resolv)
+	}
+	if got, err := servedBy(t, "http://core.sample-project.svc.corp.internal/"); err != nil || !strings.HasPrefix(got, "core ") {
+		t.Errorf("core under the cluster domain: %q %v", got, err)
+	}
+	p.signal(syscall.SIGTERM)
+	if err := p.wait(30 * time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.output())
+	}
+	assertLaptopRestored(t, before)
+	r := onLaptop(t, 30*time.Second, "kubectl-cz", "-n", demoNamespace, "teleport", "namespace", "--cluster-domain", "Not A Domain")
+	if r.err == nil || !strings.Contains(r.stderr, `cluster domain "Not A Domain" is not a DNS name`) || strings.Count(r.stderr, "\n") != 0 {
+		t.Errorf("a bad domain: %v %q", r.err, r.stderr)
 	}
 	assertLaptopRestored(t, before)
 }

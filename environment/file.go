@@ -69,6 +69,8 @@ type Teleport struct {
 	Namespaces []string `yaml:"namespaces"` // default: the spec's namespace
 	Exclude    []string `yaml:"exclude"`
 	DNS        string   `yaml:"dns"`
+	// ClusterDomain is the cluster's DNS domain (default: read from the cluster).
+	ClusterDomain string `yaml:"clusterDomain"`
 }
 
 // EnvExport writes a workload's environment to a file.

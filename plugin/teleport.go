@@ -24,6 +24,7 @@ type teleportOptions struct {
 	namespaces []string
 	exclude    []string
 	dns        string
+	domain     string
 	sessionID  string
 
 	// A workload teleport: its namespace, and its environment in a file.
@@ -98,6 +99,7 @@ and undone on Ctrl-C; after a crash, the next kubectl cz command undoes it.`,
 	f := cmd.Flags()
 	f.StringSliceVar(&o.exclude, "exclude", nil, "Services to leave out, as NAME or NAMESPACE/NAME (repeatable)")
 	f.StringVar(&o.dns, "dns", teleport.DNSAuto, "How names resolve: auto, resolvconf (the shim in /etc/resolv.conf), hosts (a block in /etc/hosts) or none")
+	f.StringVar(&o.domain, "cluster-domain", "", "The cluster's DNS domain (default: read from kube-system's coredns ConfigMap where you may, else cluster.local)")
 	f.StringVar(&o.sessionID, "session", "", "Session to record the changes in (default: a new one)")
 	f.StringVar(&o.envFile, "env-file", "", "Workload teleport: where to write the workload's environment (default NAME.env)")
 	f.StringVar(&o.envFormat, "env-format", "env", "Workload teleport: format of the env file: "+strings.Join(containerenv.Formats, ", "))
@@ -148,7 +150,7 @@ func (o *teleportOptions) run(ctx context.Context) error {
 		// find it once teleport is active.
 		parts = append(parts, &workload.EnvFile{Kube: a.Kube, Namespace: a.Namespace, Workload: *o.workload, Path: o.envFile, Format: o.envFormat, Out: o.Out, ErrOut: o.ErrOut})
 	}
-	parts = append(parts, newTeleportPart(a, o.Out, teleport.Config{Namespaces: o.namespaces, Exclude: o.exclude, DNS: o.dns}))
+	parts = append(parts, newTeleportPart(a, o.Out, teleport.Config{Namespaces: o.namespaces, Exclude: o.exclude, DNS: o.dns, Domain: o.domain}))
 	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ", the next kubectl cz command on this machine undoes its changes"), parts...)
 }
 

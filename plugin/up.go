@@ -153,7 +153,7 @@ func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File
 		if len(namespaces) == 0 {
 			namespaces = []string{ns}
 		}
-		parts = append(parts, newTeleportPart(a, o.Out, teleport.Config{Namespaces: namespaces, Exclude: t.Exclude, DNS: t.DNS}))
+		parts = append(parts, newTeleportPart(a, o.Out, teleport.Config{Namespaces: namespaces, Exclude: t.Exclude, DNS: t.DNS, Domain: t.ClusterDomain}))
 	}
 	for _, e := range s.Env {
 		ref, _ := workload.Parse(e.Workload) // checked when the file was read

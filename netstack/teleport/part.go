@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -41,6 +42,8 @@ func init() {
 		}})
 }
 
+var domainName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
 // Part is a teleport as a part of an environment: Config without its
 // Session and Ready, which the part fills in.
 type Part struct {
@@ -72,6 +75,9 @@ func (p *Part) Prepare(ctx context.Context) error {
 	case DNSAuto, DNSResolvConf, DNSHosts, DNSNone, "":
 	default:
 		return fmt.Errorf("dns %q: want auto, resolvconf, hosts or none", p.Config.DNS)
+	}
+	if d := p.Config.Domain; d != "" && !domainName.MatchString(d) {
+		return fmt.Errorf("cluster domain %q is not a DNS name", d)
 	}
 	for _, ns := range p.Config.Namespaces {
 		if _, err := p.Config.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {

@@ -63,6 +63,8 @@ type Config struct {
 	ResolvConf, Hosts string
 	// Ready, if set, is called once every Service is reachable.
 	Ready func()
+	// Domain is the cluster's DNS domain (default: ClusterDomain's answer).
+	Domain string
 }
 
 // fallbackBase is where Services whose ClusterIP clashes with this
@@ -106,7 +108,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.DNS == "" || cfg.DNS == DNSAuto {
 		cfg.DNS = DNSResolvConf // systemd-resolved's per-link DNS is not used yet
 	}
-	t := &teleport{cfg: cfg, dns: &dnsshim.Server{}, fwd: &forwarder{rest: cfg.Rest, kube: cfg.Kube, conns: map[string]*pfconn.Conn{}, spares: map[string][]*spareStream{}},
+	if cfg.Domain == "" {
+		cfg.Domain = ClusterDomain(ctx, cfg.Kube)
+	}
+	t := &teleport{cfg: cfg, dns: &dnsshim.Server{Domain: cfg.Domain}, fwd: &forwarder{rest: cfg.Rest, kube: cfg.Kube, conns: map[string]*pfconn.Conn{}, spares: map[string][]*spareStream{}},
 		svcs: map[string]listersv1.ServiceLister{}, slices: map[string]discoverylisters.EndpointSliceLister{}, bySvc: map[string]cache.Indexer{},
 		exposed: map[string]*exposure{}, ips: map[string]net.IP{}}
 	defer t.fwd.closeAll()
@@ -227,9 +232,9 @@ func (t *teleport) startDNS(ctx context.Context) error {
 	host, _, _ := net.SplitHostPort(t.cfg.DNSAddr)
 	var search []string
 	for _, ns := range t.cfg.Namespaces {
-		search = append(search, ns+".svc.cluster.local")
+		search = append(search, ns+".svc."+t.cfg.Domain)
 	}
-	search = append(search, "svc.cluster.local", "cluster.local")
+	search = append(search, "svc."+t.cfg.Domain, t.cfg.Domain)
 	content, upstreams := localnet.ResolvConf(orig, host, search)
 	t.dns.Upstreams = upstreams
 	ready := make(chan struct{})
@@ -582,7 +587,7 @@ func (t *teleport) podEndpoints(ns, service string) []endpoint {
 func (t *teleport) writeHosts(ctx context.Context, records []dnsshim.Service) error {
 	var lines []string
 	for _, r := range records {
-		full := r.Name + "." + r.Namespace + ".svc.cluster.local"
+		full := r.Name + "." + r.Namespace + ".svc." + t.cfg.Domain
 		names := []string{full, r.Name + "." + r.Namespace + ".svc", r.Name + "." + r.Namespace}
 		if r.Namespace == t.cfg.Namespaces[0] {
 			names = append(names, r.Name)
