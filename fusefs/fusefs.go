@@ -7,11 +7,9 @@ package fusefs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 )
 
 // File is an open remote file.
@@ -98,24 +95,6 @@ func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*
 	}
 	widenReadAhead(dir)
 	return &Mounted{Server: srv, tree: root}, nil
-}
-
-// readAheadKB is how far ahead the kernel reads a file being read in
-// order. Its default for FUSE, 128 KiB, is one round trip's worth: a
-// sequential read then waits on every round trip (about 130 MiB/s over
-// port-forward here). With 8 MiB, many reads of MaxWrite are in flight.
-const readAheadKB = 16384
-
-// widenReadAhead raises the kernel's read-ahead of the mount (its backing
-// device's read_ahead_kb, which root may set); without it reads are slower,
-// not wrong.
-func widenReadAhead(dir string) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
-		return
-	}
-	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	_ = os.WriteFile(bdi, []byte(strconv.Itoa(readAheadKB)), 0)
 }
 
 type dirAttr struct{ mode, uid, gid uint32 }

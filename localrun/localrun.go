@@ -184,7 +184,7 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 	cmd.Dir, cmd.Env = p.Dir, env
 	// Its own process group, so a stop reaches its children; killed with
 	// this process, so a kill -9 of kubectl cz leaves no orphan serving.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr()
 	if u := localnet.InvokingUser(); u != nil {
 		// Under sudo: the developer's process, not root's.
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}

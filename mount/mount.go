@@ -80,7 +80,7 @@ func init() {
 		if err := json.Unmarshal(e.Data, &d); err != nil {
 			return err
 		}
-		if err := syscall.Unmount(d.Dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		if err := detachUnmount(d.Dir); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 			return fmt.Errorf("unmount %s: %w", d.Dir, err)
 		}
 		fmt.Fprintf(u.Log, "unmounted %s\n", d.Dir)
@@ -466,13 +466,13 @@ func Serve(ctx context.Context, s *session.Session, remote fusefs.Remote, mounts
 	case err := <-unmounted:
 		if err != nil {
 			// Busy (a shell inside it): detach; the kernel finishes when it can.
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+			_ = detachUnmount(dir)
 		}
 	case <-time.After(5 * time.Second):
 		// Gone here, but another mount namespace started meanwhile (ip netns
 		// exec, unshare) holds a copy of the mount, so the kernel keeps the
 		// connection open: this process's exit closes it.
-		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		_ = detachUnmount(dir)
 	}
 	return nil
 }

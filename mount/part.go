@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -133,6 +134,9 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 // anything changes: root mounts directly; another user needs fusermount3
 // and a /dev/fuse it may open.
 func canMount() error {
+	if runtime.GOOS != "linux" {
+		return fmt.Errorf("mount needs Linux FUSE, which %s does not have: read the pod's files with kubectl cp or kubectl exec", runtime.GOOS)
+	}
 	if os.Geteuid() == 0 {
 		return nil
 	}

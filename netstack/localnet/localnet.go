@@ -19,8 +19,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -67,41 +65,18 @@ type addressData struct {
 // Taken reports whether ip is already this machine's, or inside a network
 // a route other than the default one leads to (a VPN, the LAN): teleport
 // must not shadow it.
-func Taken(ip net.IP) (bool, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return false, fmt.Errorf("list this machine's addresses: %w", err)
-	}
-	for _, a := range addrs {
-		if a.IP.Equal(ip) {
-			return true, nil
-		}
-	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return false, fmt.Errorf("list this machine's routes: %w", err)
-	}
-	for _, r := range routes {
-		if r.Dst != nil && r.Dst.Contains(ip) {
-			if ones, _ := r.Dst.Mask.Size(); ones > 0 {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
-}
+func Taken(ip net.IP) (bool, error) { return taken(ip) }
 
 // AddAddress puts ip/32 on the loopback interface, journaled first.
 func AddAddress(ctx context.Context, s *session.Session, ip net.IP) error {
-	link, err := netlink.LinkByName(Link)
-	if err != nil {
-		return fmt.Errorf("find interface %s: %w", Link, err)
+	if err := linkExists(Link); err != nil {
+		return err
 	}
 	e, err := s.Record(ctx, KindAddress, "teleport", "", addressData{IP: ip.String(), Link: Link})
 	if err != nil {
 		return err
 	}
-	if err := netlink.AddrAdd(link, hostAddr(ip)); err != nil {
+	if err := addrAdd(Link, ip); err != nil {
 		_ = s.Discard(ctx, e)
 		if errors.Is(err, syscall.EPERM) {
 			return fmt.Errorf("add address %s to %s: not permitted: teleport changes this machine's network, run it as root (sudo -E kubectl cz teleport ...)", ip, Link)
@@ -115,18 +90,10 @@ func AddAddress(ctx context.Context, s *session.Session, ip net.IP) error {
 // RemoveAddress takes an address teleport added off again (its Service went
 // away); the journal entry stays, and its undo finds nothing to do.
 func RemoveAddress(ip net.IP) error {
-	link, err := netlink.LinkByName(Link)
-	if err != nil {
-		return err
-	}
-	if err := netlink.AddrDel(link, hostAddr(ip)); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+	if err := addrDel(Link, ip); err != nil {
 		return fmt.Errorf("remove address %s: %w", ip, err)
 	}
 	return nil
-}
-
-func hostAddr(ip net.IP) *netlink.Addr {
-	return &netlink.Addr{IPNet: &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)}, Scope: int(netlink.SCOPE_HOST)}
 }
 
 func undoAddress(_ context.Context, u *session.UndoContext, e session.Entry) error {
@@ -134,12 +101,7 @@ func undoAddress(_ context.Context, u *session.UndoContext, e session.Entry) err
 	if err := json.Unmarshal(e.Data, &d); err != nil {
 		return err
 	}
-	link, err := netlink.LinkByName(d.Link)
-	if err != nil {
-		return fmt.Errorf("find interface %s: %w", d.Link, err)
-	}
-	ip := net.ParseIP(d.IP)
-	if err := netlink.AddrDel(link, hostAddr(ip)); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+	if err := addrDel(d.Link, net.ParseIP(d.IP)); err != nil {
 		return fmt.Errorf("remove address %s from %s: %w", d.IP, d.Link, err)
 	}
 	fmt.Fprintf(u.Log, "removed address %s from %s\n", d.IP, d.Link)

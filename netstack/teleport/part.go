@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 
@@ -68,6 +69,9 @@ func (p *Part) Needs() []lifecycle.Right {
 // Prepare checks that this process may change the network and that the
 // namespaces exist.
 func (p *Part) Prepare(ctx context.Context) error {
+	if runtime.GOOS != "linux" {
+		return fmt.Errorf("teleport needs Linux (addresses through netlink), which %s is not: reach Services with kubectl port-forward", runtime.GOOS)
+	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("teleport changes this machine's addresses and resolver: run it as root (sudo -E kubectl cz ...)")
 	}
