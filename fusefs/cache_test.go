@@ -73,12 +73,14 @@ func TestPageCacheKeptWhileUnchanged(t *testing.T) {
 		t.Fatal("first read differs")
 	}
 	time.Sleep(CacheTimeout + 200*time.Millisecond) // names and attributes expire: a new lookup
-	first := reads.Load()                           // (after the kernel's read-ahead settled)
+	cold := reads.Load()                            // (after the kernel's read-ahead settled)
 	if got := readAll(t, filepath.Join(dir, "blob")); !bytes.Equal(got, want) {
 		t.Fatal("cached read differs")
 	}
-	if again := reads.Load() - first; again != 0 {
-		t.Errorf("an unchanged file was read from the remote again (%d reads)", again)
+	// Under load the kernel may send one read-ahead at the end of a cached
+	// file; a read that was not kept costs as many reads as the cold one.
+	if again := reads.Load() - cold; again > 1 || cold < 2 {
+		t.Errorf("an unchanged file was read from the remote again (%d reads; %d cold)", again, cold)
 	}
 
 	changed := bytes.ToUpper(want)
