@@ -29,6 +29,7 @@ func (b *bench) mount(ctx context.Context) error {
 	walk := &row{name: "2,000 files in 110 folders, kubectl cz mount (find)", unit: "s", baseline: "2,000 files in 110 folders, kubectl exec find"}
 	reread := &row{name: "100 MiB file read again, unchanged, kubectl cz mount (page cache)", unit: "MiB/s", baseline: "100 MiB file, kubectl cz mount (read)"}
 	write := &row{name: "10 MiB write + fsync, kubectl cz mount", unit: "MiB/s", baseline: "GET 100 MiB, kubectl port-forward (spdy)"}
+	gitStatus := &row{name: "git status in a 2,000-file repository, kubectl cz mount (warm)", unit: "s"}
 	rewalk := &row{name: "2,000 files in 110 folders, kubectl cz mount (find again, warm)", unit: "s"}
 	for run := 0; run < b.runs; run++ {
 		// In the laptop's network namespace only, so the mount is visible here.
@@ -93,6 +94,12 @@ func (b *bench) mount(ctx context.Context) error {
 				rewalk.samples = append(rewalk.samples, time.Since(t0).Seconds())
 			}
 		}
+		if err == nil {
+			var d float64
+			if d, err = b.gitStatus(ctx, data); err == nil {
+				gitStatus.samples = append(gitStatus.samples, d)
+			}
+		}
 		if serr := stopPlugin(cmd); err == nil && serr != nil {
 			err = fmt.Errorf("mount exit: %w", serr)
 		}
@@ -100,7 +107,7 @@ func (b *bench) mount(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, r := range []*row{active, read, reread, write, tree, walk, rewalk} {
+	for _, r := range []*row{active, read, reread, write, tree, walk, rewalk, gitStatus} {
 		b.table.add(r)
 	}
 	return nil
@@ -146,4 +153,39 @@ func writeSynced(p string, n int) error {
 		return fmt.Errorf("fsync: %w", err)
 	}
 	return f.Close()
+}
+
+// gitStatus makes a git repository of a copy of the tree (copied in the
+// pod, committed through the mount), runs git status once to warm the
+// caches and times the second; the copy is removed in the pod.
+func (b *bench) gitStatus(ctx context.Context, data string) (float64, error) {
+	inPod := func(script string) error {
+		out, err := exec.CommandContext(ctx, "kubectl", "exec", "-n", benchNamespace, benchPod, "--", "sh", "-c", script).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("in the pod: %v: %s", err, out)
+		}
+		return nil
+	}
+	if err := inPod("rm -rf /data/repo && cp -r /data/tree /data/repo"); err != nil {
+		return 0, err
+	}
+	defer inPod("rm -rf /data/repo")
+	repo := filepath.Join(data, "repo")
+	git := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", repo, "-c", "user.email=bench@laptop", "-c", "user.name=bench"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("git %v: %v: %s", args, err, out)
+		}
+		return nil
+	}
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"commit", "-q", "-m", "bench"}, {"status", "--porcelain"}} {
+		if err := git(args...); err != nil {
+			return 0, err
+		}
+	}
+	t0 := time.Now()
+	if err := git("status", "--porcelain"); err != nil {
+		return 0, err
+	}
+	return time.Since(t0).Seconds(), nil
 }
