@@ -39,19 +39,25 @@ install: bin/kubectl-cz
 	install -m 0755 krew/kubectl_complete-cz $(PREFIX)/bin/kubectl_complete-cz
 	@echo "installed $(PREFIX)/bin/kubectl-cz: try 'kubectl cz version'"
 
-PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 RELEASE_URL ?= https://github.com/kubectl-cz/kubectl-cz/releases/download/$(VERSION)
 
-## dist: release archives for every platform in dist/
+## dist: release archives for every platform in $(DIST) (default dist/), reproducible: same inputs, same sha256
+DIST ?= dist
 dist:
-	@rm -rf dist && mkdir -p dist
+	@rm -rf $(DIST) && mkdir -p $(DIST)
 	@for p in $(PLATFORMS); do \
-		os=$${p%/*}; arch=$${p#*/}; d=dist/$$os-$$arch; mkdir -p $$d; \
+		os=$${p%/*}; arch=$${p#*/}; d=$(DIST)/$$os-$$arch; mkdir -p $$d; \
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$d/kubectl-cz ./cmd/kubectl-cz || exit 1; \
-		cp README.md $$d/; \
-		tar -C $$d -czf dist/kubectl-cz_$(VERSION)_$${os}_$${arch}.tar.gz kubectl-cz README.md; rm -rf $$d; \
-		echo "dist/kubectl-cz_$(VERSION)_$${os}_$${arch}.tar.gz"; \
+		cp README.md LICENSE $$d/; \
+		tar -C $$d --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --mode=go-w -cf - kubectl-cz README.md LICENSE \
+			| gzip -n -9 > $(DIST)/kubectl-cz_$(VERSION)_$${os}_$${arch}.tar.gz; rm -rf $$d; \
+		echo "$(DIST)/kubectl-cz_$(VERSION)_$${os}_$${arch}.tar.gz"; \
 	done
+
+## test-krew: a reproducible archive installed with krew's own install (KREW_ROOT in a temporary folder)
+test-krew:
+	hack/krew-test.sh
 
 ## krew: the archives and the krew manifest krew/cz.yaml that points at them
 krew: dist
@@ -155,7 +161,7 @@ demo-deploy: cluster-up
 	$(CLUSTER) demo >/dev/null
 
 ## test: unit tests, then end-to-end tests against the local cluster (brought up if needed)
-test: test-unit test-e2e
+test: test-unit test-e2e test-krew
 
 test-unit: lint
 	$(GO) test ./...

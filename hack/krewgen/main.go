@@ -94,6 +94,8 @@ spec:
       to: .
     - from: README.md
       to: .
+    - from: LICENSE
+      to: .
 {{- end }}
 `))
 
