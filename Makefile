@@ -160,10 +160,11 @@ $(CZBIN)/walkthrough: $(GO_SOURCES)
 demo-deploy: cluster-up
 	$(CLUSTER) demo >/dev/null
 
-## test: unit tests, then end-to-end tests against the local cluster (brought up if needed)
+## test: unit tests, then end-to-end tests against the local cluster (brought up if needed), then the krew install
 test: test-unit test-e2e test-krew
 
-test-unit: lint
+# deps first: unit tests use git, FUSE and Graphviz's dot, which a fresh machine lacks.
+test-unit: deps lint
 	$(GO) test ./...
 
 # The e2e tests also use a build with the cztest tag: the plugin plus a hidden
