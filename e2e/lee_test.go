@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os"
 	"strings"
 	"syscall"
@@ -31,23 +30,7 @@ func TestLogicalEphemeralEnvironment(t *testing.T) {
 	local.waitFor("listening", 20*time.Second)
 	icpt := startIntercept(t, env, "--local-port", "3400", "--header", "x-cz-intercept=me")
 
-	type hop struct {
-		Service, Pod string
-		Calls        []hop
-	}
-	get := func(header ...string) hop {
-		t.Helper()
-		args := []string{"-sS", "-m", "15"}
-		if len(header) > 0 {
-			args = append(args, "-H", header[0])
-		}
-		r := onLaptop(t, 20*time.Second, "curl", append(args, "http://frontend/")...)
-		var h hop
-		if r.err != nil || json.Unmarshal([]byte(r.stdout), &h) != nil {
-			t.Fatalf("curl frontend %v: %v %s %s", header, r.err, r.stderr, r.stdout)
-		}
-		return h
-	}
+	get := func(header ...string) hop { t.Helper(); return frontendHop(t, header...) }
 	// kube-proxy takes a moment to send new connections to the interceptor.
 	var h hop
 	deadline := time.Now().Add(20 * time.Second)

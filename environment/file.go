@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/kubectl-cz/kubectl-cz/containerenv"
 	"github.com/kubectl-cz/kubectl-cz/workload"
 )
 
@@ -31,9 +32,6 @@ const (
 
 // DNS modes a teleport may use.
 var DNSModes = []string{"auto", "resolvconf", "hosts", "none"}
-
-// EnvFormats are the env file formats (containerenv.Formats).
-var EnvFormats = []string{"sh", "env", "docker", "json", "yaml"}
 
 // File is an environment file.
 type File struct {
@@ -320,8 +318,8 @@ func (f *File) check() error {
 		if e.Format == "" {
 			e.Format = "env"
 		}
-		if !oneOf(e.Format, EnvFormats) {
-			return bad(p+".format", "want one of %s, not %q", strings.Join(EnvFormats, ", "), e.Format)
+		if !containerenv.ValidFormat(e.Format) {
+			return bad(p+".format", "want one of %s, not %q", strings.Join(containerenv.Formats, ", "), e.Format)
 		}
 	}
 	for i, m := range s.Mounts {

@@ -161,8 +161,8 @@ func TestSmallFilesFetchedTogether(t *testing.T) {
 		os.WriteFile(p, []byte(want[name]), 0o644)
 		os.Chtimes(p, old, old)
 	}
-	var opens atomic.Int64
-	dir := mountLocalVia(t, remote, func(r Remote) Remote { return countingOpens{r, &opens} })
+	var inflight, most atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return slowReads{r, &inflight, &most} })
 	entries, err := os.ReadDir(dir)
 	if err != nil || len(entries) != 40 {
 		t.Fatalf("listing: %d %v", len(entries), err)
@@ -179,17 +179,40 @@ func TestSmallFilesFetchedTogether(t *testing.T) {
 			t.Errorf("%s: %q, want %q", name, got, w)
 		}
 	}
+	// One reader in turn never has two reads under way: more came from
+	// the folder's files being fetched together.
+	if m := most.Load(); m < 8 {
+		t.Errorf("at most %d remote reads at once: the neighbours were not fetched together", m)
+	}
 }
 
-// countingOpens counts the remote opens.
-type countingOpens struct {
+// slowReads makes each remote read take a round trip's time and notes
+// how many were under way at once.
+type slowReads struct {
 	Remote
-	opens *atomic.Int64
+	inflight, most *atomic.Int64
 }
 
-func (c countingOpens) OpenFile(p string, flags int) (File, error) {
-	c.opens.Add(1)
-	return c.Remote.OpenFile(p, flags)
+func (s slowReads) OpenFile(p string, flags int) (File, error) {
+	f, err := s.Remote.OpenFile(p, flags)
+	if err != nil {
+		return nil, err
+	}
+	return slowFile{f, s}, nil
+}
+
+type slowFile struct {
+	File
+	s slowReads
+}
+
+func (f slowFile) ReadAt(b []byte, off int64) (int, error) {
+	n := f.s.inflight.Add(1)
+	defer f.s.inflight.Add(-1)
+	for m := f.s.most.Load(); n > m && !f.s.most.CompareAndSwap(m, n); m = f.s.most.Load() {
+	}
+	time.Sleep(5 * time.Millisecond)
+	return f.File.ReadAt(b, off)
 }
 
 // Listing a folder lists its subfolders ahead, in parallel: walking the

@@ -179,15 +179,7 @@ func (n *remoteNode) cached(name string) (fi os.FileInfo, known bool) {
 		return fi, true
 	}
 	n.mu.Unlock()
-	if list, _, ok := n.shared.fresh(n.path()); ok {
-		for _, e := range list {
-			if e.Name() == name {
-				return e, true
-			}
-		}
-		return nil, true
-	}
-	return nil, false
+	return n.shared.child(n.path(), name)
 }
 
 // forget drops the listing after a change made through this folder, and

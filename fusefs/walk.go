@@ -23,6 +23,7 @@ const (
 type listing struct {
 	at      time.Time
 	entries []os.FileInfo
+	byName  map[string]os.FileInfo
 }
 
 // listings is the mount's shared cache of folder listings, by path.
@@ -74,7 +75,11 @@ func (l *listings) put(p string, entries []os.FileInfo, at time.Time) {
 		return
 	}
 	l.mu.Lock()
-	l.m[p] = listing{at: at, entries: entries}
+	byName := make(map[string]os.FileInfo, len(entries))
+	for _, fi := range entries {
+		byName[fi.Name()] = fi
+	}
+	l.m[p] = listing{at: at, entries: entries, byName: byName}
 	// Old listings go: a long walk must not keep the whole tree in memory.
 	if len(l.m) > 4*walkFolders {
 		for k, e := range l.m {
@@ -84,6 +89,22 @@ func (l *listings) put(p string, entries []os.FileInfo, at time.Time) {
 		}
 	}
 	l.mu.Unlock()
+}
+
+// child is a folder's entry by name from a recent listing; known says
+// whether there is such a listing (then a nil entry means no such name).
+func (l *listings) child(dir, name string) (fi os.FileInfo, known bool) {
+	if l == nil {
+		return nil, false
+	}
+	timeout := l.kernelTimeout()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.m[dir]
+	if !ok || time.Since(e.at) > timeout {
+		return nil, false
+	}
+	return e.byName[name], true
 }
 
 // drop forgets a folder's listing after a change made through the mount.

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -157,7 +158,7 @@ func Build(ctx context.Context, kube kubernetes.Interface, ns string) (*Graph, e
 						continue
 					}
 					k := [2]string{f, to}
-					calls[k] = appendOnce(calls[k], src.where)
+					calls[k] = appendOnce(calls[k], printable(src.where))
 				}
 			}
 		}
@@ -292,6 +293,17 @@ func References(text string, names map[string]bool, ns string) []string {
 		}
 	}
 	return out
+}
+
+// printable keeps a cluster's strings (env names, ConfigMap keys) from
+// putting control characters on a terminal or into a picture.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func appendOnce(list []string, s string) []string {

@@ -287,18 +287,3 @@ func Recover(ctx context.Context, c session.Clients, stateDir string, errOut io.
 
 // Indent writes what an undo reports under its session's line.
 func Indent(w io.Writer) io.Writer { return session.Indent(w) }
-
-// Func makes a Part of a name and a run function.
-func Func(name string, run func(ctx context.Context, s *session.Session, active func()) error) Part {
-	return funcPart{name, run}
-}
-
-type funcPart struct {
-	name string
-	run  func(context.Context, *session.Session, func()) error
-}
-
-func (p funcPart) Name() string { return p.name }
-func (p funcPart) Run(ctx context.Context, s *session.Session, active func()) error {
-	return p.run(ctx, s, active)
-}

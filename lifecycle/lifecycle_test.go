@@ -150,3 +150,18 @@ func TestClosersCloseThemselvesAmongOthers(t *testing.T) {
 		}
 	}
 }
+
+// Func makes a test Part of a name and a run function.
+func Func(name string, run func(ctx context.Context, s *session.Session, active func()) error) Part {
+	return funcPart{name, run}
+}
+
+type funcPart struct {
+	name string
+	run  func(context.Context, *session.Session, func()) error
+}
+
+func (p funcPart) Name() string { return p.name }
+func (p funcPart) Run(ctx context.Context, s *session.Session, active func()) error {
+	return p.run(ctx, s, active)
+}

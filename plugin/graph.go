@@ -228,16 +228,9 @@ func (o *sessionShowOptions) run(ctx context.Context) error {
 	if err := session.ValidateID(o.id); err != nil {
 		return err
 	}
-	loaded, err := session.Load(ctx, a.Clients, o.id, nil, session.DefaultStateDir())
-	var forbidden *session.ForbiddenError
-	if errors.As(err, &forbidden) {
-		loaded, err = session.Load(ctx, a.Clients, o.id, []string{a.Namespace}, session.DefaultStateDir())
-	}
+	loaded, err := session.Find(ctx, a.Clients, o.id, a.Namespace, session.DefaultStateDir())
 	if err != nil {
 		return err
-	}
-	if loaded == nil {
-		return fmt.Errorf("session %q not found in namespace %s or on this machine (kubectl cz session list -A shows the sessions)", o.id, a.Namespace)
 	}
 	d := sessionDetail{APIVersion: graph.APIVersion, Kind: "Session", ID: loaded.Meta.ID, Owner: loaded.Meta.Owner, Created: loaded.Meta.Created, Cluster: loaded.Meta.Cluster, Entries: []entryDetail{}}
 	var namespaces []string

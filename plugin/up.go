@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -123,10 +121,7 @@ func (o *upOptions) run(ctx context.Context) error {
 		ns = file.Spec.Namespace
 	}
 	user := whoAmI(ctx, a, o.flags)
-	parts, err := o.parts(a, ns, user, file)
-	if err != nil {
-		return err
-	}
+	parts := o.parts(a, ns, user, file)
 	name := file.Metadata.Name
 	if name == "" {
 		name = o.file
@@ -145,7 +140,7 @@ func (o *upOptions) run(ctx context.Context) error {
 }
 
 // parts turns the file into the environment's parts, in start order.
-func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File) ([]lifecycle.Part, error) {
+func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File) []lifecycle.Part {
 	var parts []lifecycle.Part
 	s := &f.Spec
 	if t := s.Teleport; t != nil {
@@ -199,20 +194,34 @@ func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File
 		}
 		parts = append(parts, p)
 	}
-	return parts, nil
+	return parts
 }
 
 // plan prints what each part would change and which rights are missing,
 // changing nothing; it fails when anything would stop the environment.
 func (o *upOptions) plan(ctx context.Context, a *clusterAccess, name, ns string, parts []lifecycle.Part) error {
 	fmt.Fprintf(o.Out, "environment %s: %d parts in namespace %s (dry run: nothing changes)\n", name, len(parts), ns)
-	var problems []string
+	// The rights first: a part lacking one is refused its dry run by RBAC,
+	// which the rights below say better than the refusal would.
 	var rights []lifecycle.Right
-	for i, p := range parts {
-		fmt.Fprintf(o.Out, "[%d/%d] %s\n", i+1, len(parts), p.Name())
+	for _, p := range parts {
 		if n, ok := p.(lifecycle.Needer); ok {
 			rights = append(rights, n.Needs()...)
 		}
+	}
+	seen := map[lifecycle.Right]bool{}
+	var missing []lifecycle.Right
+	lacking := map[string]bool{} // primitives with a missing right
+	for _, r := range lifecycle.Denied(ctx, a.Kube, rights) {
+		if !seen[r] {
+			seen[r] = true
+			missing = append(missing, r)
+			lacking[r.Primitive] = true
+		}
+	}
+	var problems []string
+	for i, p := range parts {
+		fmt.Fprintf(o.Out, "[%d/%d] %s\n", i+1, len(parts), p.Name())
 		if pr, ok := p.(lifecycle.Preparer); ok {
 			if err := pr.Prepare(ctx); err != nil {
 				fmt.Fprintf(o.Out, "      cannot start: %v\n", err)
@@ -225,25 +234,15 @@ func (o *upOptions) plan(ctx context.Context, a *clusterAccess, name, ns string,
 				fmt.Fprintf(o.Out, "      %s\n", line)
 			}
 		}
-		if ad, ok := p.(lifecycle.Admitter); ok {
-			err := ad.Admit(ctx)
-			switch {
-			case apierrors.IsForbidden(err) && rbacRefusal(err):
-				// A missing right: the rights below name it.
-			case err != nil:
-				fmt.Fprintf(o.Out, "      cannot start: %v\n", err)
-				problems = append(problems, fmt.Sprintf("%s: %v", p.Name(), err))
-			default:
-				fmt.Fprintln(o.Out, "      admitted by the API server (server-side dry run)")
-			}
+		ad, ok := p.(lifecycle.Admitter)
+		if !ok || partLacks(p, lacking) {
+			continue
 		}
-	}
-	seen := map[lifecycle.Right]bool{}
-	var missing []lifecycle.Right
-	for _, r := range lifecycle.Denied(ctx, a.Kube, rights) {
-		if !seen[r] {
-			seen[r] = true
-			missing = append(missing, r)
+		if err := ad.Admit(ctx); err != nil {
+			fmt.Fprintf(o.Out, "      cannot start: %v\n", err)
+			problems = append(problems, fmt.Sprintf("%s: %v", p.Name(), err))
+		} else {
+			fmt.Fprintln(o.Out, "      admitted by the API server (server-side dry run)")
 		}
 	}
 	if len(missing) == 0 {
@@ -261,11 +260,22 @@ func (o *upOptions) plan(ctx context.Context, a *clusterAccess, name, ns string,
 	case len(problems) == 1 && len(missing) <= 1:
 		return errors.New(problems[0])
 	}
-	return fmt.Errorf("the environment would not start (%d parts cannot start, %d rights missing, above); the first: %s", len(problems)-min(len(missing), 1), len(missing), problems[0])
+	if failed := len(problems) - min(len(missing), 1); failed > 0 {
+		return fmt.Errorf("the environment would not start (%d parts cannot start, %d rights missing, above); the first: %s", failed, len(missing), problems[0])
+	}
+	return fmt.Errorf("the environment would not start (%d rights missing, above); the first: %s", len(missing), problems[0])
 }
 
-// rbacRefusal tells RBAC's refusal ("User ... cannot create resource") from
-// an admission plugin's (Pod Security, a webhook), which also answers 403.
-func rbacRefusal(err error) bool {
-	return strings.Contains(err.Error(), "cannot ") && strings.Contains(err.Error(), "resource")
+// partLacks says whether a part needs a right of a primitive that lacks one.
+func partLacks(p lifecycle.Part, lacking map[string]bool) bool {
+	n, ok := p.(lifecycle.Needer)
+	if !ok {
+		return false
+	}
+	for _, r := range n.Needs() {
+		if lacking[r.Primitive] {
+			return true
+		}
+	}
+	return false
 }

@@ -178,3 +178,11 @@ func TestEditedJournalEntryIsRefused(t *testing.T) {
 		t.Fatalf("the edited entry set the selector to %v", got)
 	}
 }
+
+// Text a journal carries reaches the screen without its control
+// characters (a terminal escape in a forged entry).
+func TestPrintable(t *testing.T) {
+	if got := printable("dev \x1b[2J\x07ok\nnext"); got != "dev ?[2J?ok\nnext" {
+		t.Errorf("printable: %q", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -63,7 +64,20 @@ func Describe(e Entry) Alteration {
 	if len(a.Namespaces) == 0 && e.Namespace != "" {
 		a.Namespaces = []string{e.Namespace}
 	}
+	// A journal's values are anyone's who may write ConfigMaps: no control
+	// character (a terminal escape) reaches the screen through them.
+	a.Text, a.Short = printable(a.Text), printable(a.Short)
 	return a
+}
+
+// printable replaces control characters but newlines with '?'.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r != '\n' && (unicode.IsControl(r) || r == unicode.ReplacementChar) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // Undo is what an entry kind registers to put its change back. It must be

@@ -24,17 +24,9 @@ type Policy struct {
 // (else in namespace) and on this machine, checks that the policy lets
 // the user close it, and closes it, saying what was undone on out.
 func CloseID(ctx context.Context, c Clients, id, namespace, stateDir string, p Policy, out io.Writer) error {
-	loaded, err := Load(ctx, c, id, nil, stateDir)
-	var forbidden *ForbiddenError
-	if errors.As(err, &forbidden) {
-		// No cluster-wide list: look in the current namespace only.
-		loaded, err = Load(ctx, c, id, []string{namespace}, stateDir)
-	}
+	loaded, err := Find(ctx, c, id, namespace, stateDir)
 	if err != nil {
 		return err
-	}
-	if loaded == nil {
-		return fmt.Errorf("session %q not found in namespace %s or on this machine (kubectl cz session list -A shows the sessions)", id, namespace)
 	}
 	if owner := loaded.Meta.Owner; !p.Force && !p.GC && owner.User != p.User {
 		return fmt.Errorf("session %s belongs to %s (as its journal says), not to %s: check with them, or pass --force to close it anyway", id, owner, p.User)
@@ -53,6 +45,25 @@ func CloseID(ctx context.Context, c Clients, id, namespace, stateDir string, p P
 		fmt.Fprintln(out)
 	}
 	return err
+}
+
+// Find loads a session from every namespace the user may list journals in
+// (else from namespace alone) and from this machine; a session with no
+// trace is an error saying where it was looked for.
+func Find(ctx context.Context, c Clients, id, namespace, stateDir string) (*Loaded, error) {
+	loaded, err := Load(ctx, c, id, nil, stateDir)
+	var forbidden *ForbiddenError
+	if errors.As(err, &forbidden) {
+		// No cluster-wide list: look in the current namespace only.
+		loaded, err = Load(ctx, c, id, []string{namespace}, stateDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if loaded == nil {
+		return nil, fmt.Errorf("session %q not found in namespace %s or on this machine (kubectl cz session list -A shows the sessions)", id, namespace)
+	}
+	return loaded, nil
 }
 
 // Abandoned says whether gc may collect a session, and if not why: its

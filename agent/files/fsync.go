@@ -67,8 +67,10 @@ type fsyncFilter struct {
 // fsync itself.
 func (f *fsyncFilter) pumpRequests(c net.Conn, w *io.PipeWriter) {
 	r := bufio.NewReaderSize(c, 64<<10)
+	var buf []byte // reused: the pipe's Write returns once the server read it all
 	for {
-		p, err := readPacket(r)
+		p, err := readPacket(r, buf)
+		buf = p
 		if err != nil {
 			w.CloseWithError(err)
 			return
@@ -97,8 +99,9 @@ func (s *serverEnd) Close() error {
 	return s.f.client.Close()
 }
 
-// readPacket reads one length-prefixed packet, prefix included.
-func readPacket(r io.Reader) ([]byte, error) {
+// readPacket reads one length-prefixed packet, prefix included, into buf
+// when it is big enough.
+func readPacket(r io.Reader, buf []byte) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
@@ -107,7 +110,11 @@ func readPacket(r io.Reader) ([]byte, error) {
 	if n == 0 || n > maxFilterPacket {
 		return nil, fmt.Errorf("sftp packet of %d bytes", n)
 	}
-	p := make([]byte, 4+n)
+	p := buf[:0]
+	if cap(p) < int(4+n) {
+		p = make([]byte, 4+n)
+	}
+	p = p[:4+n]
 	copy(p, hdr[:])
 	if _, err := io.ReadFull(r, p[4:]); err != nil {
 		return nil, err

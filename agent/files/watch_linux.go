@@ -75,6 +75,9 @@ func serveWatch(c net.Conn, r *bufio.Reader) error {
 		if err != nil || n <= 0 {
 			return nil // the laptop hung up
 		}
+		// One line per path a read's events name: a file written in many
+		// small writes is one change to the laptop, not one per write.
+		sent := map[string]bool{}
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
 			name := ""
@@ -105,6 +108,10 @@ func serveWatch(c net.Conn, r *bufio.Reader) error {
 			if ev.Mask&unix.IN_IGNORED != 0 {
 				delete(w.paths, int(ev.Wd))
 			}
+			if sent[p] {
+				continue
+			}
+			sent[p] = true
 			if err := send(p); err != nil {
 				return err
 			}

@@ -191,15 +191,11 @@ func Run(ctx context.Context, cfg Config) error {
 // nothing to prove.
 func (t *teleport) prove(ctx context.Context) error {
 	for _, ns := range t.cfg.Namespaces {
-		svcs, err := t.svcs[ns].List(labels.Everything())
+		svcs, err := t.services(ns)
 		if err != nil {
 			return err
 		}
-		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
 		for _, svc := range svcs {
-			if svc.Labels[session.LabelManagedBy] == session.ManagedBy || t.excluded(ns, svc.Name) {
-				continue
-			}
 			for _, p := range svc.Spec.Ports {
 				eps := t.endpoints(ns, svc.Name, p.Name)
 				if len(eps) == 0 || orTCP(p.Protocol) != corev1.ProtocolTCP {
@@ -269,6 +265,24 @@ type target struct {
 	port                       int // the pod's port, for a fixed pod
 }
 
+// services are a namespace's Services teleport serves, by name: not the
+// excluded ones, nor kubectl-cz's own (an intercept's decoy), which are not
+// part of the graph a developer works with.
+func (t *teleport) services(ns string) ([]*corev1.Service, error) {
+	all, err := t.svcs[ns].List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	var out []*corev1.Service
+	for _, svc := range all {
+		if svc.Labels[session.LabelManagedBy] != session.ManagedBy && !t.excluded(ns, svc.Name) {
+			out = append(out, svc)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
 // reconcile brings addresses, listeners and DNS records in line with the
 // Services and EndpointSlices now known.
 func (t *teleport) reconcile(ctx context.Context) error {
@@ -276,17 +290,11 @@ func (t *teleport) reconcile(ctx context.Context) error {
 	var records []dnsshim.Service
 	var errs []string
 	for _, ns := range t.cfg.Namespaces {
-		svcs, err := t.svcs[ns].List(labels.Everything())
+		svcs, err := t.services(ns)
 		if err != nil {
 			return err
 		}
-		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
 		for _, svc := range svcs {
-			// kubectl-cz's own Services (an intercept's decoy) are not part of
-			// the graph a developer works with.
-			if t.excluded(ns, svc.Name) || svc.Labels[session.LabelManagedBy] == session.ManagedBy {
-				continue
-			}
 			rec := dnsshim.Service{Name: svc.Name, Namespace: ns}
 			for _, p := range svc.Spec.Ports {
 				rec.Ports = append(rec.Ports, dnsshim.Port{Name: p.Name, Protocol: strings.ToLower(string(orTCP(p.Protocol))), Port: int(p.Port)})
