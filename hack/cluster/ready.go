@@ -143,10 +143,23 @@ func explainNamespace(cs kubernetes.Interface, ns string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	w := os.Stderr
+	// Events first: CI shows the log's tail, where the pods' states are what
+	// tells most.
+	if evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		items := evs.Items
+		if len(items) > 30 {
+			items = items[len(items)-30:]
+		}
+		fmt.Fprintf(w, "latest events in %s:\n", ns)
+		for _, e := range items {
+			fmt.Fprintf(w, "  %s %s %s/%s: %s (x%d)\n", e.LastTimestamp.Format(time.TimeOnly), e.Reason,
+				e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Message, e.Count)
+		}
+	}
 	if pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err == nil {
 		fmt.Fprintf(w, "pods in %s:\n", ns)
 		for _, p := range pods.Items {
-			fmt.Fprintf(w, "  %s: %s node=%q %s\n", p.Name, p.Status.Phase, p.Spec.NodeName, p.Status.Message)
+			fmt.Fprintf(w, "  %s: %s ip=%s node=%q %s\n", p.Name, p.Status.Phase, p.Status.PodIP, p.Spec.NodeName, p.Status.Message)
 			for _, c := range p.Status.Conditions {
 				if c.Status != corev1.ConditionTrue {
 					fmt.Fprintf(w, "    condition %s=%s %s %s\n", c.Type, c.Status, c.Reason, c.Message)
@@ -160,16 +173,10 @@ func explainNamespace(cs kubernetes.Interface, ns string) {
 			}
 		}
 	}
-	if evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); err == nil {
-		items := evs.Items
-		if len(items) > 30 {
-			items = items[len(items)-30:]
-		}
-		fmt.Fprintf(w, "latest events in %s:\n", ns)
-		for _, e := range items {
-			fmt.Fprintf(w, "  %s %s %s/%s: %s (x%d)\n", e.LastTimestamp.Format(time.TimeOnly), e.Reason,
-				e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Message, e.Count)
-		}
+	// More ports than pods on the node: a dead cluster's pods may still hold
+	// addresses on the bridge.
+	if out, err := output("ip", "-o", "link", "show", "master", cniBridge); err == nil {
+		fmt.Fprintf(w, "ports on %s: %d\n", cniBridge, strings.Count(out, "\n"))
 	}
 }
 

@@ -35,6 +35,9 @@ func (l layout) up(ctx context.Context, imagesDir string) error {
 	if err := l.writeConfigs(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
+	if err := l.clearLeftovers(t0); err != nil {
+		return err
+	}
 	if err := setupNodeNetwork(); err != nil {
 		return fmt.Errorf("node network: %w", err)
 	}
