@@ -314,7 +314,7 @@ func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 	n.mu.Lock()
 	n.listed, n.listedAt = listed, at // trusted from when it was read
 	n.mu.Unlock()
-	if n.shared.reading() {
+	if n.shared.reading() && !n.shared.fetchTreeContent(n.remote, p) {
 		// Files are being read (cp -r, grep -r): this folder's small files
 		// will be, too; fetch them now rather than at the first open.
 		n.prefetchSiblings("")
@@ -333,7 +333,11 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 		v, known := n.latest, n.latestKnown
 		n.mu.Unlock()
 		if known {
-			if data := folder.takeFetched(ctx, name, v); data != nil {
+			data := folder.takeFetched(ctx, name, v)
+			if data == nil {
+				data = n.shared.takeTreeContent(ctx, n.path(), v)
+			}
+			if data != nil {
 				var open uint32
 				if n.keepCache(time.Now()) {
 					open |= fuse.FOPEN_KEEP_CACHE
@@ -342,9 +346,14 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 			}
 		}
 		n.shared.noteRead()
-		folder.prefetchSiblings(name) // before this file's own open: both at once
+		// The tree this folder is in, or else the folder, is fetched
+		// before this file's own open: both at once.
+		if !n.shared.fetchTreeContent(n.remote, folder.path()) {
+			folder.prefetchSiblings(name)
+		}
 	} else if folder != nil {
 		folder.dropFetched(name)
+		n.shared.dropTreeContent(n.path())
 	}
 	f, err := n.remote.OpenFile(n.path(), int(flags)&(os.O_RDONLY|os.O_WRONLY|os.O_RDWR|os.O_APPEND|os.O_TRUNC))
 	if err != nil {

@@ -29,6 +29,12 @@ func mountLocalVia(t *testing.T, remoteDir string, wrap func(Remote) Remote) str
 // mountServed mounts and returns the mount too.
 func mountServed(t *testing.T, remoteDir string, wrap func(Remote) Remote) (string, *Mounted) {
 	t.Helper()
+	return mountServedAs(t, remoteDir, wrap, nil)
+}
+
+// mountServedAs mounts with the remote user's files shown as owner's.
+func mountServedAs(t *testing.T, remoteDir string, wrap func(Remote) Remote, owner *Owner) (string, *Mounted) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
 	}
@@ -60,7 +66,7 @@ func mountServed(t *testing.T, remoteDir string, wrap func(Remote) Remote) (stri
 	}
 	t.Cleanup(func() { client.Close() })
 	mnt := t.TempDir()
-	srv, err := Mount(mnt, wrap(SFTP{client}), []string{remoteDir}, false, nil)
+	srv, err := Mount(mnt, wrap(SFTP{client}), []string{remoteDir}, false, owner)
 	if err != nil {
 		t.Fatal(err)
 	}

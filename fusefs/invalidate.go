@@ -51,6 +51,7 @@ func (m *Mounted) Invalidate(p string) {
 	dir, name := path.Dir(p), path.Base(p)
 	m.tree.listings.drop(p)
 	m.tree.listings.drop(dir)
+	m.tree.listings.dropTreeContent(p)
 	if node := m.find(p); node != nil {
 		if rn, ok := node.Operations().(*remoteNode); ok {
 			rn.changed()
@@ -68,6 +69,7 @@ func (m *Mounted) Invalidate(p string) {
 
 // InvalidateAll drops everything (changes were lost).
 func (m *Mounted) InvalidateAll() {
+	m.tree.listings.dropTreeContent("")
 	var walk func(*fs.Inode)
 	walk = func(n *fs.Inode) {
 		for name, c := range n.Children() {

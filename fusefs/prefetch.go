@@ -33,6 +33,7 @@ type fetched struct {
 	data []byte
 	err  error
 	done chan struct{}
+	at   time.Time // when it was asked for (tree content)
 }
 
 // folderFetch is a folder's files read ahead, by name.

@@ -35,6 +35,7 @@ type listings struct {
 	// folder listed soon after gets its small files fetched at once.
 	lastRead atomic.Int64
 	watch    watchState
+	trees    trees
 }
 
 // readingPattern: a file was opened for reading within this long.
@@ -120,9 +121,14 @@ func (l *listings) drop(p string) {
 // walk lists the subfolders of root (whose entries were just read) and
 // theirs, up to walkFolders, walkWorkers at a time, in the background.
 func (l *listings) walk(r Remote, root string, entries []os.FileInfo) {
-	if l == nil {
+	if l == nil || l.walkTree(r, root) {
 		return
 	}
+	l.walkByListing(r, root, entries)
+}
+
+// walkByListing walks by listing each folder (a remote without trees).
+func (l *listings) walkByListing(r Remote, root string, entries []os.FileInfo) {
 	l.mu.Lock()
 	if l.walking[root] {
 		l.mu.Unlock()

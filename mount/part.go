@@ -118,6 +118,7 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 		return err
 	}
 	defer remote.Close()
+	remote.Trees = TreeStreams(p.Clients.Rest, p.Clients.Kube, p.Namespace, p.pod.Name, agent)
 	var roots []string
 	for _, m := range p.mounts {
 		roots = append(roots, m.MountPath)

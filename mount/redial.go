@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pkg/sftp"
 
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/fusefs"
 )
 
@@ -19,6 +21,8 @@ import (
 // fail with EIO; programs open them again.
 type Redialer struct {
 	Dial func() (*sftp.Client, func(), error)
+	// Trees, if set, opens the file server's tree streams.
+	Trees func(context.Context, wire.TreeRequest) (io.ReadCloser, error)
 
 	mu     sync.Mutex
 	client *sftp.Client
@@ -33,6 +37,14 @@ func NewRedialer(dial func() (*sftp.Client, func(), error)) (*Redialer, error) {
 		return nil, err
 	}
 	return &Redialer{Dial: dial, client: c, close: closeFn}, nil
+}
+
+// Tree opens a tree stream (fusefs.TreeRemote).
+func (r *Redialer) Tree(ctx context.Context, req wire.TreeRequest) (io.ReadCloser, error) {
+	if r.Trees == nil {
+		return nil, wire.ErrTreeUnsupported
+	}
+	return r.Trees(ctx, req)
 }
 
 // Close ends the current session.

@@ -108,13 +108,22 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				idleSince = time.Now()
 				mu.Unlock()
 			}()
-			// A watch stream, or SFTP.
+			// A watch stream, a tree, or SFTP.
 			br := bufio.NewReaderSize(c, 64<<10)
-			if first, err := br.Peek(1); err == nil && first[0] == WatchMagic {
+			first, err := br.Peek(1)
+			switch {
+			case err == nil && first[0] == WatchMagic:
 				_, _ = br.ReadByte()
 				if err := serveWatch(c, br); err != nil {
 					s.Log.Warn("watch ended", "err", err)
 				}
+				return
+			case err == nil && first[0] == wire.TreeMagic:
+				_, _ = br.ReadByte()
+				if err := ServeTree(br, c); err != nil {
+					s.Log.Warn("tree ended", "err", err)
+				}
+				c.Close()
 				return
 			}
 			srv, err := sftp.NewServer(withFsync(bufferedConn{c, br}), sftp.WithMaxTxPacket(MaxPacket))

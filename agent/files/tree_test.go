@@ -1,0 +1,128 @@
+package files
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+)
+
+func serveTree(t *testing.T, req wire.TreeRequest) ([]*tar.Header, map[string][]byte) {
+	t.Helper()
+	line, _ := json.Marshal(req)
+	var out bytes.Buffer
+	if err := ServeTree(bufio.NewReader(bytes.NewReader(append(line, '\n'))), &out); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&out)
+	var hdrs []*tar.Header
+	content := map[string][]byte{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return hdrs, content
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdrs = append(hdrs, h)
+		if h.PAXRecords[wire.TreeContent] != "" {
+			content[h.Name], _ = io.ReadAll(tr)
+		}
+	}
+}
+
+// Listings come first, breadth first, with every entry's attributes as
+// SFTP gives them; then small files' content in a depth-first walk's
+// order while the budget lasts; big files never.
+func TestServeTreeListsThenContent(t *testing.T) {
+	root := t.TempDir()
+	for _, p := range []string{"b/x/1", "b/2", "a/3", "c"} {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(root, p), []byte("content of "+p), 0o640)
+	}
+	os.WriteFile(filepath.Join(root, "big"), make([]byte, 100), 0o600)
+	os.Symlink("c", filepath.Join(root, "link"))
+	when := time.Date(2026, 1, 2, 3, 4, 5, 678, time.UTC)
+	os.Chtimes(filepath.Join(root, "c"), when, when)
+
+	hdrs, content := serveTree(t, wire.TreeRequest{Root: root, Folders: 10, Budget: 1 << 20, SmallFile: 50})
+	var lists, order []string
+	seenContent := false
+	for _, h := range hdrs {
+		switch {
+		case h.PAXRecords[wire.TreeList] != "":
+			if seenContent {
+				t.Errorf("listing of %s after content", h.Name)
+			}
+			lists = append(lists, strings.TrimPrefix(h.Name, root))
+		case h.PAXRecords[wire.TreeContent] != "":
+			seenContent = true
+			order = append(order, strings.TrimPrefix(h.Name, root))
+		}
+		if h.Name == filepath.Join(root, "c") && h.PAXRecords[wire.TreeContent] == "" {
+			if !h.ModTime.Equal(when.Truncate(time.Second)) || h.PAXRecords[wire.TreeSize] != "12" || h.PAXRecords[wire.TreeMode] != "100640" {
+				t.Errorf("c listed as %v size %s mode %s", h.ModTime, h.PAXRecords[wire.TreeSize], h.PAXRecords[wire.TreeMode])
+			}
+		}
+		if h.Name == filepath.Join(root, "link") && h.Linkname != "c" {
+			t.Errorf("link points to %q", h.Linkname)
+		}
+	}
+	if got := strings.Join(lists, " "); got != " /a /b /b/x" {
+		t.Errorf("listings %q, want breadth first", got)
+	}
+	if got := strings.Join(order, " "); got != "/a/3 /b/2 /b/x/1 /c" {
+		t.Errorf("content order %q, want a depth-first walk's", got)
+	}
+	if string(content[filepath.Join(root, "b/x/1")]) != "content of b/x/1" {
+		t.Errorf("b/x/1: %q", content[filepath.Join(root, "b/x/1")])
+	}
+	if _, ok := content[filepath.Join(root, "big")]; ok {
+		t.Error("a file bigger than SmallFile was sent")
+	}
+
+	// A budget of 30 bytes: the first two small files (12 + 15 bytes).
+	_, content = serveTree(t, wire.TreeRequest{Root: root, Folders: 10, Budget: 30, SmallFile: 50})
+	if len(content) != 2 {
+		t.Errorf("%d files within a 30-byte budget, want 2", len(content))
+	}
+	// One folder: the root's listing only, and no content without a budget.
+	hdrs, content = serveTree(t, wire.TreeRequest{Root: root, Folders: 1, SmallFile: 50})
+	for _, h := range hdrs {
+		if h.PAXRecords[wire.TreeList] != "" && h.Name != root {
+			t.Errorf("%s listed beyond the one folder asked for", h.Name)
+		}
+	}
+	if len(content) != 0 {
+		t.Errorf("content sent without a budget")
+	}
+}
+
+// Requests out of bounds, not clean, or too long are refused.
+func TestServeTreeRefusesBadRequests(t *testing.T) {
+	for _, line := range []string{
+		`{"root":"relative","folders":1}`,
+		`{"root":"/a/../etc","folders":1}`,
+		`{"root":"/","folders":0}`,
+		`{"root":"/","folders":100000}`,
+		`{"root":"/","folders":1,"budget":-1}`,
+		`{"root":"/","folders":1,"smallFile":1073741824}`,
+		`{"root":"/` + strings.Repeat("a", 8<<10) + `","folders":1}`,
+		`not json`,
+	} {
+		var out bytes.Buffer
+		if err := ServeTree(bufio.NewReader(strings.NewReader(line+"\n")), &out); err == nil || out.Len() != 0 {
+			t.Errorf("%.40s: accepted (%v, %d bytes)", line, err, out.Len())
+		}
+	}
+}

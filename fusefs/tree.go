@@ -1,0 +1,375 @@
+package fusefs
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+)
+
+// TreeRemote is a Remote whose server sends a folder tree in one stream
+// (package wire's tree stream): every folder's listing, then small files'
+// content. A walk then costs one round trip instead of one per folder, and
+// a cp -r or grep -r reads its small files from memory instead of two
+// round trips each.
+type TreeRemote interface {
+	Tree(ctx context.Context, req wire.TreeRequest) (io.ReadCloser, error)
+}
+
+const (
+	treeBudget = 64 << 20 // content bytes per tree
+	// treeWait bounds how long an open waits for content still on its way
+	// before it reads the file itself.
+	treeWait = 2 * time.Second
+	// treeTTL bounds how long content waits for its open.
+	treeTTL = 10 * time.Second
+)
+
+// trees is the mount's state of tree streams.
+type trees struct {
+	mu          sync.Mutex
+	unsupported bool
+	// walked are the roots walked by a tree stream, and when.
+	walked map[string]time.Time
+	// contentFor are the roots whose content was asked for, and when.
+	contentFor map[string]time.Time
+	// content is what the streams brought, by path, each taken once.
+	content map[string]*fetched
+}
+
+func (t *trees) init() {
+	if t.walked == nil {
+		t.walked, t.contentFor, t.content = map[string]time.Time{}, map[string]time.Time{}, map[string]*fetched{}
+	}
+}
+
+// treeOf finds the tree streams behind a remote, with how the remote
+// shows their entries (owners mapped to the local user).
+func treeOf(r Remote) (TreeRemote, func(os.FileInfo) os.FileInfo) {
+	switch r := r.(type) {
+	case TreeRemote:
+		return r, func(fi os.FileInfo) os.FileInfo { return fi }
+	case ownedRemote:
+		if tr, shown := treeOf(r.Remote); tr != nil {
+			return tr, func(fi os.FileInfo) os.FileInfo { return r.mapped(shown(fi)) }
+		}
+	}
+	return nil, nil
+}
+
+// walkTree lists the tree under root through one stream into the
+// listings; false when the remote cannot (then the caller walks by SFTP).
+func (l *listings) walkTree(r Remote, root string) bool {
+	tr, shown := treeOf(r)
+	if tr == nil {
+		return false
+	}
+	l.trees.mu.Lock()
+	l.trees.init()
+	if l.trees.unsupported {
+		l.trees.mu.Unlock()
+		return false
+	}
+	for w, at := range l.trees.walked {
+		if time.Since(at) < l.kernelTimeout() && (root == w || strings.HasPrefix(root, w+"/")) {
+			l.trees.mu.Unlock()
+			return true // a stream under way or done lists this folder's tree
+		}
+	}
+	l.trees.walked[root] = time.Now()
+	l.trees.mu.Unlock()
+	go func() {
+		err := l.readTree(tr, shown, root, 0)
+		if err == nil {
+			return
+		}
+		l.trees.mu.Lock()
+		l.trees.unsupported = l.trees.unsupported || errors.Is(err, wire.ErrTreeUnsupported)
+		delete(l.trees.walked, root)
+		l.trees.mu.Unlock()
+		if entries, _, ok := l.fresh(root); ok {
+			l.walkByListing(r, root, entries) // the walk it replaced
+		}
+	}()
+	return true
+}
+
+// fetchTreeContent asks once, for the walked root that holds dir, for the
+// content of its small files; true when such a fetch covers dir (then the
+// folder's own fetch is not needed).
+func (l *listings) fetchTreeContent(r Remote, dir string) bool {
+	tr, shown := treeOf(r)
+	if l == nil || tr == nil {
+		return false
+	}
+	timeout := l.kernelTimeout()
+	l.trees.mu.Lock()
+	l.trees.init()
+	root := ""
+	for w, at := range l.trees.walked {
+		if time.Since(at) < timeout && (dir == w || strings.HasPrefix(dir, w+"/")) && (root == "" || len(w) < len(root)) {
+			root = w
+		}
+	}
+	if root == "" || l.trees.unsupported {
+		l.trees.mu.Unlock()
+		return false
+	}
+	at, asked := l.trees.contentFor[root]
+	if asked && time.Since(at) < treeTTL {
+		l.trees.mu.Unlock()
+		return true
+	}
+	l.trees.contentFor[root] = time.Now()
+	l.trees.mu.Unlock()
+	go func() { _ = l.readTree(tr, shown, root, treeBudget) }()
+	return true
+}
+
+// takeTreeContent hands an open the content a tree stream brought for p at
+// version v, waiting a little for content on its way; it is taken once.
+func (l *listings) takeTreeContent(ctx context.Context, p string, v version) []byte {
+	if l == nil {
+		return nil
+	}
+	l.trees.mu.Lock()
+	f := l.trees.content[p]
+	delete(l.trees.content, p)
+	l.trees.mu.Unlock()
+	if f == nil || f.v.size != v.size || !f.v.mtime.Equal(v.mtime) {
+		return nil
+	}
+	select {
+	case <-f.done:
+	case <-time.After(treeWait):
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+	if f.err != nil {
+		return nil
+	}
+	return f.data
+}
+
+// dropTreeContent forgets content brought for p (it changed, or is being
+// written); "" forgets all.
+func (l *listings) dropTreeContent(p string) {
+	if l == nil {
+		return
+	}
+	l.trees.mu.Lock()
+	if p == "" {
+		l.trees.content = map[string]*fetched{}
+		l.trees.walked = map[string]time.Time{}
+		l.trees.contentFor = map[string]time.Time{}
+	} else {
+		delete(l.trees.content, p)
+	}
+	l.trees.mu.Unlock()
+}
+
+var errTreeEnded = errors.New("the tree stream ended before this file's content")
+
+// readTree reads one tree stream of root: listings go into the listings
+// cache as each completes; with a budget, small files are announced as on
+// their way when listed and filled in as their content arrives.
+func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, root string, budget int64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rc, err := tr.Tree(ctx, wire.TreeRequest{Root: root, Folders: walkFolders, Budget: budget, SmallFile: smallFile})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	counted := &countingReader{r: rc}
+	at := time.Now() // listings are trusted from when they were asked for
+	var pending []*fetched
+	defer func() {
+		// What did not come is read the usual way.
+		for _, f := range pending {
+			select {
+			case <-f.done:
+			default:
+				f.err = errTreeEnded
+				close(f.done)
+			}
+		}
+	}()
+	l.trees.mu.Lock()
+	// Content older than its time to live goes before more comes.
+	for p, f := range l.trees.content {
+		if time.Since(f.at) > treeTTL {
+			delete(l.trees.content, p)
+		}
+	}
+	l.trees.mu.Unlock()
+
+	var dir string
+	var entries []os.FileInfo
+	listing := false
+	flush := func() {
+		if listing {
+			l.put(dir, entries, at)
+		}
+		listing, entries = false, nil
+	}
+	announced := int64(0)
+	announce := func(p string, fi os.FileInfo) {
+		if budget <= 0 || !fi.Mode().IsRegular() || fi.Size() > smallFile || announced+fi.Size() > budget {
+			return
+		}
+		announced += fi.Size()
+		f := &fetched{v: versionOf(fi), done: make(chan struct{}), at: time.Now()}
+		pending = append(pending, f)
+		l.trees.mu.Lock()
+		l.trees.content[p] = f
+		l.trees.mu.Unlock()
+	}
+	arrive := func(p string, fi os.FileInfo, data []byte) {
+		l.trees.mu.Lock()
+		f := l.trees.content[p]
+		l.trees.mu.Unlock()
+		if v := versionOf(fi); f == nil || f.v.size != v.size || !f.v.mtime.Equal(v.mtime) {
+			return // taken, dropped by a change, or changed since listed
+		}
+		select {
+		case <-f.done:
+		default:
+			f.data = data
+			close(f.done)
+		}
+	}
+	t := tar.NewReader(counted)
+	for {
+		hdr, err := t.Next()
+		if errors.Is(err, io.EOF) {
+			if counted.n == 0 {
+				return wire.ErrTreeUnsupported // closed unanswered: an older file server
+			}
+			flush()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := hdr.Name
+		if path.Clean(name) != name || (name != root && !strings.HasPrefix(name, root+"/")) {
+			return errors.New("tree stream: entry outside its root")
+		}
+		fi, err := treeInfoOf(hdr)
+		if err != nil {
+			return err
+		}
+		switch {
+		case hdr.PAXRecords[wire.TreeList] != "":
+			flush()
+			dir, listing = name, true
+		case hdr.PAXRecords[wire.TreeContent] != "":
+			flush()
+			if hdr.Size > smallFile {
+				return errors.New("tree stream: content larger than asked for")
+			}
+			data, err := io.ReadAll(io.LimitReader(t, hdr.Size))
+			if err != nil {
+				return err
+			}
+			arrive(name, fi, data)
+		default:
+			if !listing || path.Dir(name) != dir {
+				return errors.New("tree stream: an entry outside the folder being listed")
+			}
+			entries = append(entries, shown(fi))
+			announce(name, fi)
+		}
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// treeInfo is an entry's attributes from a tree stream, as SFTP would give
+// them.
+type treeInfo struct {
+	name     string
+	size     int64
+	mode     os.FileMode
+	mtime    time.Time
+	uid, gid uint32
+}
+
+func (t treeInfo) Name() string       { return t.name }
+func (t treeInfo) Size() int64        { return t.size }
+func (t treeInfo) Mode() os.FileMode  { return t.mode }
+func (t treeInfo) ModTime() time.Time { return t.mtime }
+func (t treeInfo) IsDir() bool        { return t.mode.IsDir() }
+func (t treeInfo) Sys() any           { return nil }
+func (t treeInfo) Uid() uint32        { return t.uid }
+func (t treeInfo) Gid() uint32        { return t.gid }
+
+func treeInfoOf(hdr *tar.Header) (treeInfo, error) {
+	size := hdr.Size
+	if s, ok := hdr.PAXRecords[wire.TreeSize]; ok {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return treeInfo{}, errors.New("tree stream: a bad size")
+		}
+		size = v
+	}
+	var mode os.FileMode
+	if s, ok := hdr.PAXRecords[wire.TreeMode]; ok {
+		v, err := strconv.ParseUint(s, 8, 32)
+		if err != nil {
+			return treeInfo{}, errors.New("tree stream: a bad mode")
+		}
+		mode = fileMode(uint32(v))
+	} else {
+		mode = hdr.FileInfo().Mode()
+	}
+	return treeInfo{name: path.Base(hdr.Name), size: size, mode: mode, mtime: hdr.ModTime, uid: uint32(hdr.Uid), gid: uint32(hdr.Gid)}, nil
+}
+
+// fileMode turns a Unix mode into Go's, as pkg/sftp does.
+func fileMode(m uint32) os.FileMode {
+	mode := os.FileMode(m & 0o777)
+	switch m & 0o170000 {
+	case 0o040000:
+		mode |= os.ModeDir
+	case 0o120000:
+		mode |= os.ModeSymlink
+	case 0o010000:
+		mode |= os.ModeNamedPipe
+	case 0o140000:
+		mode |= os.ModeSocket
+	case 0o020000:
+		mode |= os.ModeDevice | os.ModeCharDevice
+	case 0o060000:
+		mode |= os.ModeDevice
+	}
+	if m&0o4000 != 0 {
+		mode |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	return mode
+}

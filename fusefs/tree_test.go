@@ -1,0 +1,176 @@
+package fusefs
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/files"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+)
+
+// calls counts what reaches the remote side by SFTP.
+type calls struct {
+	Remote
+	opens, lists *atomic.Int64
+}
+
+func (c calls) OpenFile(p string, flags int) (File, error) {
+	c.opens.Add(1)
+	return c.Remote.OpenFile(p, flags)
+}
+
+func (c calls) ReadDir(p string) ([]os.FileInfo, error) {
+	c.lists.Add(1)
+	return c.Remote.ReadDir(p)
+}
+
+// treeServer answers tree streams from the local file system with the
+// agent's own code.
+type treeServer struct {
+	Remote
+	trees *atomic.Int64
+}
+
+func (s treeServer) Tree(_ context.Context, req wire.TreeRequest) (io.ReadCloser, error) {
+	s.trees.Add(1)
+	line, _ := json.Marshal(req)
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(files.ServeTree(bufio.NewReader(bytes.NewReader(append(line, '\n'))), pw))
+	}()
+	return pr, nil
+}
+
+// oldServer is a file server older than the tree stream: it hangs up.
+type oldServer struct{ Remote }
+
+func (oldServer) Tree(context.Context, wire.TreeRequest) (io.ReadCloser, error) {
+	return io.NopCloser(strings.NewReader("")), nil
+}
+
+func makeTree(t *testing.T, remote string) {
+	t.Helper()
+	old := time.Now().Add(-time.Hour)
+	for d := 0; d < 12; d++ {
+		for s := 0; s < 3; s++ {
+			dir := filepath.Join(remote, fmt.Sprintf("d%02d", d), fmt.Sprintf("s%d", s))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for f := 0; f < 10; f++ {
+				p := filepath.Join(dir, fmt.Sprintf("f%d.txt", f))
+				os.WriteFile(p, []byte(strings.Repeat(p, f+1)), 0o640)
+				os.Chtimes(p, old, old)
+			}
+		}
+	}
+	os.WriteFile(filepath.Join(remote, "big.bin"), bytes.Repeat([]byte("0123456789abcdef"), 16<<10), 0o600)
+	os.Symlink("d00/s0/f0.txt", filepath.Join(remote, "link"))
+}
+
+// cp -r of a tree through the mount: one tree stream lists every folder
+// and another brings the small files, so the copy is byte-identical while
+// few opens or listings reach the remote side (those that race the
+// streams: more under the race detector).
+func TestTreeServesCopyFromMemory(t *testing.T) {
+	remote := t.TempDir()
+	makeTree(t, remote)
+	var opens, lists, trees atomic.Int64
+	// Owners mapped, as a real mount does: the tree's entries are too.
+	owner := &Owner{RemoteUID: uint32(os.Getuid()), RemoteGID: uint32(os.Getgid()), LocalUID: 4242, LocalGID: 4343}
+	dir, m := mountServedAs(t, remote, func(r Remote) Remote { return treeServer{calls{r, &opens, &lists}, &trees} }, owner)
+	m.Watched(true) // as with the agent's change stream: what was read stays trusted
+	dst := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-r", dir, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -r: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("diff", "-r", "--no-dereference", remote, dst).CombinedOutput(); err != nil {
+		t.Fatalf("the copy differs: %v\n%s", err, out)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(dir, "d05", "s1", "f3.txt"), &st); err != nil || st.Uid != 4242 || st.Gid != 4343 || st.Mode&0o777 != 0o640 {
+		t.Errorf("a file listed by the tree: uid %d gid %d mode %o (%v), want 4242 4343 640", st.Uid, st.Gid, st.Mode&0o777, err)
+	}
+	t.Logf("remote: %d opens, %d listings, %d trees", opens.Load(), lists.Load(), trees.Load())
+	// 360 small files and 49 folders: a few opens race the stream.
+	if n := opens.Load(); n > 40 {
+		t.Errorf("%d opens reached the remote side for 361 files", n)
+	}
+	if n := lists.Load(); n > 12 {
+		t.Errorf("%d folders were listed by SFTP, not by the tree stream", n)
+	}
+	if n := trees.Load(); n != 2 {
+		t.Errorf("%d tree streams, want 2 (listings, then content)", n)
+	}
+}
+
+// A file server without trees hangs up: the mount walks by listing, once.
+func TestTreeFallsBackToListing(t *testing.T) {
+	remote := t.TempDir()
+	makeTree(t, remote)
+	var opens, lists atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return oldServer{calls{r, &opens, &lists}} })
+	out, err := exec.Command("find", dir, "-type", "f").Output()
+	if err != nil || strings.Count(string(out), "\n") != 361 {
+		t.Fatalf("find: %v: %d files", err, strings.Count(string(out), "\n"))
+	}
+	dst := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-r", dir, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -r: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("diff", "-r", "--no-dereference", remote, dst).CombinedOutput(); err != nil {
+		t.Fatalf("the copy differs: %v\n%s", err, out)
+	}
+}
+
+// forged answers with a tar stream built by the test.
+type forged struct{ stream []byte }
+
+func (f forged) Tree(context.Context, wire.TreeRequest) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(f.stream)), nil
+}
+
+// A stream naming entries outside the asked root, or outside the folder
+// being listed, is refused: nothing of it is listed.
+func TestTreeRefusesEntriesOutsideTheRoot(t *testing.T) {
+	for name, entries := range map[string][]string{
+		"outside the root":    {"/data", "/etc/passwd"},
+		"another folder":      {"/data", "/data/a/b"},
+		"not clean":           {"/data", "/data/../etc"},
+		"a listing elsewhere": {"/etc"},
+	} {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for i, p := range entries {
+			h := &tar.Header{Name: p, Typeflag: tar.TypeReg, Mode: 0o644, Format: tar.FormatPAX, PAXRecords: map[string]string{wire.TreeSize: "1"}}
+			if i == 0 {
+				h.Typeflag = tar.TypeDir
+				h.PAXRecords[wire.TreeList] = "1"
+			}
+			tw.WriteHeader(h)
+		}
+		tw.Close()
+		l := newListings()
+		if err := l.readTree(forged{buf.Bytes()}, func(fi os.FileInfo) os.FileInfo { return fi }, "/data", 0); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		for _, dir := range []string{"/data", "/etc", "/data/a"} {
+			if _, _, ok := l.fresh(dir); ok {
+				t.Errorf("%s: %s listed", name, dir)
+			}
+		}
+	}
+}
