@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/fnv"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -73,6 +74,43 @@ func (n *remoteNode) dropCache() {
 	n.mu.Lock()
 	n.pagesKnown = false
 	n.mu.Unlock()
+}
+
+// lazyHandle is a read-only open of a file whose pages the kernel keeps:
+// the remote file is opened at the first read, if one comes.
+type lazyHandle struct {
+	node *remoteNode
+	mu   sync.Mutex
+	f    File
+}
+
+var (
+	_ = (fs.FileReader)((*lazyHandle)(nil))
+	_ = (fs.FileReleaser)((*lazyHandle)(nil))
+)
+
+func (h *lazyHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.mu.Lock()
+	if h.f == nil {
+		f, err := h.node.remote.OpenFile(h.node.path(), os.O_RDONLY)
+		if err != nil {
+			h.mu.Unlock()
+			return nil, errno(err)
+		}
+		h.f = f
+	}
+	f := h.f
+	h.mu.Unlock()
+	return (&handle{f: f, node: h.node, readOnly: true}).Read(ctx, dest, off)
+}
+
+func (h *lazyHandle) Release(context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.f != nil {
+		go h.f.Close() // nothing waits on a read-only close
+	}
+	return 0
 }
 
 // dirHandle lists a folder on demand, as go-fuse's own directory handle

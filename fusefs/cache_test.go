@@ -281,3 +281,33 @@ func TestInvalidateDropsTheChange(t *testing.T) {
 		t.Fatalf("unwatched again: %q", got)
 	}
 }
+
+// An open of a file whose pages the kernel keeps reaches no remote side
+// (a warm cp -r or grep -r costs no round trip per file); a changed file is
+// opened on the remote side again.
+func TestCachedOpenReachesNoRemote(t *testing.T) {
+	remote := t.TempDir()
+	var opens, lists atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return calls{r, &opens, &lists} })
+	src := filepath.Join(remote, "f.txt")
+	os.WriteFile(src, []byte("first"), 0o644)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(src, old, old)
+	readAll(t, filepath.Join(dir, "f.txt"))
+	time.Sleep(CacheTimeout + 200*time.Millisecond)
+	before := opens.Load()
+	for i := 0; i < 5; i++ {
+		if got := string(readAll(t, filepath.Join(dir, "f.txt"))); got != "first" {
+			t.Fatalf("cached read: %q", got)
+		}
+	}
+	if n := opens.Load() - before; n != 0 {
+		t.Errorf("%d opens of an unchanged, cached file reached the remote side", n)
+	}
+	os.WriteFile(src, []byte("second"), 0o644)
+	os.Chtimes(src, old.Add(time.Minute), old.Add(time.Minute))
+	time.Sleep(CacheTimeout + 200*time.Millisecond)
+	if got := string(readAll(t, filepath.Join(dir, "f.txt"))); got != "second" {
+		t.Errorf("after a change on the remote side: %q", got)
+	}
+}
