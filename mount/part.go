@@ -118,7 +118,9 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 		return err
 	}
 	defer remote.Close()
-	remote.Trees = TreeStreams(p.Clients.Rest, p.Clients.Kube, p.Namespace, p.pod.Name, agent)
+	trees := &TreeStreams{Rest: p.Clients.Rest, Kube: p.Clients.Kube, NS: p.Namespace, Pod: p.pod.Name, Agent: agent}
+	defer trees.Close()
+	remote.Trees = trees.Open
 	var roots []string
 	for _, m := range p.mounts {
 		roots = append(roots, m.MountPath)
