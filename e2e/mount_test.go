@@ -382,6 +382,20 @@ func TestMountManyReadersSeeConsistentData(t *testing.T) {
 			t.Fatalf("round %d: the mount's bytes differ from the pod's", round)
 		}
 	}
+	// A file changed in the pod after the tree was fetched and read: a
+	// cp -r a moment later copies the pod's new bytes, everything else
+	// from the kernel's pages.
+	inPod(t, pod, "sh", "-c", `echo "changed in the pod $(head -c 300 /dev/urandom | md5sum)" > /work/many/a/f7 && rm /work/many/b/g9`)
+	want = inPod(t, pod, "sh", "-c", "cd /work && find many -type f | sort | xargs md5sum")
+	time.Sleep(1500 * time.Millisecond)
+	copied := filepath.Join(t.TempDir(), "many")
+	if out, err := exec.Command("cp", "-r", filepath.Join(dir, "work", "many"), copied).CombinedOutput(); err != nil {
+		t.Fatalf("cp -r through the mount: %v\n%s", err, out)
+	}
+	out, err := exec.Command("sh", "-c", "cd "+filepath.Dir(copied)+" && find many -type f | sort | xargs md5sum").CombinedOutput()
+	if err != nil || sortLines(string(out)) != sortLines(want) {
+		t.Fatalf("cp -r after a change in the pod: %v\ngot:\n%s\nwant:\n%s", err, out, want)
+	}
 	p.signal(syscall.SIGTERM)
 	if err := p.wait(30 * time.Second); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.output())
