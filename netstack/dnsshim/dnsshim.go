@@ -38,10 +38,30 @@ type Server struct {
 	// Upstreams answer every other name, tried in order ("host:port").
 	Upstreams []string
 
-	mu      sync.RWMutex
+	mu sync.RWMutex
+	// peers are the upstreams that are another teleport's shim: asked for
+	// cluster names this one does not know.
+	peers   []string
 	a       map[string][]net.IP
 	srv     map[string][]*dns.SRV
 	primary string
+}
+
+// PeerNet holds every shim's address: an upstream in it is another
+// teleport's shim.
+var PeerNet = net.IPNet{IP: net.IPv4(127, 0, 21, 0), Mask: net.CIDRMask(24, 32)}
+
+// SetUpstreams replaces the upstreams while the shim serves.
+func (s *Server) SetUpstreams(upstreams []string) {
+	var peers []string
+	for _, up := range upstreams {
+		if host, _, err := net.SplitHostPort(up); err == nil && PeerNet.Contains(net.ParseIP(host)) {
+			peers = append(peers, up)
+		}
+	}
+	s.mu.Lock()
+	s.Upstreams, s.peers = upstreams, peers
+	s.mu.Unlock()
 }
 
 // Set replaces the records. Short names (svc) are those of the primary
@@ -74,6 +94,8 @@ func (s *Server) Set(primary string, services []Service) {
 	s.a, s.srv, s.primary = a, srv, primary
 	s.mu.Unlock()
 }
+
+func (s *Server) inDomain(name string) bool { return strings.HasSuffix(name, "."+s.domain()+".") }
 
 func (s *Server) domain() string {
 	if s.Domain == "" {
@@ -126,7 +148,20 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	name := strings.ToLower(q.Name)
 	m, ours := s.answer(req, name, q.Qtype)
 	if !ours {
-		m = s.forward(req, w.RemoteAddr().Network())
+		s.mu.RLock()
+		ups, peers := s.Upstreams, s.peers
+		s.mu.RUnlock()
+		if s.inDomain(name) {
+			// A cluster name another teleport may know; never the
+			// laptop's own resolvers.
+			if m = s.forward(req, w.RemoteAddr().Network(), peers); m.Rcode == dns.RcodeServerFailure {
+				m = new(dns.Msg)
+				m.SetRcode(req, dns.RcodeNameError)
+				m.Authoritative = true
+			}
+		} else {
+			m = s.forward(req, w.RemoteAddr().Network(), ups)
+		}
 	}
 	_ = w.WriteMsg(m)
 }
@@ -136,9 +171,9 @@ func (s *Server) answer(req *dns.Msg, name string, qtype uint16) (*dns.Msg, bool
 	s.mu.RLock()
 	ips, known := s.a[name]
 	srvs := s.srv[name]
+	peers := len(s.peers) > 0
 	s.mu.RUnlock()
-	inDomain := strings.HasSuffix(name, "."+s.domain()+".")
-	if !known && len(srvs) == 0 && !inDomain {
+	if !known && len(srvs) == 0 && (!s.inDomain(name) || peers) {
 		return nil, false
 	}
 	m := new(dns.Msg)
@@ -171,12 +206,12 @@ func (s *Server) answer(req *dns.Msg, name string, qtype uint16) (*dns.Msg, bool
 }
 
 // forward asks the upstream resolvers; SERVFAIL when none answers.
-func (s *Server) forward(req *dns.Msg, network string) *dns.Msg {
+func (s *Server) forward(req *dns.Msg, network string, upstreams []string) *dns.Msg {
 	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
 	if network == "tcp" {
 		c.Net = "tcp"
 	}
-	for _, up := range s.Upstreams {
+	for _, up := range upstreams {
 		resp, _, err := c.Exchange(req, up)
 		if err == nil && resp.Truncated && c.Net == "udp" {
 			resp, _, err = (&dns.Client{Net: "tcp", Timeout: 2 * time.Second}).Exchange(req, up)

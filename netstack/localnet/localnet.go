@@ -1,7 +1,7 @@
 // Package localnet makes teleport's changes to the laptop, each recorded in
 // the session's local journal before it is made: addresses on the loopback
-// interface, the resolver configuration (/etc/resolv.conf) or a marked block
-// in /etc/hosts. Their undo is registered here, so `kubectl cz session
+// interface, marked blocks in the resolver configuration (/etc/resolv.conf)
+// or /etc/hosts (block.go), and env files. Their undo is registered here, so `kubectl cz session
 // close`, or the next command after a crash, puts everything back.
 package localnet
 
@@ -162,21 +162,6 @@ func sha(b []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// ReplaceFile writes content to an existing file in place (/etc/resolv.conf
-// can be a bind mount, which a rename would not replace), journaled first
-// with the original content.
-func ReplaceFile(ctx context.Context, s *session.Session, path string, content []byte) error {
-	orig, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	mode := uint32(0o644)
-	if st, err := os.Stat(path); err == nil {
-		mode = uint32(st.Mode().Perm())
-	}
-	return writeJournaled(ctx, s, fileData{Path: path, Original: orig, WrittenSHA256: sha(content), written: content, Mode: mode})
-}
-
 // WriteFile creates or replaces a file the user asked for (an env file),
 // journaled first, so closing the session removes it or puts back what was
 // there. It has the given mode, also when it existed before, and belongs to
@@ -293,13 +278,15 @@ func undoFile(_ context.Context, u *session.UndoContext, e session.Entry) error 
 	return nil
 }
 
-// ResolvConf is the resolver configuration that sends every query to the
-// shim at dnsIP, with the cluster's search domains in front of the
-// original ones; it returns the nameservers that were there, for the shim
-// to forward other names to.
-func ResolvConf(orig []byte, dnsIP string, search []string) ([]byte, []string) {
-	var upstreams, oldSearch, rest []string
-	for _, line := range strings.Split(string(orig), "\n") {
+// ResolverLines are the lines of teleport's two resolver blocks: a
+// nameserver line for the shim at dnsIP (a block at the top: the first
+// nameserver is asked first) and a search line with the cluster's domains
+// in front of those in force (a block at the bottom: the last search line
+// wins). It returns the nameservers that were there, for the shim to
+// forward other names to: another teleport's shim among them.
+func ResolverLines(cur []byte, dnsIP string, search []string) (nameserver, searchLine []string, upstreams []string) {
+	var inForce []string
+	for _, line := range strings.Split(string(cur), "\n") {
 		f := strings.Fields(line)
 		switch {
 		case len(f) >= 2 && f[0] == "nameserver":
@@ -307,33 +294,16 @@ func ResolvConf(orig []byte, dnsIP string, search []string) ([]byte, []string) {
 				upstreams = append(upstreams, net.JoinHostPort(f[1], "53"))
 			}
 		case len(f) >= 2 && (f[0] == "search" || f[0] == "domain"):
-			oldSearch = append(oldSearch, f[1:]...)
-		case len(f) > 0 && !strings.HasPrefix(f[0], "#") && !strings.HasPrefix(f[0], ";"):
-			rest = append(rest, line)
+			inForce = f[1:] // the last one wins
 		}
 	}
-	var b strings.Builder
-	b.WriteString("# Written by kubectl cz teleport; the original comes back when its session closes.\n")
-	fmt.Fprintf(&b, "nameserver %s\n", dnsIP)
-	fmt.Fprintf(&b, "search %s\n", strings.Join(append(search, oldSearch...), " "))
-	for _, l := range rest {
-		b.WriteString(l + "\n")
+	seen := map[string]bool{}
+	var domains []string
+	for _, d := range append(append([]string{}, search...), inForce...) {
+		if !seen[d] {
+			seen[d] = true
+			domains = append(domains, d)
+		}
 	}
-	return []byte(b.String()), upstreams
-}
-
-// HostsBlock is /etc/hosts with a marked block of names appended (after
-// any block an earlier teleport left).
-func HostsBlock(orig []byte, id string, lines []string) []byte {
-	var b bytes.Buffer
-	b.Write(orig)
-	if len(orig) > 0 && !bytes.HasSuffix(orig, []byte("\n")) {
-		b.WriteByte('\n')
-	}
-	fmt.Fprintf(&b, "# kubectl cz teleport %s: begin (removed when the session closes)\n", id)
-	for _, l := range lines {
-		b.WriteString(l + "\n")
-	}
-	fmt.Fprintf(&b, "# kubectl cz teleport %s: end\n", id)
-	return b.Bytes()
+	return []string{"nameserver " + dnsIP}, []string{"search " + strings.Join(domains, " ")}, upstreams
 }

@@ -16,13 +16,15 @@ import (
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
-func TestResolvConf(t *testing.T) {
-	orig := "# comment\nnameserver 10.0.0.2\nnameserver 127.0.21.53\nsearch corp.example\noptions edns0\n"
-	out, ups := ResolvConf([]byte(orig), "127.0.21.53", []string{"shop.svc.cluster.local", "svc.cluster.local"})
-	want := "# Written by kubectl cz teleport; the original comes back when its session closes.\n" +
-		"nameserver 127.0.21.53\nsearch shop.svc.cluster.local svc.cluster.local corp.example\noptions edns0\n"
-	if string(out) != want {
-		t.Errorf("got:\n%s\nwant:\n%s", out, want)
+func TestResolverLines(t *testing.T) {
+	cur := "# comment\nnameserver 10.0.0.2\nnameserver 127.0.21.53\nsearch corp.example\nsearch last.example shop.svc.cluster.local\noptions edns0\n"
+	ns, search, ups := ResolverLines([]byte(cur), "127.0.21.53", []string{"shop.svc.cluster.local", "svc.cluster.local"})
+	if strings.Join(ns, "|") != "nameserver 127.0.21.53" {
+		t.Errorf("nameserver %q", ns)
+	}
+	// The search line in force (the last) follows the cluster's, once each.
+	if strings.Join(search, "|") != "search shop.svc.cluster.local svc.cluster.local last.example" {
+		t.Errorf("search %q", search)
 	}
 	// The shim's own address (a teleport that crashed) is not an upstream.
 	if len(ups) != 1 || ups[0] != "10.0.0.2:53" {
@@ -71,11 +73,66 @@ func TestUndoFile(t *testing.T) {
 	}
 }
 
-func TestHostsBlock(t *testing.T) {
-	orig := []byte("127.0.0.1 localhost")
-	b := HostsBlock(orig, "abc", []string{"10.96.0.20\tcore core.shop"})
-	if !bytes.HasPrefix(b, []byte("127.0.0.1 localhost\n# kubectl cz teleport abc: begin")) || !strings.Contains(string(b), "10.96.0.20\tcore core.shop\n# kubectl cz teleport abc: end\n") {
-		t.Errorf("%q", b)
+// Two sessions' blocks, at the top and the bottom, kept current in place,
+// come out in either order and give the file back byte for byte, also one
+// that did not end in a newline.
+func TestBlocksComeOutInEitherOrder(t *testing.T) {
+	for _, orig := range []string{"", "127.0.0.1 localhost\n", "127.0.0.1 localhost", "nameserver 10.0.0.2\nsearch corp\n"} {
+		put := func(c []byte, id string) []byte {
+			c = insertBlock(c, id, "nameserver", true, []string{"nameserver 127.0.21.5" + id})
+			c = insertBlock(c, id, "search", false, []string{"search " + id + ".svc.cluster.local corp"})
+			c, _ = replaceBlock(c, id, "search", []string{"search " + id + ".svc.cluster.local svc.cluster.local corp"})
+			return c
+		}
+		both := put(put([]byte(orig), "3"), "4")
+		for _, order := range [][]string{{"3", "4"}, {"4", "3"}} {
+			c := both
+			for _, id := range order {
+				for _, tag := range []string{"search", "nameserver"} {
+					var found bool
+					if c, found = removeBlock(c, id, tag); !found {
+						t.Errorf("%q: block %s %s not found", orig, id, tag)
+					}
+				}
+			}
+			if string(c) != orig {
+				t.Errorf("%q, out in order %v: %q", orig, order, c)
+			}
+		}
+		if c, found := removeBlock([]byte(orig), "3", "search"); found || string(c) != orig {
+			t.Errorf("%q: a block that is not there was removed", orig)
+		}
+	}
+	// The newest search line is the last: the resolver uses it.
+	c := insertBlock(insertBlock([]byte("search corp\n"), "a", "search", false, []string{"search a"}), "b", "search", false, []string{"search b"})
+	if !strings.HasSuffix(string(c), "search b\n# kubectl cz teleport b search: end\n") {
+		t.Errorf("%q", c)
+	}
+}
+
+// A marker that does not start a line, or a block without its end, is
+// left alone.
+func TestBlockMarkersMustBeWhole(t *testing.T) {
+	in := "x" + beginMark("a", "hosts") + beginNote + "1.2.3.4 x\n" + endMark("a", "hosts") + beginMark("a", "dns") + beginNote + "torn\n"
+	for _, tag := range []string{"hosts", "dns"} {
+		if out, found := removeBlock([]byte(in), "a", tag); found || string(out) != in {
+			t.Errorf("%s: removed from %q", tag, in)
+		}
+	}
+}
+
+// The undo takes this session's block out of the file and nothing else.
+func TestUndoBlock(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "hosts")
+	orig := "127.0.0.1 localhost\n"
+	os.WriteFile(p, insertBlock(insertBlock([]byte(orig), "mine", "hosts", false, []string{"10.0.0.1 a"}), "other", "hosts", false, []string{"10.0.0.2 b"}), 0o644)
+	raw, _ := json.Marshal(blockData{Path: p, ID: "mine", Tag: "hosts"})
+	if err := undoBlock(context.Background(), &session.UndoContext{Log: io.Discard}, session.Entry{Data: raw}); err != nil {
+		t.Fatal(err)
+	}
+	want := string(insertBlock([]byte(orig), "other", "hosts", false, []string{"10.0.0.2 b"}))
+	if b, _ := os.ReadFile(p); string(b) != want {
+		t.Errorf("after undo:\n%s\nwant:\n%s", b, want)
 	}
 }
 

@@ -106,7 +106,7 @@ func (p *Part) Plan() []string {
 		plan = append(plan, "add a marked block to "+orDefault(p.Config.Hosts, "/etc/hosts"))
 	case DNSNone:
 	default:
-		plan = append(plan, "point "+orDefault(p.Config.ResolvConf, "/etc/resolv.conf")+" at the shim (dns "+dns+")")
+		plan = append(plan, "point "+orDefault(p.Config.ResolvConf, "/etc/resolv.conf")+" at the shim with two marked blocks, a nameserver first and a search line last (dns "+dns+")")
 	}
 	if len(p.Config.Exclude) > 0 {
 		plan = append(plan, "leave out "+strings.Join(p.Config.Exclude, ", "))
@@ -114,7 +114,7 @@ func (p *Part) Plan() []string {
 	return plan
 }
 
-func dnsAddr(c Config) string { return orDefault(c.DNSAddr, "127.0.21.53:53") }
+func dnsAddr(c Config) string { return orDefault(c.DNSAddr, "127.0.21.53:53 (or the next free of .54-.56)") }
 
 func orDefault(v, def string) string {
 	if v == "" {

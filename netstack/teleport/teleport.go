@@ -96,9 +96,6 @@ type exposure struct {
 // Run teleports until ctx ends, then closes its listeners; the caller
 // closes the session, which undoes the changes to the laptop.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.DNSAddr == "" {
-		cfg.DNSAddr = "127.0.21.53:53"
-	}
 	if cfg.ResolvConf == "" {
 		cfg.ResolvConf = "/etc/resolv.conf"
 	}
@@ -216,34 +213,58 @@ func (t *teleport) prove(ctx context.Context) error {
 	return nil
 }
 
+// shimAddrs are where a shim may answer: another teleport's shim may hold
+// the first.
+var shimAddrs = []string{"127.0.21.53:53", "127.0.21.54:53", "127.0.21.55:53", "127.0.21.56:53"}
+
+// listenDNS starts the shim on the configured address, or the first free
+// one of shimAddrs, and returns where it answers.
+func (t *teleport) listenDNS(ctx context.Context) (string, error) {
+	addrs := shimAddrs
+	if t.cfg.DNSAddr != "" {
+		addrs = []string{t.cfg.DNSAddr}
+	}
+	var lastErr error
+	for _, addr := range addrs {
+		ready := make(chan struct{})
+		errc := make(chan error, 1)
+		go func() {
+			errc <- t.dns.ListenAndServe(ctx, addr, func() { close(ready) })
+		}()
+		select {
+		case <-ready:
+			return addr, nil
+		case lastErr = <-errc:
+		}
+	}
+	return "", fmt.Errorf("the DNS shim cannot listen on %s (--dns none or hosts do without it): %w", strings.Join(addrs, ", "), lastErr)
+}
+
 // startDNS serves the shim and points the resolver (or /etc/hosts) at it.
 func (t *teleport) startDNS(ctx context.Context) error {
 	if t.cfg.DNS == DNSNone || t.cfg.DNS == DNSHosts {
 		return nil
 	}
-	orig, err := os.ReadFile(t.cfg.ResolvConf)
+	cur, err := os.ReadFile(t.cfg.ResolvConf)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", t.cfg.ResolvConf, err)
 	}
-	host, _, _ := net.SplitHostPort(t.cfg.DNSAddr)
+	addr, err := t.listenDNS(ctx)
+	if err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(addr)
 	var search []string
 	for _, ns := range t.cfg.Namespaces {
 		search = append(search, ns+".svc."+t.cfg.Domain)
 	}
 	search = append(search, "svc."+t.cfg.Domain, t.cfg.Domain)
-	content, upstreams := localnet.ResolvConf(orig, host, search)
-	t.dns.Upstreams = upstreams
-	ready := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		errc <- t.dns.ListenAndServe(ctx, t.cfg.DNSAddr, func() { close(ready) })
-	}()
-	select {
-	case <-ready:
-	case err := <-errc:
-		return fmt.Errorf("the DNS shim cannot listen on %s (is another kubectl cz teleport running? --dns none or hosts do without it): %w", t.cfg.DNSAddr, err)
+	nameserver, searchLine, upstreams := localnet.ResolverLines(cur, host, search)
+	t.dns.SetUpstreams(upstreams)
+	if err := localnet.SetBlock(ctx, t.cfg.Session, t.cfg.ResolvConf, "nameserver", true, nameserver); err != nil {
+		return err
 	}
-	if err := localnet.ReplaceFile(ctx, t.cfg.Session, t.cfg.ResolvConf, content); err != nil {
+	if err := localnet.SetBlock(ctx, t.cfg.Session, t.cfg.ResolvConf, "search", false, searchLine); err != nil {
 		return err
 	}
 	fmt.Fprintf(t.cfg.Log, "DNS: %s now asks the shim at %s for cluster names (others go to %s)\n", t.cfg.ResolvConf, host, strings.Join(upstreams, ", "))
@@ -611,37 +632,11 @@ func (t *teleport) writeHosts(ctx context.Context, records []dnsshim.Service) er
 	if strings.Join(lines, "\n") == strings.Join(t.hosts, "\n") {
 		return nil
 	}
-	orig, err := os.ReadFile(t.cfg.Hosts)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", t.cfg.Hosts, err)
-	}
-	if t.hosts != nil {
-		orig = withoutBlock(orig, t.cfg.Session.ID())
-	}
-	if err := localnet.ReplaceFile(ctx, t.cfg.Session, t.cfg.Hosts, localnet.HostsBlock(orig, t.cfg.Session.ID(), lines)); err != nil {
+	if err := localnet.SetBlock(ctx, t.cfg.Session, t.cfg.Hosts, "hosts", false, lines); err != nil {
 		return err
 	}
 	t.hosts = lines
 	return nil
-}
-
-// withoutBlock drops this session's block from a hosts file.
-func withoutBlock(b []byte, id string) []byte {
-	begin := "# kubectl cz teleport " + id + ": begin"
-	end := "# kubectl cz teleport " + id + ": end"
-	var out []string
-	skip := false
-	for _, line := range strings.SplitAfter(string(b), "\n") {
-		switch {
-		case strings.HasPrefix(line, begin):
-			skip = true
-		case strings.HasPrefix(line, end):
-			skip = false
-		case !skip:
-			out = append(out, line)
-		}
-	}
-	return []byte(strings.Join(out, ""))
 }
 
 // forwarder keeps one port-forward connection per pod, reused for every
