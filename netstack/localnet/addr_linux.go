@@ -11,28 +11,27 @@ import (
 
 // Addresses through netlink (Linux).
 
-func taken(ip net.IP) (bool, error) {
+func snapshot() (*Host, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
-		return false, fmt.Errorf("list this machine's addresses: %w", err)
-	}
-	for _, a := range addrs {
-		if a.IP.Equal(ip) {
-			return true, nil
-		}
+		return nil, fmt.Errorf("list this machine's addresses: %w", err)
 	}
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
-		return false, fmt.Errorf("list this machine's routes: %w", err)
+		return nil, fmt.Errorf("list this machine's routes: %w", err)
+	}
+	h := &Host{addrs: map[string]bool{}}
+	for _, a := range addrs {
+		h.addrs[a.IP.String()] = true
 	}
 	for _, r := range routes {
-		if r.Dst != nil && r.Dst.Contains(ip) {
+		if r.Dst != nil {
 			if ones, _ := r.Dst.Mask.Size(); ones > 0 {
-				return true, nil
+				h.routes = append(h.routes, r.Dst)
 			}
 		}
 	}
-	return false, nil
+	return h, nil
 }
 
 func linkExists(name string) error {

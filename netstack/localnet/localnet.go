@@ -62,10 +62,33 @@ type addressData struct {
 	Link string `json:"link"`
 }
 
-// Taken reports whether ip is already this machine's, or inside a network
-// a route other than the default one leads to (a VPN, the LAN): teleport
-// must not shadow it.
-func Taken(ip net.IP) (bool, error) { return taken(ip) }
+// Host is this machine's addresses and routes as listed once, for many
+// checks (a listing per address made 1,000 Services take 2.8 s to start).
+type Host struct {
+	addrs  map[string]bool
+	routes []*net.IPNet
+}
+
+// Snapshot lists this machine's addresses and routes.
+func Snapshot() (*Host, error) { return snapshot() }
+
+// Taken reports whether ip is this machine's, or inside a network a route
+// other than the default one leads to (a VPN, the LAN): teleport must not
+// shadow it.
+func (h *Host) Taken(ip net.IP) bool {
+	if h.addrs[ip.String()] {
+		return true
+	}
+	for _, r := range h.routes {
+		if r.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Added notes an address put on this machine since the snapshot.
+func (h *Host) Added(ip net.IP) { h.addrs[ip.String()] = true }
 
 // AddAddress puts ip/32 on the loopback interface, journaled first.
 func AddAddress(ctx context.Context, s *session.Session, ip net.IP) error {

@@ -83,6 +83,7 @@ type teleport struct {
 	nextIP  uint32
 	ips     map[string]net.IP // fallback addresses handed out, by key
 	hosts   []string          // the last /etc/hosts block written
+	host    *localnet.Host    // this machine's addresses, listed per reconcile
 }
 
 // exposure is one address with its listeners.
@@ -307,6 +308,11 @@ func (t *teleport) services(ns string) ([]*corev1.Service, error) {
 // reconcile brings addresses, listeners and DNS records in line with the
 // Services and EndpointSlices now known.
 func (t *teleport) reconcile(ctx context.Context) error {
+	host, err := localnet.Snapshot()
+	if err != nil {
+		return err
+	}
+	t.host = host
 	want := map[string]bool{}
 	var records []dnsshim.Service
 	var errs []string
@@ -395,11 +401,7 @@ func (t *teleport) expose(ctx context.Context, key string, clusterIP net.IP, por
 			ip = nil // an IPv6 ClusterIP: the fallback range is IPv4
 		}
 		if ip != nil {
-			taken, err := localnet.Taken(ip)
-			if err != nil {
-				return nil, err
-			}
-			if taken {
+			if t.host.Taken(ip) {
 				fmt.Fprintf(t.cfg.Log, "%s: ClusterIP %s is taken on this machine; using a loopback address\n", key, ip)
 				ip = nil
 			}
@@ -410,6 +412,7 @@ func (t *teleport) expose(ctx context.Context, key string, clusterIP net.IP, por
 			if err := localnet.AddAddress(ctx, t.cfg.Session, ip); err != nil {
 				return nil, err
 			}
+			t.host.Added(ip)
 			added = true
 		}
 		e = &exposure{ip: ip, added: added, listeners: map[int]net.Listener{}}
