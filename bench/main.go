@@ -46,7 +46,7 @@ func main() {
 	runs := flag.Int("runs", 5, "samples of each whole-transfer and process-launch row")
 	pings := flag.Int("pings", 1000, "samples of each latency row")
 	out := flag.String("out", ".cz/bench/latest.md", "also write the table here (empty: do not)")
-	only := flag.String("only", "", "comma-separated sections to run: portforward, kubectl, intercept, teleport, mount, sessions (default: all)")
+	only := flag.String("only", "", "comma-separated sections to run: portforward, kubectl, intercept, teleport, scale, mount, sessions (default: all)")
 	flag.Parse()
 	for _, s := range strings.Split(*only, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -98,6 +98,7 @@ func runAll(ctx context.Context, runs, pings int, out string) error {
 		{"kubectl", b.copyAndExec},
 		{"intercept", b.intercept},
 		{"teleport", b.teleport},
+		{"scale", func(ctx context.Context) error { return b.scale(ctx, cfg) }},
 		{"mount", b.mount},
 		{"sessions", func(ctx context.Context) error { return b.sessions(ctx, cfg) }},
 	}

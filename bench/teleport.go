@@ -72,6 +72,7 @@ func laptopDialer() (func(context.Context, string, string) (net.Conn, error), er
 				ch <- result{nil, err}
 				return // the thread stays locked and ends with the goroutine
 			}
+			defer orig.Close() // one descriptor per dial otherwise: a scan of 1,000 Services ran out
 			if err := netns.Set(ns); err != nil {
 				ch <- result{nil, err}
 				return

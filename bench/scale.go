@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+const (
+	scaleNamespace = "cz-bench-scale"
+	scaleServices  = 1000
+)
+
+// scale measures teleport of a namespace of 1,000 Services (one pod behind
+// them all): from start until every ClusterIP answers on the laptop, the
+// plugin's memory and its CPU at rest, and how soon a Service created or
+// deleted meanwhile answers or goes.
+func (b *bench) scale(ctx context.Context, cfg *rest.Config) error {
+	fmt.Fprintf(os.Stderr, "bench: kubectl cz teleport of %d Services\n", scaleServices)
+	fast := rest.CopyConfig(cfg)
+	fast.QPS, fast.Burst = 200, 400
+	cs, err := kubernetes.NewForConfig(fast)
+	if err != nil {
+		return err
+	}
+	ips, err := scaleFixture(ctx, cs)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = cs.CoreV1().Namespaces().Delete(context.Background(), scaleNamespace, metav1.DeleteOptions{})
+	}()
+	dial, err := laptopDialer()
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
+	all := &row{name: fmt.Sprintf("%d Services, all answering after start, kubectl cz teleport", scaleServices), unit: "s"}
+	rss := &row{name: fmt.Sprintf("%d Services, plugin memory (RSS), kubectl cz teleport", scaleServices), unit: "MiB"}
+	cpu := &row{name: fmt.Sprintf("%d Services, plugin CPU at rest (5 s), kubectl cz teleport", scaleServices), unit: "%"}
+	added := &row{name: "a Service created, answering after, kubectl cz teleport", unit: "s"}
+	gone := &row{name: "a Service deleted, gone after, kubectl cz teleport", unit: "s"}
+	for run := 0; run < b.runs; run++ {
+		t0 := time.Now()
+		cmd, _, err := startPlugin(ctx, teleportActive, "-n", scaleNamespace, "teleport", "namespace", "--dns", "none")
+		if err != nil {
+			return err
+		}
+		err = allAnswer(ctx, client, ips)
+		if err == nil {
+			all.samples = append(all.samples, time.Since(t0).Seconds())
+			pid := cmd.Process.Pid
+			time.Sleep(2 * time.Second) // settled
+			if m, err := rssMiB(pid); err == nil {
+				rss.samples = append(rss.samples, m)
+			}
+			if c, err := cpuShare(pid, 5*time.Second); err == nil {
+				cpu.samples = append(cpu.samples, c)
+			}
+			var up, down float64
+			if up, down, err = addAndDelete(ctx, cs, client, run); err == nil {
+				added.samples = append(added.samples, up)
+				gone.samples = append(gone.samples, down)
+			}
+		}
+		if serr := stopPlugin(cmd); err == nil && serr != nil {
+			err = fmt.Errorf("teleport exit: %w", serr)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, r := range []*row{all, rss, cpu, added, gone} {
+		b.table.add(r)
+	}
+	return nil
+}
+
+// scaleFixture makes the namespace: one pod answering HTTP on 8080 and the
+// Services selecting it; it returns their ClusterIPs.
+func scaleFixture(ctx context.Context, cs kubernetes.Interface) ([]string, error) {
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scaleNamespace}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	labels := map[string]string{"app": "scale-backend"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "backend"},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "backend", Image: "kubectl-cz.local/demo:dev", ImagePullPolicy: corev1.PullIfNotPresent,
+					Env:            []corev1.EnvVar{{Name: "ROLE", Value: "leaf"}},
+					Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
+				}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments(scaleNamespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	ips := make([]string, scaleServices)
+	work := make(chan int)
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := fmt.Sprintf("svc-%04d", i)
+				svc, err := cs.CoreV1().Services(scaleNamespace).Create(ctx, scaleService(name, labels), metav1.CreateOptions{})
+				if apierrors.IsAlreadyExists(err) {
+					svc, err = cs.CoreV1().Services(scaleNamespace).Get(ctx, name, metav1.GetOptions{})
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				ips[i] = svc.Spec.ClusterIP
+			}
+		}()
+	}
+	for i := 0; i < scaleServices; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return nil, fmt.Errorf("create the Services: %w", err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		d, err := cs.AppsV1().Deployments(scaleNamespace).Get(ctx, "backend", metav1.GetOptions{})
+		if err == nil && d.Status.ReadyReplicas == 1 {
+			return ips, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the scale backend is not ready after 2 minutes")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func scaleService(name string, selector map[string]string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Selector: selector,
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}}}
+}
+
+func answers(ctx context.Context, client *http.Client, ip string) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(ip, "80")+"/healthz", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// allAnswer returns once every address answered once (32 callers at a time).
+func allAnswer(ctx context.Context, client *http.Client, ips []string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	work := make(chan string)
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ip := range work {
+				for !answers(ctx, client, ip) && ctx.Err() == nil {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if ctx.Err() == nil {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	for _, ip := range ips {
+		work <- ip
+	}
+	close(work)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return fmt.Errorf("not every Service answered within 2 minutes (%d did)", n.Load())
+	}
+	return nil
+}
+
+// addAndDelete creates a Service and times until it answers, then deletes
+// it and times until it no longer does.
+func addAndDelete(ctx context.Context, cs kubernetes.Interface, client *http.Client, run int) (float64, float64, error) {
+	name := fmt.Sprintf("svc-new-%d", run)
+	t0 := time.Now()
+	svc, err := cs.CoreV1().Services(scaleNamespace).Create(ctx, scaleService(name, map[string]string{"app": "scale-backend"}), metav1.CreateOptions{})
+	if err != nil {
+		return 0, 0, err
+	}
+	for !answers(ctx, client, svc.Spec.ClusterIP) {
+		if time.Since(t0) > time.Minute {
+			return 0, 0, fmt.Errorf("a new Service did not answer within a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	up := time.Since(t0).Seconds()
+	t0 = time.Now()
+	if err := cs.CoreV1().Services(scaleNamespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		return 0, 0, err
+	}
+	for answers(ctx, client, svc.Spec.ClusterIP) {
+		if time.Since(t0) > time.Minute {
+			return 0, 0, fmt.Errorf("a deleted Service still answered after a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return up, time.Since(t0).Seconds(), nil
+}
+
+func rssMiB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+// cpuShare is the process's CPU time over d, as a share of one core.
+func cpuShare(pid int, d time.Duration) (float64, error) {
+	ticks := func() (float64, error) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, err
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		u, _ := strconv.ParseFloat(f[11], 64) // utime, field 14 of the line
+		k, _ := strconv.ParseFloat(f[12], 64) // stime
+		return u + k, nil
+	}
+	a, err := ticks()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(d)
+	z, err := ticks()
+	if err != nil {
+		return 0, err
+	}
+	return (z - a) / 100 / d.Seconds() * 100, nil // USER_HZ 100
+}
