@@ -114,7 +114,9 @@ func (p *Part) Plan() []string {
 	return plan
 }
 
-func dnsAddr(c Config) string { return orDefault(c.DNSAddr, "127.0.21.53:53 (or the next free of .54-.56)") }
+func dnsAddr(c Config) string {
+	return orDefault(c.DNSAddr, "127.0.21.53:53 (or the next free of .54-.56)")
+}
 
 func orDefault(v, def string) string {
 	if v == "" {
