@@ -80,6 +80,18 @@ spec:
     requests with your header) to a process on your laptop; mount a pod's
     volumes as a local folder; print a workload's environment. Every change is
     journaled first, and closing the session restores it, also after a crash.
+  caveats: |
+    What each command needs:
+    * In the cluster: the rights of the Role in deploy/rbac.yaml
+      (https://github.com/kubectl-cz/kubectl-cz/blob/main/deploy/rbac.yaml),
+      in each namespace you use; intercept and mount run the agent image
+      ghcr.io/kubectl-cz/cz-agent (--agent-image names your registry's copy).
+    * On the laptop, Linux only: teleport needs root (sudo -E) to add
+      loopback addresses and edit /etc/resolv.conf or /etc/hosts; mount
+      needs FUSE (root, or fusermount3 with access to /dev/fuse).
+    * intercept, env, up without teleport or mount parts, graph and
+      session work on every platform, without root.
+    Start with: kubectl cz --help
   platforms:
 {{- range .Platforms }}
   - selector:
