@@ -29,9 +29,10 @@ const (
 	// treeWait bounds how long an open waits for content still on its way
 	// before it reads the file itself.
 	treeWait = 2 * time.Second
-	// treeTTL bounds how long content waits for its open.
-	treeTTL = 10 * time.Second
 )
+
+// treeTTL bounds how long content waits for its open (a variable for tests).
+var treeTTL = 10 * time.Second
 
 // trees is the mount's state of tree streams.
 type trees struct {
@@ -177,6 +178,17 @@ func (l *listings) dropTreeContent(p string) {
 	l.trees.mu.Unlock()
 }
 
+// dropStaleTreeContent forgets content older than its time to live.
+func (l *listings) dropStaleTreeContent() {
+	l.trees.mu.Lock()
+	defer l.trees.mu.Unlock()
+	for p, f := range l.trees.content {
+		if time.Since(f.at) > treeTTL {
+			delete(l.trees.content, p)
+		}
+	}
+}
+
 var errTreeEnded = errors.New("the tree stream ended before this file's content")
 
 // readTree reads one tree stream of root: listings go into the listings
@@ -204,14 +216,12 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 			}
 		}
 	}()
-	l.trees.mu.Lock()
-	// Content older than its time to live goes before more comes.
-	for p, f := range l.trees.content {
-		if time.Since(f.at) > treeTTL {
-			delete(l.trees.content, p)
-		}
+	l.dropStaleTreeContent()
+	if budget > 0 {
+		// What no open took goes once its time to live is over: a
+		// stream's content is not kept for good.
+		time.AfterFunc(treeTTL+time.Second, l.dropStaleTreeContent)
 	}
-	l.trees.mu.Unlock()
 
 	var dir string
 	var entries []os.FileInfo

@@ -174,3 +174,31 @@ func TestTreeRefusesEntriesOutsideTheRoot(t *testing.T) {
 		}
 	}
 }
+
+// Content no open took is not kept for good: it goes once its time to
+// live is over, with no other stream to clean up after it.
+func TestTreeContentNotKeptForGood(t *testing.T) {
+	old := treeTTL
+	treeTTL = 200 * time.Millisecond
+	t.Cleanup(func() { treeTTL = old })
+	remote := t.TempDir()
+	makeTree(t, remote)
+	var trees atomic.Int64
+	l := newListings()
+	l.trees.init()
+	if err := l.readTree(treeServer{nil, &trees}, func(fi os.FileInfo) os.FileInfo { return fi }, remote, treeBudget); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		l.trees.mu.Lock()
+		defer l.trees.mu.Unlock()
+		return len(l.trees.content)
+	}
+	if n := count(); n != 360 {
+		t.Fatalf("%d files' content after the stream, want 360", n)
+	}
+	time.Sleep(treeTTL + 1500*time.Millisecond)
+	if n := count(); n != 0 {
+		t.Errorf("%d files' content kept past its time to live", n)
+	}
+}
