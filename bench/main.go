@@ -98,9 +98,10 @@ func runAll(ctx context.Context, runs, pings int, out string) error {
 		{"kubectl", b.copyAndExec},
 		{"intercept", b.intercept},
 		{"teleport", b.teleport},
-		{"scale", func(ctx context.Context) error { return b.scale(ctx, cfg) }},
 		{"mount", b.mount},
 		{"sessions", func(ctx context.Context) error { return b.sessions(ctx, cfg) }},
+		// Last: 1,000 Services keep kube-proxy and the controllers busy.
+		{"scale", func(ctx context.Context) error { return b.scale(ctx, cfg) }},
 	}
 	for _, s := range sections {
 		if len(selected) > 0 && !selected[s.name] {
