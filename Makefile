@@ -22,7 +22,7 @@ KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go
 APT_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2 fuse3 busybox-static util-linux git curl graphviz
 GO_SOURCES := $(shell find . -name '*.go' -not -path './hack/kube/*' -not -path './$(STATE)/*') go.mod go.sum
 
-.PHONY: all build install dist krew deps kube coredns images cluster-up cluster-down cluster-purge cluster-status \
+.PHONY: all build install dist krew deps kube coredns images agent-image cluster-up cluster-down cluster-purge cluster-status \
 	laptop-shell demo demo-deploy test test-unit test-e2e bench lint fmt clean
 
 all: build
@@ -108,7 +108,13 @@ images: $(IMAGES)/pause.tar $(IMAGES)/coredns.tar $(IMAGES)/demo.tar $(IMAGES)/t
 AGENT_IMAGE := ghcr.io/kubectl-cz/cz-agent:$(VERSION)
 $(IMAGES)/cz-agent.tar: $(CZBIN)/cz-agent $(MKIMAGE)
 	@mkdir -p $(IMAGES)
-	$(MKIMAGE) -name $(AGENT_IMAGE) -o $@ -entrypoint /cz-agent $(CZBIN)/cz-agent=/cz-agent
+	$(MKIMAGE) -name $(AGENT_IMAGE) -o $@ -oci $(IMAGES)/cz-agent-oci -digest $(IMAGES)/cz-agent.digest \
+		-entrypoint /cz-agent $(CZBIN)/cz-agent=/cz-agent
+
+## agent-image: the agent image as an OCI layout (.cz/images/cz-agent-oci) and its digest, to publish
+agent-image: $(IMAGES)/cz-agent.tar
+	@echo "$(AGENT_IMAGE)@$$(cat $(IMAGES)/cz-agent.digest)"
+	@echo "publish: crane push $(IMAGES)/cz-agent-oci $(AGENT_IMAGE)   (or: skopeo copy oci:$(IMAGES)/cz-agent-oci docker://$(AGENT_IMAGE))"
 
 $(IMAGES)/pause.tar: $(CZBIN)/pause $(MKIMAGE)
 	@mkdir -p $(IMAGES)

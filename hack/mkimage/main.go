@@ -1,6 +1,9 @@
 // Command mkimage assembles a single-layer container image from local files
 // and writes it as a `docker save` archive that `ctr images import` accepts.
 // The local cluster has no registry, so every image it runs is built here.
+// With -oci it also writes an OCI image layout, which `crane push` or
+// `skopeo copy oci:DIR docker://REGISTRY/IMAGE` publish as it is (same
+// manifest, same digest); -digest writes that digest.
 //
 //	mkimage -name kubectl-cz.local/demo:dev -o demo.tar -entrypoint /cz-demo \
 //	    -user 65532 .cz/bin/cz-demo=/cz-demo /bin/busybox=/bin/busybox -link /bin/sh=busybox
@@ -20,6 +23,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
@@ -33,6 +37,8 @@ func main() {
 	var links, envs listFlag
 	ref := flag.String("name", "", "image reference, e.g. kubectl-cz.local/demo:dev")
 	out := flag.String("o", "", "output archive")
+	ociDir := flag.String("oci", "", "also write an OCI image layout to this folder (replaced)")
+	digestFile := flag.String("digest", "", "write the image's manifest digest to this file")
 	entrypoint := flag.String("entrypoint", "", "entrypoint, space separated")
 	user := flag.String("user", "65532:65532", "user the image runs as")
 	flag.Var(&links, "link", "symlink PATH=TARGET inside the image (repeatable)")
@@ -42,13 +48,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: mkimage -name REF -o OUT.tar [-entrypoint CMD] [-link P=T] SRC=DEST ...")
 		os.Exit(2)
 	}
-	if err := build(*ref, *out, *entrypoint, *user, flag.Args(), links, envs); err != nil {
+	if err := build(*ref, *out, *ociDir, *digestFile, *entrypoint, *user, flag.Args(), links, envs); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
 }
 
-func build(ref, out, entrypoint, user string, files, links, envs []string) error {
+func build(ref, out, ociDir, digestFile, entrypoint, user string, files, links, envs []string) error {
 	tag, err := name.NewTag(ref)
 	if err != nil {
 		return err
@@ -82,7 +88,29 @@ func build(ref, out, entrypoint, user string, files, links, envs []string) error
 	if err != nil {
 		return err
 	}
-	return tarball.WriteToFile(out, tag, img)
+	if err := tarball.WriteToFile(out, tag, img); err != nil {
+		return err
+	}
+	if ociDir != "" {
+		if err := os.RemoveAll(ociDir); err != nil {
+			return err
+		}
+		p, err := layout.Write(ociDir, empty.Index)
+		if err != nil {
+			return err
+		}
+		if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag.String()})); err != nil {
+			return err
+		}
+	}
+	if digestFile != "" {
+		d, err := img.Digest()
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(digestFile, []byte(d.String()+"\n"), 0o644)
+	}
+	return nil
 }
 
 // layerArchive builds the layer: each SRC=DEST file with its folders, and the
