@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Ports the agent uses in its pod.
@@ -87,6 +88,10 @@ func (h Hello) Validate() error {
 	}
 	if !h.All && (h.Match.Header == "" || h.Match.Value == "") {
 		return errors.New("a header rule needs a header name and a value")
+	}
+	// The laptop checks these too; the agent does not trust the network.
+	if !h.All && (!httpguts.ValidHeaderFieldName(h.Match.Header) || !httpguts.ValidHeaderFieldValue(h.Match.Value) || len(h.Match.Header)+len(h.Match.Value) > 4096) {
+		return fmt.Errorf("%q=%q is not a header rule a request can match", h.Match.Header, h.Match.Value)
 	}
 	return nil
 }
