@@ -131,15 +131,18 @@ var (
 // entry added or removed in the pod changes its mtime) keeps the kernel's
 // cached listing; changes made through the mount make the kernel drop it.
 func (n *remoteNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	var open uint32
+	// The kernel may always cache what this open lists (it is read now);
+	// it keeps what it had only while the folder is unchanged.
+	open := uint32(fuse.FOPEN_CACHE_DIR)
 	if n.keepCache(time.Now()) {
-		open = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+		open |= fuse.FOPEN_KEEP_CACHE
 	}
 	return &dirHandle{n: n}, open, 0
 }
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	if d.ds == nil {
+		d.n.shared.kernelListings.Add(1)
 		ds, errno := d.n.Readdir(ctx)
 		if errno != 0 {
 			return nil, errno

@@ -36,6 +36,9 @@ type listings struct {
 	lastRead atomic.Int64
 	watch    watchState
 	trees    trees
+	// kernelListings counts the listings the kernel asked this mount for
+	// (those it did not serve from its own cache).
+	kernelListings atomic.Int64
 }
 
 // readingPattern: a file was opened for reading within this long.
