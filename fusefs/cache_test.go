@@ -130,7 +130,7 @@ func TestFolderListingKeptWhileUnchanged(t *testing.T) {
 		}
 		return out
 	}
-	names() // the first listing: read into the kernel's cache, its version noted
+	names()                                         // the first listing: read into the kernel's cache, its version noted
 	time.Sleep(CacheTimeout + 200*time.Millisecond) // past the mount's own listing cache
 	before, asked := lists.Load(), m.tree.listings.kernelListings.Load()
 	for i := 0; i < 3; i++ {
