@@ -130,8 +130,10 @@ func TestFolderListingKeptWhileUnchanged(t *testing.T) {
 		}
 		return out
 	}
-	names()                                         // the first listing: read into the kernel's cache, its version noted
-	time.Sleep(CacheTimeout + 200*time.Millisecond) // past the mount's own listing cache
+	// The first listing: read into the kernel's cache, its version noted;
+	// then past the mount's own listing cache.
+	names()
+	time.Sleep(CacheTimeout + 200*time.Millisecond)
 	before, asked := lists.Load(), m.tree.listings.kernelListings.Load()
 	for i := 0; i < 3; i++ {
 		if got := names(); len(got) != 2 {
