@@ -318,3 +318,56 @@ func TestCachedOpenReachesNoRemote(t *testing.T) {
 		t.Errorf("after a change on the remote side: %q", got)
 	}
 }
+
+// lstats counts the Lstat calls that reach the remote side.
+type lstats struct {
+	Remote
+	n *atomic.Int64
+}
+
+func (l lstats) Lstat(p string) (os.FileInfo, error) {
+	l.n.Add(1)
+	return l.Remote.Lstat(p)
+}
+
+// A folder's entries are stat'ed from its recent listing, with the
+// remote's attributes, and a change made through the mount is stat'ed
+// afresh.
+func TestAttributesFromTheListing(t *testing.T) {
+	remote := t.TempDir()
+	for i := 0; i < 5; i++ {
+		os.MkdirAll(filepath.Join(remote, fmt.Sprintf("d%d", i), "sub"), 0o750)
+	}
+	os.WriteFile(filepath.Join(remote, "f.txt"), []byte("12345"), 0o640)
+	var n atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return lstats{r, &n} })
+	if _, err := os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	before := n.Load()
+	for i := 0; i < 5; i++ {
+		d := filepath.Join(dir, fmt.Sprintf("d%d", i))
+		st, err := os.Stat(d)
+		if err != nil || !st.IsDir() || st.Mode().Perm() != 0o750 {
+			t.Fatalf("%s: %v %v", d, st, err)
+		}
+		if _, err := os.ReadDir(d); err != nil { // the kernel asks for the folder's attributes again after this
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := n.Load() - before; got != 0 {
+		t.Errorf("%d stats reached the remote side for folders just listed", got)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "f.txt"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("678"))
+	f.Close()
+	if st, err := os.Stat(filepath.Join(dir, "f.txt")); err != nil || st.Size() != 8 {
+		t.Errorf("after a write through the mount: %v %v", st, err)
+	}
+}

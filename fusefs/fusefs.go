@@ -182,6 +182,24 @@ func (n *remoteNode) cached(name string) (fi os.FileInfo, known bool) {
 	return n.shared.child(n.path(), name)
 }
 
+// listedInParent is this node's entry in its parent's recent listing, if
+// it has the same type.
+func (n *remoteNode) listedInParent() os.FileInfo {
+	name, parent := n.Parent()
+	if parent == nil {
+		return nil
+	}
+	p, ok := parent.Operations().(*remoteNode)
+	if !ok {
+		return nil
+	}
+	fi, known := p.cached(name)
+	if !known || fi == nil || modeOf(fi)&syscall.S_IFMT != n.StableAttr().Mode&syscall.S_IFMT {
+		return nil
+	}
+	return fi
+}
+
 // forget drops the listing after a change made through this folder, and
 // the version the kernel's cached listing was read from.
 func (n *remoteNode) forget() {
@@ -240,9 +258,16 @@ func (n *remoteNode) newInode(ctx context.Context, c *remoteNode, p string, fi o
 }
 
 func (n *remoteNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fi, err := n.remote.Lstat(n.path())
-	if err != nil {
-		return errno(err)
+	// The parent's recent listing has the attributes, trusted as long as
+	// the kernel's own (a change through the mount or in the pod drops
+	// it): the kernel asks again for each folder after listing it (a
+	// second find asked 111 times).
+	fi := n.listedInParent()
+	if fi == nil {
+		var err error
+		if fi, err = n.remote.Lstat(n.path()); err != nil {
+			return errno(err)
+		}
 	}
 	fillAttr(fi, &out.Attr)
 	out.SetTimeout(n.shared.kernelTimeout())
