@@ -94,8 +94,21 @@ func TestUpComposesTheDemoEnvironment(t *testing.T) {
 	if len(below) != 2 || !strings.HasPrefix(below[0], "leaf/leaf-") || below[1] != "db/db-0" {
 		t.Fatalf("the laptop's core should reach the cluster's leaf and db: %v", below)
 	}
-	if h := frontendHop(t); len(h.Calls) != 1 || !strings.HasPrefix(h.Calls[0].Pod, "core-") {
-		t.Fatalf("without the header, core should be the cluster's: %+v", h)
+	// Without the header, the cluster's core. Once in a full run (1 of 3
+	// today) frontend's first call to core right after an earlier test's
+	// intercept ended got no answer; the next did: that call is retried for
+	// 5 s and logged, not taken as the environment's routing.
+	cluster := func(h hop) bool { return len(h.Calls) == 1 && strings.HasPrefix(h.Calls[0].Pod, "core-") }
+	if h := frontendHop(t); !cluster(h) {
+		t.Logf("without the header, a first call did not reach the cluster's core: %+v", h)
+		deadline := time.Now().Add(5 * time.Second)
+		for !cluster(h) && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			h = frontendHop(t)
+		}
+		if !cluster(h) {
+			t.Fatalf("without the header, core should be the cluster's: %+v", h)
+		}
 	}
 	// The mount lives in the plugin's mount namespace (ip netns exec gives
 	// it one): look through its root.
