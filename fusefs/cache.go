@@ -48,6 +48,8 @@ type version struct {
 
 func versionOf(fi os.FileInfo) version { return version{fi.Size(), fi.ModTime()} }
 
+func (v version) same(w version) bool { return v.size == w.size && v.mtime.Equal(w.mtime) }
+
 // seen notes the file's attributes as last read from the remote.
 func (n *remoteNode) seen(fi os.FileInfo) {
 	n.mu.Lock()
@@ -60,7 +62,7 @@ func (n *remoteNode) seen(fi os.FileInfo) {
 func (n *remoteNode) keepCache(now time.Time) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	same := n.pages.size == n.latest.size && n.pages.mtime.Equal(n.latest.mtime)
+	same := n.pages.same(n.latest)
 	keep := n.pagesKnown && n.latestKnown && same && n.pagesAt.Sub(n.pages.mtime) > mtimeMargin
 	if !keep || !n.pagesKnown {
 		n.pages, n.pagesAt, n.pagesKnown = n.latest, now, n.latestKnown

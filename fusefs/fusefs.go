@@ -353,7 +353,8 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	if parent != nil {
 		folder, _ = parent.Operations().(*remoteNode)
 	}
-	if flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0 && folder != nil {
+	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0
+	if readOnly && folder != nil {
 		n.mu.Lock()
 		v, known := n.latest, n.latestKnown
 		n.mu.Unlock()
@@ -381,7 +382,6 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 		n.shared.dropTreeContent(n.path())
 	}
 	// keepCache notes this open's version: asked once per open.
-	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0
 	if readOnly && n.keepCache(time.Now()) {
 		// The kernel holds this version's pages: a read is unlikely, so
 		// the remote file is opened only at the first one (a warm cp -r

@@ -123,11 +123,25 @@ func (n *remoteNode) takeFetched(ctx context.Context, name string, v version) []
 		delete(ff.files, name)
 	}
 	n.mu.Unlock()
-	if f == nil || f.v.size != v.size || !f.v.mtime.Equal(v.mtime) {
+	return f.dataAt(ctx, v, 0)
+}
+
+// dataAt is the content once it is here, if fetched at version v; nil when
+// it is not, failed, or takes longer than wait (0: as long as ctx lasts).
+func (f *fetched) dataAt(ctx context.Context, v version, wait time.Duration) []byte {
+	if f == nil || !f.v.same(v) {
 		return nil
+	}
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
 	}
 	select {
 	case <-f.done:
+	case <-timeout:
+		return nil
 	case <-ctx.Done():
 		return nil
 	}

@@ -46,11 +46,8 @@ type trees struct {
 	content map[string]*fetched
 }
 
-func (t *trees) init() {
-	if t.walked == nil {
-		t.walked, t.contentFor, t.content = map[string]time.Time{}, map[string]time.Time{}, map[string]*fetched{}
-	}
-}
+// under says whether p is root or inside it.
+func under(p, root string) bool { return p == root || strings.HasPrefix(p, root+"/") }
 
 // treeOf finds the tree streams behind a remote, with how the remote
 // shows their entries (owners mapped to the local user).
@@ -74,13 +71,12 @@ func (l *listings) walkTree(r Remote, root string) bool {
 		return false
 	}
 	l.trees.mu.Lock()
-	l.trees.init()
 	if l.trees.unsupported {
 		l.trees.mu.Unlock()
 		return false
 	}
 	for w, at := range l.trees.walked {
-		if time.Since(at) < l.kernelTimeout() && (root == w || strings.HasPrefix(root, w+"/")) {
+		if time.Since(at) < l.kernelTimeout() && under(root, w) {
 			l.trees.mu.Unlock()
 			return true // a stream under way or done lists this folder's tree
 		}
@@ -113,10 +109,9 @@ func (l *listings) fetchTreeContent(r Remote, dir string) bool {
 	}
 	timeout := l.kernelTimeout()
 	l.trees.mu.Lock()
-	l.trees.init()
 	root := ""
 	for w, at := range l.trees.walked {
-		if time.Since(at) < timeout && (dir == w || strings.HasPrefix(dir, w+"/")) && (root == "" || len(w) < len(root)) {
+		if time.Since(at) < timeout && under(dir, w) && (root == "" || len(w) < len(root)) {
 			root = w
 		}
 	}
@@ -145,20 +140,7 @@ func (l *listings) takeTreeContent(ctx context.Context, p string, v version) []b
 	f := l.trees.content[p]
 	delete(l.trees.content, p)
 	l.trees.mu.Unlock()
-	if f == nil || f.v.size != v.size || !f.v.mtime.Equal(v.mtime) {
-		return nil
-	}
-	select {
-	case <-f.done:
-	case <-time.After(treeWait):
-		return nil
-	case <-ctx.Done():
-		return nil
-	}
-	if f.err != nil {
-		return nil
-	}
-	return f.data
+	return f.dataAt(ctx, v, treeWait)
 }
 
 // dropTreeContent forgets content brought for p (it changed, or is being
@@ -248,7 +230,7 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 		l.trees.mu.Lock()
 		f := l.trees.content[p]
 		l.trees.mu.Unlock()
-		if v := versionOf(fi); f == nil || f.v.size != v.size || !f.v.mtime.Equal(v.mtime) {
+		if v := versionOf(fi); f == nil || !f.v.same(v) {
 			return // taken, dropped by a change, or changed since listed
 		}
 		select {
@@ -259,6 +241,7 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 		}
 	}
 	t := tar.NewReader(counted)
+	folders := 0
 	for {
 		hdr, err := t.Next()
 		if errors.Is(err, io.EOF) {
@@ -272,7 +255,7 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 			return err
 		}
 		name := hdr.Name
-		if path.Clean(name) != name || (name != root && !strings.HasPrefix(name, root+"/")) {
+		if path.Clean(name) != name || !under(name, root) {
 			return errors.New("tree stream: entry outside its root")
 		}
 		fi, err := treeInfoOf(hdr)
@@ -281,6 +264,9 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 		}
 		switch {
 		case hdr.PAXRecords[wire.TreeList] != "":
+			if folders++; folders > walkFolders {
+				return errors.New("tree stream: more folders than asked for")
+			}
 			flush()
 			dir, listing = name, true
 		case hdr.PAXRecords[wire.TreeContent] != "":

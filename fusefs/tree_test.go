@@ -185,7 +185,6 @@ func TestTreeContentNotKeptForGood(t *testing.T) {
 	makeTree(t, remote)
 	var trees atomic.Int64
 	l := newListings()
-	l.trees.init()
 	if err := l.readTree(treeServer{nil, &trees}, func(fi os.FileInfo) os.FileInfo { return fi }, remote, treeBudget); err != nil {
 		t.Fatal(err)
 	}
@@ -200,5 +199,19 @@ func TestTreeContentNotKeptForGood(t *testing.T) {
 	time.Sleep(treeTTL + 1500*time.Millisecond)
 	if n := count(); n != 0 {
 		t.Errorf("%d files' content kept past its time to live", n)
+	}
+}
+
+// A stream listing more folders than the mount asked for is refused.
+func TestTreeRefusesMoreFoldersThanAsked(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i := 0; i <= walkFolders; i++ {
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("/data/d%d", i), Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX,
+			PAXRecords: map[string]string{wire.TreeSize: "4096", wire.TreeList: "1"}})
+	}
+	tw.Close()
+	if err := newListings().readTree(forged{buf.Bytes()}, func(fi os.FileInfo) os.FileInfo { return fi }, "/data", 0); err == nil {
+		t.Errorf("%d folders accepted, %d asked for", walkFolders+1, walkFolders)
 	}
 }

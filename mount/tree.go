@@ -31,25 +31,31 @@ type TreeStreams struct {
 
 // Open asks for one tree.
 func (t *TreeStreams) Open(ctx context.Context, req wire.TreeRequest) (io.ReadCloser, error) {
-	line, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
 	c, err := t.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("tree stream: %w", err)
 	}
 	s := &stream{Conn: c}
 	s.stop = context.AfterFunc(ctx, func() { s.Close() })
-	if err := present(ctx, c, t.Agent.Secret); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("tree stream: %w", err)
-	}
-	if _, err := c.Write(append(append([]byte{wire.TreeMagic}, line...), '\n')); err != nil {
+	if err := request(ctx, c, t.Agent.Secret, wire.TreeMagic, req); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("tree stream: %w", err)
 	}
 	return s, nil
+}
+
+// request starts a stream other than SFTP on a file server connection: the
+// secret, the stream's magic byte, its request as one JSON line.
+func request(ctx context.Context, c net.Conn, secret string, magic byte, req any) error {
+	if err := present(ctx, c, secret); err != nil {
+		return err
+	}
+	line, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(append(append([]byte{magic}, line...), '\n'))
+	return err
 }
 
 // dial opens a stream to the file server, on a new port-forward

@@ -3,7 +3,6 @@ package mount
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -62,11 +61,7 @@ func watchOnce(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface,
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	if err := present(ctx, c, agent.Secret); err != nil {
-		return false, err
-	}
-	req, _ := json.Marshal(files.WatchRequest{Roots: roots})
-	if _, err := c.Write(append(append([]byte{files.WatchMagic}, req...), '\n')); err != nil {
+	if err := request(ctx, c, agent.Secret, files.WatchMagic, files.WatchRequest{Roots: roots}); err != nil {
 		return false, err
 	}
 	lines := bufio.NewScanner(c)

@@ -84,3 +84,18 @@ func loadCert(t *testing.T, path string) *x509.Certificate {
 	}
 	return c
 }
+
+// mountPoints reads mount points with their file system type.
+func TestMountPoints(t *testing.T) {
+	procs := mountPoints(func(_, fsType string) bool { return fsType == "proc" })
+	found := false
+	for _, mp := range procs {
+		found = found || mp == "/proc"
+	}
+	if !found {
+		t.Errorf("no /proc among the proc mounts: %v", procs)
+	}
+	if root := mountPoints(func(mp, _ string) bool { return mp == "/" }); len(root) == 0 {
+		t.Error("no / mount point")
+	}
+}

@@ -122,27 +122,39 @@ func killShims() {
 // unmountUnder lazily unmounts every mount point below dir, deepest first
 // (overlay rootfs, pod netns, secret and token tmpfs).
 func unmountUnder(dir string) {
+	points := mountPoints(func(mp, _ string) bool { return mp == dir || strings.HasPrefix(mp, dir+"/") })
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	for _, mp := range points {
+		_ = unix.Unmount(mp, unix.MNT_DETACH)
+	}
+}
+
+// mountPoints are this process's mount points that match, by mount point
+// and file system type.
+func mountPoints(match func(point, fsType string) bool) []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return
+		return nil
 	}
 	defer f.Close()
 	var points []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		// mount ID, parent, major:minor, root, mount point, options...,
+		// "-", file system type, source, super options
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
+		fsType := ""
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) {
+				fsType = fields[i+1]
+				break
+			}
 		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			points = append(points, mp)
+		if len(fields) >= 5 && match(unescapeMount(fields[4]), fsType) {
+			points = append(points, unescapeMount(fields[4]))
 		}
 	}
-	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
-	for _, mp := range points {
-		_ = unix.Unmount(mp, unix.MNT_DETACH)
-	}
+	return points
 }
 
 func unescapeMount(s string) string {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -83,32 +82,9 @@ func (l layout) foreignCluster() (int, string, bool) {
 // another state folder bind-mounted (netns_mounts_under_state_dir), so the
 // namespaces, and the veths in them, go away.
 func unmountPodNetns(ownRoot string) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var points []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		// mount ID, parent, major:minor, root, mount point, ..., "-", fs type
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) || fields[sep+1] != "nsfs" {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if strings.Contains(mp, "/containerd/state/") && strings.Contains(mp, "/netns/") && !strings.HasPrefix(mp, ownRoot+"/") {
-			points = append(points, mp)
-		}
-	}
-	for _, mp := range points {
+	for _, mp := range mountPoints(func(mp, fsType string) bool {
+		return fsType == "nsfs" && strings.Contains(mp, "/containerd/state/") && strings.Contains(mp, "/netns/") && !strings.HasPrefix(mp, ownRoot+"/")
+	}) {
 		_ = unix.Unmount(mp, unix.MNT_DETACH)
 	}
 }

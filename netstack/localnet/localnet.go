@@ -1,8 +1,8 @@
 // Package localnet makes teleport's changes to the laptop, each recorded in
 // the session's local journal before it is made: addresses on the loopback
-// interface, marked blocks in the resolver configuration (/etc/resolv.conf)
-// or /etc/hosts (block.go), and env files. Their undo is registered here, so `kubectl cz session
-// close`, or the next command after a crash, puts everything back.
+// interface, marked blocks in /etc/resolv.conf or /etc/hosts (block.go), and
+// env files. Their undo is registered here, so `kubectl cz session close`,
+// or the next command after a crash, puts everything back.
 package localnet
 
 import (

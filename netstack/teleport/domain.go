@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -38,7 +39,13 @@ func corefileDomain(corefile string) string {
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) >= 2 && f[0] == "kubernetes" && f[1] != "{" {
-			return strings.TrimSuffix(f[1], ".")
+			// It goes into the laptop's resolver file and hosts names:
+			// a DNS name only.
+			d := strings.TrimSuffix(f[1], ".")
+			if len(validation.IsDNS1123Subdomain(d)) > 0 {
+				return ""
+			}
+			return d
 		}
 	}
 	return ""

@@ -21,4 +21,10 @@ func TestClusterDomain(t *testing.T) {
 	if d := corefileDomain("kubernetes {\n}\n"); d != "" {
 		t.Errorf("a kubernetes block without zones: %q", d)
 	}
+	// A zone that is no DNS name never reaches the resolver file.
+	for _, zone := range []string{"evil;options", "a#b", "UPPER..local", "x/y"} {
+		if d := corefileDomain("kubernetes " + zone + " {\n}\n"); d != "" {
+			t.Errorf("zone %q taken as %q", zone, d)
+		}
+	}
 }

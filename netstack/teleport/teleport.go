@@ -83,7 +83,6 @@ type teleport struct {
 	nextIP  uint32
 	ips     map[string]net.IP // fallback addresses handed out, by key
 	hosts   []string          // the last /etc/hosts block written
-	host    *localnet.Host    // this machine's addresses, listed per reconcile
 }
 
 // exposure is one address with its listeners.
@@ -308,11 +307,11 @@ func (t *teleport) services(ns string) ([]*corev1.Service, error) {
 // reconcile brings addresses, listeners and DNS records in line with the
 // Services and EndpointSlices now known.
 func (t *teleport) reconcile(ctx context.Context) error {
+	// This machine's addresses and routes, listed once for every Service.
 	host, err := localnet.Snapshot()
 	if err != nil {
 		return err
 	}
-	t.host = host
 	want := map[string]bool{}
 	var records []dnsshim.Service
 	var errs []string
@@ -332,7 +331,7 @@ func (t *teleport) reconcile(ctx context.Context) error {
 				for _, ep := range t.podEndpoints(ns, svc.Name) {
 					key := ns + "/" + svc.Name + "/" + ep.pod
 					want[key] = true
-					e, err := t.expose(ctx, key, nil, ep.ports, func(port int) target {
+					e, err := t.expose(ctx, host, key, nil, ep.ports, func(port int) target {
 						return target{ns: ns, service: svc.Name, pod: ep.pod, port: port}
 					})
 					if err != nil {
@@ -351,7 +350,7 @@ func (t *teleport) reconcile(ctx context.Context) error {
 						ports[int(p.Port)] = p.Name
 					}
 				}
-				e, err := t.expose(ctx, key, net.ParseIP(svc.Spec.ClusterIP), ports, func(port int) target {
+				e, err := t.expose(ctx, host, key, net.ParseIP(svc.Spec.ClusterIP), ports, func(port int) target {
 					return target{ns: ns, service: svc.Name, portName: ports[port]}
 				})
 				if err != nil {
@@ -392,7 +391,7 @@ func orTCP(p corev1.Protocol) corev1.Protocol {
 
 // expose gives key an address (clusterIP if it is free here, else one of
 // the fallback range) and listeners on ports, each serving route(port).
-func (t *teleport) expose(ctx context.Context, key string, clusterIP net.IP, ports map[int]string, route func(int) target) (*exposure, error) {
+func (t *teleport) expose(ctx context.Context, host *localnet.Host, key string, clusterIP net.IP, ports map[int]string, route func(int) target) (*exposure, error) {
 	e := t.exposed[key]
 	if e == nil {
 		ip := clusterIP
@@ -401,7 +400,7 @@ func (t *teleport) expose(ctx context.Context, key string, clusterIP net.IP, por
 			ip = nil // an IPv6 ClusterIP: the fallback range is IPv4
 		}
 		if ip != nil {
-			if t.host.Taken(ip) {
+			if host.Taken(ip) {
 				fmt.Fprintf(t.cfg.Log, "%s: ClusterIP %s is taken on this machine; using a loopback address\n", key, ip)
 				ip = nil
 			}
@@ -412,7 +411,7 @@ func (t *teleport) expose(ctx context.Context, key string, clusterIP net.IP, por
 			if err := localnet.AddAddress(ctx, t.cfg.Session, ip); err != nil {
 				return nil, err
 			}
-			t.host.Added(ip)
+			host.Added(ip)
 			added = true
 		}
 		e = &exposure{ip: ip, added: added, listeners: map[int]net.Listener{}}
