@@ -133,10 +133,28 @@ func rewrite(path string, cur, next []byte) error {
 	if st, err := os.Stat(path); err == nil {
 		mode = st.Mode().Perm()
 	}
-	if err := writeInPlace(path, next, mode, nil); err != nil {
+	if err := writeInPlace(path, next, mode); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// writeInPlace writes content into path, keeping its inode (resolv.conf
+// may be a bind mount, and other programs hold it open).
+func writeInPlace(path string, content []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // withFileLock runs fn holding an exclusive lock on path: two teleports

@@ -6,8 +6,8 @@
 package localnet
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,10 +43,10 @@ func init() {
 	}})
 	session.RegisterKind(session.Kind{Name: KindFile, Local: true, Undo: undoFile, Check: func(e session.Entry) error {
 		var d fileData
-		if err := json.Unmarshal(e.Data, &d); err != nil || d.Path == "" {
-			return fmt.Errorf("a teleport file entry without a path")
+		if err := json.Unmarshal(e.Data, &d); err != nil {
+			return fmt.Errorf("a teleport file entry that does not decode")
 		}
-		return nil
+		return checkFile(d)
 	}, Describe: func(e session.Entry) session.Alteration {
 		var d fileData
 		_ = json.Unmarshal(e.Data, &d)
@@ -133,21 +134,41 @@ func undoAddress(_ context.Context, u *session.UndoContext, e session.Entry) err
 
 type fileData struct {
 	Path string `json:"path"`
-	// Original is the file's content before (Absent: there was no file).
-	Original []byte `json:"original"`
-	Absent   bool   `json:"absent,omitempty"`
-	// WrittenSHA256 is the hash of what teleport wrote, so the undo can
-	// tell whether someone changed the file since; the content itself (an
-	// env file holds Secret values) stays out of the journal.
+	// Absent: there was no file. Otherwise the original was renamed aside
+	// to Saved, in the same folder, and comes back by a rename: its bytes,
+	// mode, owner and inode, with no copy of its content anywhere (an
+	// earlier env file holds Secret values too). SavedSHA256 tells it from
+	// a file put there since.
+	Absent      bool   `json:"absent,omitempty"`
+	Saved       string `json:"saved,omitempty"`
+	SavedSHA256 string `json:"savedSHA256,omitempty"`
+	// WrittenSHA256 is the hash of what was written, so the undo can tell
+	// whether someone changed the file since; the content itself stays out
+	// of the journal.
 	WrittenSHA256 string `json:"writtenSHA256"`
 	Mode          uint32 `json:"mode"`
-	// Owner is who the written file belongs to (the user behind sudo);
-	// OrigMode and OrigOwner are the original file's, put back with it.
-	Owner     *FileOwner `json:"owner,omitempty"`
-	OrigMode  uint32     `json:"origMode,omitempty"`
-	OrigOwner *FileOwner `json:"origOwner,omitempty"`
-	written   []byte
+	// Owner is who the written file belongs to (the user behind sudo).
+	Owner   *FileOwner `json:"owner,omitempty"`
+	written []byte
 }
+
+// checkFile refuses a file entry that could make an undo rename anything
+// but the file's own set-aside original back.
+func checkFile(d fileData) error {
+	if d.Path == "" || !filepath.IsAbs(d.Path) {
+		return fmt.Errorf("a file entry without an absolute path")
+	}
+	if d.Absent != (d.Saved == "") {
+		return fmt.Errorf("a file entry for %s that has both or neither of absent and saved", d.Path)
+	}
+	if d.Saved != "" && (filepath.Dir(d.Saved) != filepath.Dir(d.Path) || !strings.HasPrefix(filepath.Base(d.Saved), savedPrefix(d.Path))) {
+		return fmt.Errorf("a file entry for %s whose original is kept elsewhere (%s)", d.Path, d.Saved)
+	}
+	return nil
+}
+
+// savedPrefix starts the name an original is set aside under, beside it.
+func savedPrefix(path string) string { return "." + filepath.Base(path) + ".cz-saved-" }
 
 // FileOwner is a file's user and group.
 type FileOwner struct {
@@ -187,66 +208,70 @@ func sha(b []byte) string {
 
 // WriteFile creates or replaces a file the user asked for (an env file),
 // journaled first, so closing the session removes it or puts back what was
-// there. It has the given mode, also when it existed before, and belongs to
-// the user behind sudo, if any.
+// there. It has the given mode and belongs to the user behind sudo, if
+// any. A file that was there is renamed aside rather than copied, so the
+// journal holds hashes only.
 func WriteFile(ctx context.Context, s *session.Session, path string, content []byte, mode os.FileMode) error {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
 	d := fileData{Path: path, WrittenSHA256: sha(content), written: content, Mode: uint32(mode.Perm()), Owner: InvokingUser()}
-	orig, err := os.ReadFile(path)
+	st, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		d.Absent = true
 	case err != nil:
-		return fmt.Errorf("read %s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
+	case st.IsDir():
+		return fmt.Errorf("%s is a folder: name a file", path)
 	default:
-		d.Original = orig
-		if st, err := os.Stat(path); err == nil {
-			d.OrigMode, d.OrigOwner = uint32(st.Mode().Perm()), ownerOf(st)
+		orig, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) { // a dangling symlink is set aside too
+			return fmt.Errorf("read %s: %w", path, err)
 		}
+		var nonce [6]byte
+		if _, err := rand.Read(nonce[:]); err != nil {
+			return err
+		}
+		d.Saved = filepath.Join(filepath.Dir(path), savedPrefix(path)+hex.EncodeToString(nonce[:]))
+		d.SavedSHA256 = sha(orig)
 	}
-	return writeJournaled(ctx, s, d)
-}
-
-func writeJournaled(ctx context.Context, s *session.Session, d fileData) error {
 	e, err := s.Record(ctx, KindFile, "teleport", "", d)
 	if err != nil {
 		return err
 	}
-	if err := writeInPlace(d.Path, d.written, os.FileMode(d.Mode), d.Owner); err != nil {
-		// The write may have truncated the file: put the original back.
-		if d.Absent {
-			os.Remove(d.Path)
-		} else {
-			_ = writeInPlace(d.Path, d.Original, d.origMode(), d.OrigOwner)
-		}
+	if err := writeAside(d); err != nil {
 		_ = s.Discard(ctx, e)
-		if errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("write %s: permission denied: teleport changes this machine's resolver, run it as root (sudo -E kubectl cz teleport ...) or use --dns none", d.Path)
-		}
-		return fmt.Errorf("write %s: %w", d.Path, err)
+		return err
 	}
 	_, err = s.Applied(ctx, e, nil)
 	return err
 }
 
-// origMode is the mode the original file had.
-func (d fileData) origMode() os.FileMode {
-	if d.OrigMode != 0 {
-		return os.FileMode(d.OrigMode)
+// writeAside sets the original aside (if any) and writes a new file in its
+// place; on failure the original is back.
+func writeAside(d fileData) error {
+	if !d.Absent {
+		if err := os.Rename(d.Path, d.Saved); err != nil {
+			return fmt.Errorf("set %s aside: %w", d.Path, err)
+		}
 	}
-	return os.FileMode(d.Mode)
+	if err := create(d.Path, d.written, os.FileMode(d.Mode), d.Owner); err != nil {
+		os.Remove(d.Path)
+		if !d.Absent {
+			_ = os.Rename(d.Saved, d.Path)
+		}
+		return fmt.Errorf("write %s: %w", d.Path, err)
+	}
+	return nil
 }
 
-// writeInPlace writes content into path, which then has mode (also if it
-// existed: a file that was 0644 must not keep Secret values readable) and,
-// if given, owner.
-func writeInPlace(path string, content []byte, mode os.FileMode, owner *FileOwner) error {
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	if owner != nil {
-		// A file handed to another user is never reached through a
-		// symlink: root would truncate and give away its target.
-		flags |= syscall.O_NOFOLLOW
-	}
-	f, err := os.OpenFile(path, flags, mode&0o600)
+// create makes a new file at path (never through a symlink, never an
+// existing file: root must not truncate or give away another file) with
+// mode and, if given, owner.
+func create(path string, content []byte, mode os.FileMode, owner *FileOwner) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode&0o600)
 	if err != nil {
 		return err
 	}
@@ -276,25 +301,40 @@ func undoFile(_ context.Context, u *session.UndoContext, e session.Entry) error 
 	if err := json.Unmarshal(e.Data, &d); err != nil {
 		return err
 	}
+	if err := checkFile(d); err != nil {
+		return err
+	}
 	cur, err := os.ReadFile(d.Path)
-	switch {
-	case errors.Is(err, os.ErrNotExist) && d.Absent:
-		return nil // already gone
-	case err != nil:
+	gone := errors.Is(err, os.ErrNotExist)
+	if err != nil && !gone {
 		return fmt.Errorf("read %s: %w", d.Path, err)
-	case !d.Absent && bytes.Equal(cur, d.Original):
-		return nil // never written, or already put back
-	case sha(cur) != d.WrittenSHA256 && !(d.Absent && len(cur) == 0) && !u.Force:
+	}
+	if !d.Absent {
+		saved, serr := os.ReadFile(d.Saved)
+		_, lerr := os.Lstat(d.Saved)
+		switch {
+		case errors.Is(lerr, os.ErrNotExist) && !gone && sha(cur) == d.SavedSHA256:
+			return nil // never set aside, or already put back
+		case errors.Is(lerr, os.ErrNotExist):
+			return fmt.Errorf("%s: its original, set aside as %s, is gone: %w", d.Path, d.Saved, session.ErrConflict)
+		case serr == nil && sha(saved) != d.SavedSHA256 && !u.Force:
+			return fmt.Errorf("%s: %s is not the original set aside: %w (--force puts it back anyway)", d.Path, d.Saved, session.ErrConflict)
+		}
+	}
+	if !gone && sha(cur) != d.WrittenSHA256 && len(cur) > 0 && !u.Force {
 		return fmt.Errorf("%s: %w (--force puts the original back)", d.Path, session.ErrConflict)
 	}
 	if d.Absent {
+		if gone {
+			return nil
+		}
 		if err := os.Remove(d.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove %s: %w", d.Path, err)
 		}
 		fmt.Fprintf(u.Log, "removed %s\n", d.Path)
 		return nil
 	}
-	if err := writeInPlace(d.Path, d.Original, d.origMode(), d.OrigOwner); err != nil {
+	if err := os.Rename(d.Saved, d.Path); err != nil {
 		return fmt.Errorf("restore %s: %w", d.Path, err)
 	}
 	fmt.Fprintf(u.Log, "restored %s\n", d.Path)

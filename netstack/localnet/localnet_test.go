@@ -32,44 +32,106 @@ func TestResolverLines(t *testing.T) {
 	}
 }
 
-// undo restores a file only while it holds what teleport wrote; a file
-// teleport created is removed; someone else's change is a conflict.
-func TestUndoFile(t *testing.T) {
+// An env file replaces a file that was there by setting it aside: the
+// journal holds no byte of either, closing the session gives back the very
+// file (content, mode, inode); a file created is removed; someone else's
+// change is a conflict that --force overrides.
+func TestWriteFileSetsTheOriginalAside(t *testing.T) {
 	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	undo := func(d fileData, force bool) error {
-		raw, _ := json.Marshal(d)
-		return undoFile(context.Background(), &session.UndoContext{Force: force, Log: io.Discard}, session.Entry{Data: raw})
+	ctx := context.Background()
+	open := func() *session.Session {
+		s, err := session.Open(session.Config{StateDir: filepath.Join(dir, "state")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
-	os.WriteFile(p, []byte("ours"), 0o644)
-	if err := undo(fileData{Path: p, Original: []byte("orig"), WrittenSHA256: sha([]byte("ours")), Mode: 0o644}, false); err != nil {
+	journal := func(s *session.Session) []byte {
+		b, _ := os.ReadFile(filepath.Join(dir, "state", "sessions", s.ID()+".jsonl"))
+		return b
+	}
+	inode := func(p string) uint64 {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sys().(*syscall.Stat_t).Ino
+	}
+	p := filepath.Join(dir, "core.env")
+	os.WriteFile(p, []byte("OLD_SECRET=tiger\n"), 0o644)
+	ino := inode(p)
+
+	s := open()
+	if err := WriteFile(ctx, s, p, []byte("SECRET=hunter2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := os.ReadFile(p); string(b) != "orig" {
-		t.Fatalf("restored %q", b)
+	if b, _ := os.ReadFile(p); string(b) != "SECRET=hunter2\n" {
+		t.Fatalf("written %q", b)
 	}
-	os.WriteFile(p, []byte("someone else's"), 0o644)
-	if err := undo(fileData{Path: p, Original: []byte("orig"), WrittenSHA256: sha([]byte("ours"))}, false); !errors.Is(err, session.ErrConflict) {
-		t.Fatalf("a changed file: %v", err)
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %o", st.Mode().Perm())
 	}
-	if b, _ := os.ReadFile(p); string(b) != "someone else's" {
+	for _, secret := range []string{"tiger", "hunter2"} {
+		j := journal(s)
+		if bytes.Contains(j, []byte(secret)) || bytes.Contains(j, []byte(base64.StdEncoding.EncodeToString([]byte("SECRET="+secret+"\n")))) ||
+			bytes.Contains(j, []byte(base64.StdEncoding.EncodeToString([]byte("OLD_SECRET="+secret+"\n")))) {
+			t.Fatalf("the local journal holds %q", secret)
+		}
+	}
+	// Someone edits the env file: a conflict, nothing moves.
+	os.WriteFile(p, []byte("EDITED=1\n"), 0o600)
+	if _, err := s.Close(ctx, session.CloseOptions{}); !errors.Is(err, session.ErrConflict) {
+		t.Fatalf("close after an edit: %v", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "EDITED=1\n" {
 		t.Fatal("a conflict overwrote the file")
 	}
-	if err := undo(fileData{Path: p, Original: []byte("orig"), WrittenSHA256: sha([]byte("ours")), Mode: 0o644}, true); err != nil {
+	if _, err := s.Close(ctx, session.CloseOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := os.ReadFile(p); string(b) != "orig" {
-		t.Fatal("--force did not restore")
+	if b, _ := os.ReadFile(p); string(b) != "OLD_SECRET=tiger\n" || inode(p) != ino {
+		t.Fatalf("after close: %q, inode %d (was %d)", b, inode(p), ino)
 	}
-	os.WriteFile(p, []byte("env"), 0o600)
-	if err := undo(fileData{Path: p, Absent: true, WrittenSHA256: sha([]byte("env"))}, false); err != nil {
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o644 {
+		t.Fatalf("mode after close %o", st.Mode().Perm())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".core.env.cz-saved-*")); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+
+	// A file that was not there is removed, also after the close ran once.
+	q := filepath.Join(dir, "new.env")
+	s = open()
+	if err := WriteFile(ctx, s, q, []byte("A=1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(p); !os.IsNotExist(err) {
-		t.Fatal("a file teleport created is still there")
+	if _, err := s.Close(ctx, session.CloseOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	if err := undo(fileData{Path: p, Absent: true, WrittenSHA256: sha([]byte("env"))}, false); err != nil {
-		t.Fatalf("undo twice: %v", err)
+	if _, err := os.Stat(q); !os.IsNotExist(err) {
+		t.Fatal("a file the session created is still there")
+	}
+}
+
+// A forged file entry cannot make an undo rename another file over the
+// path, nor remove a file by a relative name.
+func TestForgedFileEntriesAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	os.WriteFile(victim, []byte("keep"), 0o644)
+	for _, d := range []fileData{
+		{Path: filepath.Join(dir, "core.env"), Saved: victim, SavedSHA256: sha([]byte("keep"))},
+		{Path: filepath.Join(dir, "core.env"), Saved: filepath.Join(dir, "other", ".core.env.cz-saved-1")},
+		{Path: "core.env", Absent: true},
+		{Path: filepath.Join(dir, "core.env"), Absent: true, Saved: filepath.Join(dir, ".core.env.cz-saved-1")},
+	} {
+		raw, _ := json.Marshal(d)
+		if err := undoFile(context.Background(), &session.UndoContext{Force: true, Log: io.Discard}, session.Entry{Data: raw}); err == nil {
+			t.Errorf("%+v: undone", d)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Fatal("a forged entry changed a file")
 	}
 }
 
