@@ -67,7 +67,7 @@ func TestForgedJournalsChangeNothing(t *testing.T) {
 	retarget, _ := json.Marshal(map[string]any{"object": leafRef, "fields": []map[string]any{{"path": []string{"spec", "selector"}, "original": map[string]string{"app": "mallory"}, "patched": json.RawMessage(selector)}}})
 	kill, _ := json.Marshal(map[string]any{"object": map[string]any{"group": "apps", "version": "v1", "resource": "deployments", "kind": "Deployment", "namespace": demoNamespace, "name": "frontend", "uid": frontend.UID}})
 	pwned := filepath.Join(t.TempDir(), "pwned")
-	file, _ := json.Marshal(map[string]any{"path": pwned, "original": []byte("written by a tenant\n"), "writtenSHA256": "", "mode": 0o644})
+	file, _ := json.Marshal(map[string]any{"path": pwned, "saved": filepath.Join(filepath.Dir(pwned), ".pwned.cz-saved-1"), "writtenSHA256": "", "mode": 0o644})
 
 	forgeJournal(t, cs, demoNamespace, "forged-retarget", session.Entry{Kind: session.KindPatched, Primitive: "intercept", Namespace: demoNamespace, Data: retarget})
 	forgeJournal(t, cs, tenant, "forged-elsewhere", session.Entry{Kind: session.KindPatched, Primitive: "intercept", Namespace: tenant, Data: retarget})
@@ -79,6 +79,14 @@ func TestForgedJournalsChangeNothing(t *testing.T) {
 	forgeJournal(t, cs, demoNamespace, "forged-member", session.Entry{Kind: "intercept.member", Primitive: "intercept", Namespace: demoNamespace, Data: member})
 	process, _ := json.Marshal(map[string]any{"name": "x", "command": []string{"sh"}})
 	forgeJournal(t, cs, demoNamespace, "forged-process", session.Entry{Kind: "run.process", Primitive: "run", Namespace: demoNamespace, Data: process})
+	// The other laptop kinds: unmount a folder, take an address off this
+	// machine, a block out of its resolver.
+	unmount, _ := json.Marshal(map[string]string{"dir": "/"})
+	forgeJournal(t, cs, demoNamespace, "forged-unmount", session.Entry{Kind: "mount.fuse", Primitive: "mount", Namespace: demoNamespace, Data: unmount})
+	address, _ := json.Marshal(map[string]string{"ip": "10.220.0.1", "link": "lo"})
+	forgeJournal(t, cs, demoNamespace, "forged-address", session.Entry{Kind: "teleport.address", Primitive: "teleport", Namespace: demoNamespace, Data: address})
+	block, _ := json.Marshal(map[string]string{"path": "/etc/resolv.conf", "id": "x", "tag": "nameserver"})
+	forgeJournal(t, cs, demoNamespace, "forged-block", session.Entry{Kind: "teleport.block", Primitive: "teleport", Namespace: demoNamespace, Data: block})
 
 	env := machine(t)
 	unchanged := func(step string) {
@@ -105,6 +113,9 @@ func TestForgedJournalsChangeNothing(t *testing.T) {
 		"forged-laptop":   "only this machine's local journal",
 		"forged-member":   `naming session "forged-retarget", not service leaf's`,
 		"forged-process":  "only this machine's local journal",
+		"forged-unmount":  "only this machine's local journal",
+		"forged-address":  "only this machine's local journal",
+		"forged-block":    "only this machine's local journal",
 	} {
 		r := cz(t, env, "-n", demoNamespace, "session", "close", id, "--force")
 		errLine := lastLines(r.stdout, "error:")

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,6 +47,24 @@ func filesTarget(t *testing.T, cs kubernetes.Interface) string {
 	if _, err := cs.CoreV1().ConfigMaps(demoNamespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"greeting": "hi"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	runToolbox(t, cs, name, "echo seed > /work/seed.txt && exec sleep 3600",
+		[]corev1.VolumeMount{{Name: "work", MountPath: "/work"}, {Name: "cfg", MountPath: "/etc/app", ReadOnly: true}},
+		[]corev1.Volume{
+			{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}},
+		})
+	t.Cleanup(func() {
+		_ = cs.CoreV1().ConfigMaps(demoNamespace).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return name
+}
+
+// runToolbox runs a pod of the toolbox image (a shell and busybox) in the
+// demo namespace, as the restricted Pod Security level allows, until the
+// test ends; it returns once the pod runs.
+func runToolbox(t *testing.T, cs kubernetes.Interface, name, script string, mounts []corev1.VolumeMount, volumes []corev1.Volume) {
+	t.Helper()
+	ctx := context.Background()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{
@@ -53,14 +72,12 @@ func filesTarget(t *testing.T, cs kubernetes.Interface) string {
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 			Containers: []corev1.Container{{
 				Name: "main", Image: "kubectl-cz.local/toolbox:dev", ImagePullPolicy: corev1.PullIfNotPresent,
-				Command:         []string{"sh", "-c", "echo seed > /work/seed.txt && exec sleep 3600"},
+				Command:         []string{"sh", "-c", script},
 				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
-				VolumeMounts:    []corev1.VolumeMount{{Name: "work", MountPath: "/work"}, {Name: "cfg", MountPath: "/etc/app", ReadOnly: true}},
+				VolumeMounts:    mounts,
 			}},
-			Volumes: []corev1.Volume{
-				{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-				{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}},
-			},
+			Volumes:                       volumes,
+			TerminationGracePeriodSeconds: ptr.To[int64](0),
 		},
 	}
 	if _, err := cs.CoreV1().Pods(demoNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -68,13 +85,11 @@ func filesTarget(t *testing.T, cs kubernetes.Interface) string {
 	}
 	t.Cleanup(func() {
 		_ = cs.CoreV1().Pods(demoNamespace).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
-		_ = cs.CoreV1().ConfigMaps(demoNamespace).Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
 	waitUntil(t, 60*time.Second, func() bool {
 		p, err := cs.CoreV1().Pods(demoNamespace).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && p.Status.Phase == corev1.PodRunning
 	})
-	return name
 }
 
 func inPod(t *testing.T, pod string, args ...string) string {
@@ -87,8 +102,25 @@ func inPod(t *testing.T, pod string, args ...string) string {
 }
 
 // isMountpoint reads the mount table (a dead FUSE mount cannot be stat'ed).
-func isMountpoint(dir string) bool {
-	b, _ := os.ReadFile("/proc/self/mounts")
+func isMountpoint(dir string) bool { return mountedIn("self", dir) }
+
+// holdMountNamespace keeps the mount namespace of process pid (a plugin
+// that `ip netns exec` gave one of its own) alive past that process, by a
+// process of the test's in it, and returns a check of its mount table: a
+// mount the plugin failed to take down would still be there.
+func holdMountNamespace(t *testing.T, pid int) func(dir string) bool {
+	t.Helper()
+	holder := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-m", "sleep", "600")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	return func(dir string) bool { return mountedIn(strconv.Itoa(holder.Process.Pid), dir) }
+}
+
+// mountedIn reads the mount table of process pid ("self": this one's).
+func mountedIn(pid, dir string) bool {
+	b, _ := os.ReadFile("/proc/" + pid + "/mounts")
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) > 1 && f[1] == dir {
 			return true

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -84,6 +85,41 @@ func TestAgentsAnswerOnlyTheirDeveloper(t *testing.T) {
 	if got := strings.TrimSpace(dial(control)); got == "0" {
 		t.Error("another pod connected to the interceptor's control port")
 	}
+	// From a pod of its own (the mounted pod is the file server's: its
+	// loopback is the file server's too), the file server is out of reach.
+	runToolbox(t, cs, "intruder", "exec sleep 3600", nil, nil)
+	intruder := func(addr string) string {
+		host, port, _ := net.SplitHostPort(addr)
+		return strings.TrimSpace(inPod(t, "intruder", "sh", "-c", fmt.Sprintf("nc -w 3 %s %s </dev/null >/dev/null 2>&1; echo $?", host, port)))
+	}
+	if got := intruder(servicePort); got != "0" {
+		t.Fatalf("the intruder pod cannot reach the interceptor's Service port (nc exit %s): the test proves nothing", got)
+	}
+	if got := intruder(files); got == "0" {
+		t.Error("another pod connected to the mount's file server")
+	}
+	// The interceptor's liveness probe runs in its container against the
+	// loopback; the pod's own address has nothing listening for it.
+	for _, c := range agentPod.Spec.Containers {
+		for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if p != nil && (p.Exec == nil || p.TCPSocket != nil || p.HTTPGet != nil || p.GRPC != nil) {
+				t.Errorf("container %s has a probe that dials the pod's address: %+v", c.Name, p.ProbeHandler)
+			}
+		}
+		if c.LivenessProbe == nil {
+			t.Errorf("container %s has no liveness probe", c.Name)
+		}
+	}
+	probe := func(addr string) error {
+		r := onLaptop(t, 30*time.Second, "kubectl", "-n", demoNamespace, "exec", agentPod.Name, "--", "/cz-agent", "probe", addr)
+		return r.err
+	}
+	if err := probe(net.JoinHostPort("127.0.0.1", strconv.Itoa(wire.ControlPort))); err != nil {
+		t.Errorf("the liveness probe fails on a healthy interceptor: %v", err)
+	}
+	if err := probe(control); err == nil {
+		t.Error("the probe reached the control port on the pod's address")
+	}
 	// Inside the mounted pod itself, the file server is on its loopback:
 	// a connection there without the secret gets the refusal and nothing else.
 	refusal := inPod(t, target, "sh", "-c", fmt.Sprintf("printf 'CZ1 %s\\n' | nc -w 3 127.0.0.1 %d", strings.Repeat("0", 64), filesPort))
@@ -133,6 +169,21 @@ func TestAgentsAnswerOnlyTheirDeveloper(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Error("a connection without the secret was neither refused nor closed within 30 s")
+	}
+	// The file server without a secret: an SFTP client's first packet gets
+	// the refusal byte or nothing, never an SFTP answer.
+	sftpInit := []byte{0, 0, 0, 5, 1, 0, 0, 0, 3} // SSH_FXP_INIT, version 3
+	c := dialPF(target, filesPort)
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c.Write(sftpInit); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("the file server kept a connection without a secret open for 15 s")
+	}
+	if len(got) > 0 && string(got) != "\x01" {
+		t.Errorf("the file server answered an SFTP client without the secret with %q", got)
 	}
 	// The right secret, read through the API, passes (the refusals above are
 	// the secret's doing, not a broken path).

@@ -137,7 +137,7 @@ func Parse(name string, data []byte, lookup func(string) (string, bool)) (*File,
 	var strict File
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&strict); err != nil {
+	if err := dec.Decode(&strict); err != nil && !onlyVariables(err) {
 		return nil, yamlError(name, err)
 	}
 	var doc yaml.Node
@@ -154,6 +154,11 @@ func Parse(name string, data []byte, lookup func(string) (string, bool)) (*File,
 				expandErr = fmt.Errorf("%s:%d: %s: %v", name, n.Line, path, err)
 			}
 			n.Value = v
+			if n.Style == 0 {
+				// Unquoted: the value's own type, as if written there
+				// (localPort: ${PORT} is a number once PORT is 3000).
+				n.Tag = ""
+			}
 		}
 	})
 	if expandErr != nil {
@@ -175,6 +180,23 @@ func Parse(name string, data []byte, lookup func(string) (string, bool)) (*File,
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &f, nil
+}
+
+// onlyVariables: the strict decode's only complaints are unquoted variable
+// references where a number or a boolean goes, which are decoded (with
+// their line) once expanded.
+func onlyVariables(err error) bool {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return false
+	}
+	for _, msg := range te.Errors {
+		_, value, ok := strings.Cut(msg, "cannot unmarshal !!str `")
+		if !ok || !strings.Contains(value, "${") {
+			return false
+		}
+	}
+	return true
 }
 
 // walk visits every node of a document with its path (spec.run[0].name).

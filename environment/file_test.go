@@ -85,6 +85,31 @@ func TestParseRefusesWithLineAndField(t *testing.T) {
 	}
 }
 
+// Numbers and booleans may come from variables too, unquoted; a value of
+// the wrong type is refused at its line.
+func TestVariablesInNumbersAndBooleans(t *testing.T) {
+	text := strings.Replace(good, "    localPort: 3400", "    localPort: ${PORT}", 1)
+	text = strings.Replace(text, "  - workload: deploy/core\n", "  - workload: deploy/core\n    readOnly: ${RO:-true}\n", 1)
+	if text == good {
+		t.Fatal("the case changes nothing")
+	}
+	f, err := Parse("cz.yaml", []byte(text), env(map[string]string{"USER": "alice", "PORT": "3401"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Spec.Intercepts[0].LocalPort != 3401 || !f.Spec.Mounts[0].ReadOnly {
+		t.Errorf("localPort %d readOnly %v", f.Spec.Intercepts[0].LocalPort, f.Spec.Mounts[0].ReadOnly)
+	}
+	_, err = Parse("cz.yaml", []byte(text), env(map[string]string{"USER": "alice", "PORT": "http"}))
+	if err == nil || !strings.Contains(err.Error(), "cz.yaml:18:") || !strings.Contains(err.Error(), "cannot unmarshal") {
+		t.Errorf("a port that is no number: %v", err)
+	}
+	quoted := strings.Replace(good, "    localPort: 3400", `    localPort: "${PORT}"`, 1)
+	if _, err := Parse("cz.yaml", []byte(quoted), env(map[string]string{"USER": "alice", "PORT": "3401"})); err == nil {
+		t.Error("a quoted variable became a number")
+	}
+}
+
 func TestExpand(t *testing.T) {
 	lookup := env(map[string]string{"A": "1", "E": ""})
 	for in, want := range map[string]string{

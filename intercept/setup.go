@@ -322,7 +322,16 @@ func agentPod(agent AgentSpec, secretName string, args []string, ports []corev1.
 			Args:            args,
 			Ports:           ports,
 			Env:             []corev1.EnvVar{agentsecret.Env(secretName)},
-			Resources:       corev1.ResourceRequirements{Requests: corev1.ResourceList{}},
+			// A wedged agent is restarted. The probe runs in the container
+			// and dials the control port on the pod's loopback: nothing
+			// listens on the pod's address for it. No readiness probe: the
+			// laptop proves the agent answers (Reach) before the Service
+			// is pointed at it, and a probe's first period would delay that.
+			LivenessProbe: &corev1.Probe{
+				ProbeHandler:        corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/cz-agent", "probe", "127.0.0.1:" + strconv.Itoa(wire.ControlPort)}}},
+				InitialDelaySeconds: 5, PeriodSeconds: 10, TimeoutSeconds: 3, FailureThreshold: 3,
+			},
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{}},
 			SecurityContext: &corev1.SecurityContext{
 				AllowPrivilegeEscalation: ptr.To(false),
 				ReadOnlyRootFilesystem:   ptr.To(true),

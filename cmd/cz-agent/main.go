@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -61,7 +62,7 @@ func secret() string {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: cz-agent intercept|files|version [flags]")
+		fmt.Fprintln(os.Stderr, "usage: cz-agent intercept|files|probe|version [flags]")
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -70,6 +71,19 @@ func main() {
 	switch os.Args[1] {
 	case "version":
 		fmt.Println(version)
+	case "probe":
+		// The kubelet's probe, run inside the container: the agents listen
+		// on the pod's loopback only, which a TCP probe cannot reach.
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "usage: cz-agent probe HOST:PORT")
+			os.Exit(2)
+		}
+		c, err := net.DialTimeout("tcp", os.Args[2], 2*time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		c.Close()
 	case "intercept":
 		fs := flag.NewFlagSet("intercept", flag.ExitOnError)
 		var ports portsFlag
