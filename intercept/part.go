@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
@@ -89,17 +90,11 @@ func undoMember(ctx context.Context, u *session.UndoContext, e session.Entry) er
 	// notice: wait a little for the count to fall before calling the
 	// developers that remain others.
 	var n int
-	deadline := time.Now().Add(memberGrace)
-	for {
+	if perr := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, memberGrace, true, func(ctx context.Context) (bool, error) {
 		n, err = Developers(ctx, u.Rest, u.Kube, e.Namespace, d.Service)
-		if err != nil || n == 0 || time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+		return err != nil || n == 0, nil
+	}); perr != nil && ctx.Err() != nil {
+		return ctx.Err()
 	}
 	if err != nil && !u.Force {
 		return fmt.Errorf("%w: if nobody else intercepts service %s, run kubectl cz session close %s", err, d.Service, d.Session)

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-cz/kubectl-cz/containerenv"
@@ -91,6 +92,8 @@ type Part struct {
 	// ready; the part is active when it accepts a connection. Else the
 	// part is active once the process started.
 	Ready string
+	// Dial reaches Ready (default: this machine's network).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// StandsFor is the Service whose intercepted requests this process
 	// answers, if any (for session show and graph).
 	StandsFor string
@@ -249,22 +252,34 @@ func (p *Part) waitReady(ctx context.Context, exited chan error) error {
 	if p.Ready == "" {
 		return nil
 	}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if c, err := net.DialTimeout("tcp", p.Ready, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
+	var ended error
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		select {
 		case err := <-exited:
 			exited <- err
-			return fmt.Errorf("%s ended before %s accepted a connection: %v", p.Command[0], p.Ready, err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
+			ended = fmt.Errorf("%s ended before %s accepted a connection: %v", p.Command[0], p.Ready, err)
+			return false, ended
+		default:
 		}
+		c, err := p.dial(ctx, p.Ready)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	})
+	if ended != nil {
+		return ended
 	}
+	return err
+}
+
+func (p *Part) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if p.Dial != nil {
+		return p.Dial(ctx, addr)
+	}
+	d := net.Dialer{Timeout: time.Second}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // stop ends the process group: SIGTERM, then SIGKILL after stopGrace.

@@ -385,34 +385,34 @@ func Connect(ctx context.Context, cfg *rest.Config, kube kubernetes.Interface, n
 		return nil, nil, err
 	}
 	var lastErr error
-	for attempt := 0; attempt < 20; attempt++ {
+	var client *sftp.Client
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
 		c, err := pf.DialPort(ctx, agent.Port)
 		if err == nil {
 			err = present(ctx, c, agent.Secret)
 			if errors.Is(err, wire.ErrRefused) {
 				c.Close()
-				pf.Close()
-				return nil, nil, fmt.Errorf("the file server in pod %s: %w", pod, err)
+				return false, fmt.Errorf("the file server in pod %s: %w", pod, err)
 			}
 			if err == nil {
-				var client *sftp.Client
 				client, err = sftp.NewClientPipe(c, c, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64), sftp.MaxPacketUnchecked(files.MaxPacket))
 				if err == nil {
-					return client, func() { client.Close(); pf.Close() }, nil
+					return true, nil
 				}
 			}
 			c.Close()
 		}
 		lastErr = err
-		select {
-		case <-ctx.Done():
-			pf.Close()
-			return nil, nil, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		return false, nil
+	})
+	if err != nil {
+		pf.Close()
+		if lastErr != nil && wait.Interrupted(err) && ctx.Err() == nil {
+			return nil, nil, fmt.Errorf("the file server in pod %s does not answer: %w", pod, lastErr)
 		}
+		return nil, nil, err
 	}
-	pf.Close()
-	return nil, nil, fmt.Errorf("the file server in pod %s does not answer: %w", pod, lastErr)
+	return client, func() { client.Close(); pf.Close() }, nil
 }
 
 func present(ctx context.Context, c net.Conn, secret string) error {
