@@ -30,8 +30,12 @@ all: build
 ## build: the plugin binary in bin/
 build: bin/kubectl-cz
 
-bin/kubectl-cz: $(GO_SOURCES)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/kubectl-cz
+# The plugin names its agent image by tag and digest: the agent image is
+# built first, and its digest goes into the plugin.
+PIN = -X github.com/kubectl-cz/kubectl-cz/plugin.AgentDigest=$$(cat $(1))
+
+bin/kubectl-cz: $(GO_SOURCES) $(IMAGES)/cz-agent.tar
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) $(call PIN,$(IMAGES)/cz-agent.digest)" -o $@ ./cmd/kubectl-cz
 
 ## install: put kubectl-cz (and its kubectl completion helper) on PATH ($(PREFIX)/bin)
 install: bin/kubectl-cz
@@ -42,18 +46,23 @@ install: bin/kubectl-cz
 PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 RELEASE_URL ?= https://github.com/kubectl-cz/kubectl-cz/releases/download/$(VERSION)
 
-## dist: release archives for every platform in $(DIST) (default dist/), reproducible: same inputs, same sha256
+## dist: release archives for every platform in $(DIST) (default dist/), reproducible: same inputs, same sha256;
+## and the agent image they name by digest, as an OCI layout archive to publish (crane push, skopeo copy)
 DIST ?= dist
-dist:
-	@rm -rf $(DIST) && mkdir -p $(DIST)
+dist: $(MKIMAGE)
+	@rm -rf $(DIST) && mkdir -p $(DIST)/agent
+	@CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(DIST)/agent/cz-agent ./cmd/cz-agent
+	@$(MKIMAGE) -name $(AGENT_IMAGE) -format oci -o $(DIST)/cz-agent_$(VERSION)_oci.tar -digest $(DIST)/agent/digest -entrypoint /cz-agent $(DIST)/agent/cz-agent=/cz-agent
+	@echo "$(DIST)/cz-agent_$(VERSION)_oci.tar ($(AGENT_IMAGE)@$$(cat $(DIST)/agent/digest))"
 	@for p in $(PLATFORMS); do \
 		os=$${p%/*}; arch=$${p#*/}; d=$(DIST)/$$os-$$arch; mkdir -p $$d; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$d/kubectl-cz ./cmd/kubectl-cz || exit 1; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS) $(call PIN,$(DIST)/agent/digest)" -o $$d/kubectl-cz ./cmd/kubectl-cz || exit 1; \
 		cp README.md LICENSE $$d/; \
 		tar -C $$d --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --mode=go-w -cf - kubectl-cz README.md LICENSE \
 			| gzip -n -9 > $(DIST)/kubectl-cz_$(VERSION)_$${os}_$${arch}.tar.gz; rm -rf $$d; \
 		echo "$(DIST)/kubectl-cz_$(VERSION)_$${os}_$${arch}.tar.gz"; \
 	done
+	@rm -rf $(DIST)/agent
 
 ## test-krew: a reproducible archive installed with krew's own install (KREW_ROOT in a temporary folder)
 test-krew:
@@ -104,12 +113,18 @@ BUSYBOX_APPLETS := sh tar find nc cat ls stat du mkdir rm cp mv head tail wc dd 
 images: $(IMAGES)/pause.tar $(IMAGES)/coredns.tar $(IMAGES)/demo.tar $(IMAGES)/toolbox.tar $(IMAGES)/cz-agent.tar
 
 # The agent image carries the name real users pull (the plugin's default
-# --agent-image); the local cluster gets it by import, as no registry is reachable.
+# --agent-image, by tag and digest); the local cluster gets it by import, as
+# no registry is reachable: an OCI archive, whose import keeps the digest.
 AGENT_IMAGE := ghcr.io/kubectl-cz/cz-agent:$(VERSION)
 $(IMAGES)/cz-agent.tar: $(CZBIN)/cz-agent $(MKIMAGE)
 	@mkdir -p $(IMAGES)
-	$(MKIMAGE) -name $(AGENT_IMAGE) -o $@ -oci $(IMAGES)/cz-agent-oci -digest $(IMAGES)/cz-agent.digest \
+	$(MKIMAGE) -name $(AGENT_IMAGE) -format oci -o $@ -oci $(IMAGES)/cz-agent-oci -digest $(IMAGES)/cz-agent.digest \
 		-entrypoint /cz-agent $(CZBIN)/cz-agent=/cz-agent
+
+# The agent binary carries the version: a build of another VERSION rebuilds it.
+$(CZBIN)/cz-agent: $(STATE)/.version-$(VERSION)
+$(STATE)/.version-%:
+	@mkdir -p $(STATE) && rm -f $(STATE)/.version-* && touch $@
 
 ## agent-image: the agent image as an OCI layout (.cz/images/cz-agent-oci) and its digest, to publish
 agent-image: $(IMAGES)/cz-agent.tar

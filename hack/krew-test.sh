@@ -47,6 +47,10 @@ export PATH="$KREW_ROOT/bin:$tmp/bin:$PATH"
 "$kubectl" krew install --manifest="$tmp/cz.yaml" --archive="$archive" >"$tmp/install.log" 2>&1 || { cat "$tmp/install.log" >&2; exit 1; }
 out=$("$kubectl" cz version --client 2>&1) || { echo "krew test: the installed plugin: $out" >&2; exit 1; }
 case "$out" in *"$version"*) ;; *) echo "krew test: kubectl cz version says: $out" >&2; exit 1 ;; esac
+# The plugin names the agent image the release publishes, by its digest.
+digest=$(tar -xOf "$dist/cz-agent_${version}_oci.tar" index.json | grep -o 'sha256:[0-9a-f]\{64\}' | head -1)
+case "$out" in *"Agent Image: ghcr.io/kubectl-cz/cz-agent:$version@$digest"*) ;; *)
+	echo "krew test: the installed plugin's agent image is not the release's ($digest): $out" >&2; exit 1 ;; esac
 "$kubectl" krew uninstall cz >"$tmp/uninstall.log" 2>&1 || { cat "$tmp/uninstall.log" >&2; exit 1; }
 if [ -e "$KREW_ROOT/bin/kubectl-cz" ]; then
 	echo "krew test: kubectl-cz is still installed after uninstall" >&2

@@ -22,9 +22,21 @@ import (
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
-// DefaultAgentImage is the agent image of this release; the local test
-// cluster imports it under this name.
-func DefaultAgentImage() string { return "ghcr.io/kubectl-cz/cz-agent:" + Version }
+// AgentDigest is the digest of this release's agent image, set by the
+// linker when the image was built with the plugin (make build, make dist).
+var AgentDigest string
+
+// DefaultAgentImage is the agent image of this release, by tag and, where
+// the build knows it, digest: a tag moved in the registry cannot swap the
+// code that runs in the cluster. The local test cluster imports it under
+// both names.
+func DefaultAgentImage() string {
+	image := "ghcr.io/kubectl-cz/cz-agent:" + Version
+	if AgentDigest != "" {
+		image += "@" + AgentDigest
+	}
+	return image
+}
 
 // defaultHeader is the header matched when --header is not given.
 const defaultHeader = "x-cz-intercept"

@@ -25,6 +25,8 @@ type ClientVersion struct {
 	GitCommit string `json:"gitCommit,omitempty"`
 	GoVersion string `json:"goVersion"`
 	Platform  string `json:"platform"`
+	// AgentImage is what intercept and mount run in the cluster by default.
+	AgentImage string `json:"agentImage"`
 }
 
 // VersionInfo is what `kubectl cz version -o json|yaml` prints.
@@ -104,6 +106,8 @@ func (o *VersionOptions) Run() error {
 		GitCommit: GitCommit,
 		GoVersion: runtime.Version(),
 		Platform:  runtime.GOOS + "/" + runtime.GOARCH,
+
+		AgentImage: DefaultAgentImage(),
 	}}
 	var serverErr error
 	if !o.ClientOnly {
@@ -132,6 +136,7 @@ func (o *VersionOptions) Run() error {
 			fmt.Fprintf(o.Out, " (commit %s)", c.GitCommit)
 		}
 		fmt.Fprintf(o.Out, " %s %s\n", c.GoVersion, c.Platform)
+		fmt.Fprintf(o.Out, "Agent Image: %s\n", c.AgentImage)
 		if info.ServerVersion != nil {
 			fmt.Fprintf(o.Out, "Server Version: %s\n", info.ServerVersion.GitVersion)
 		}

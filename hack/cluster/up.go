@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -148,18 +147,6 @@ func (l layout) checkPrerequisites() error {
 		return fmt.Errorf("missing %s: run `make deps kube` first", strings.Join(missing, ", "))
 	}
 	return nil
-}
-
-// importImages imports every image archive of the folder into containerd's
-// k8s.io namespace, where the kubelet finds them (there is no registry here).
-func (l layout) importImages(dir string) (int, error) {
-	archives, _ := filepath.Glob(filepath.Join(dir, "*.tar"))
-	for _, a := range archives {
-		if err := run("ctr", "--address", containerdSock, "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", a); err != nil {
-			return 0, fmt.Errorf("import image %s: %w", filepath.Base(a), err)
-		}
-	}
-	return len(archives), nil
 }
 
 // errNotUp guards every call to the API server: its address exists only on

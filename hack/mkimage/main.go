@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -38,6 +39,7 @@ func main() {
 	ref := flag.String("name", "", "image reference, e.g. kubectl-cz.local/demo:dev")
 	out := flag.String("o", "", "output archive")
 	ociDir := flag.String("oci", "", "also write an OCI image layout to this folder (replaced)")
+	format := flag.String("format", "docker", "format of the output archive: docker (docker save's) or oci (an OCI image layout in a tar, which keeps the manifest's digest through an import)")
 	digestFile := flag.String("digest", "", "write the image's manifest digest to this file")
 	entrypoint := flag.String("entrypoint", "", "entrypoint, space separated")
 	user := flag.String("user", "65532:65532", "user the image runs as")
@@ -48,13 +50,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: mkimage -name REF -o OUT.tar [-entrypoint CMD] [-link P=T] SRC=DEST ...")
 		os.Exit(2)
 	}
-	if err := build(*ref, *out, *ociDir, *digestFile, *entrypoint, *user, flag.Args(), links, envs); err != nil {
+	if *format != "docker" && *format != "oci" {
+		fmt.Fprintln(os.Stderr, "mkimage: -format: want docker or oci")
+		os.Exit(2)
+	}
+	if err := build(*ref, *out, *format, *ociDir, *digestFile, *entrypoint, *user, flag.Args(), links, envs); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
 }
 
-func build(ref, out, ociDir, digestFile, entrypoint, user string, files, links, envs []string) error {
+func build(ref, out, format, ociDir, digestFile, entrypoint, user string, files, links, envs []string) error {
 	tag, err := name.NewTag(ref)
 	if err != nil {
 		return err
@@ -88,8 +94,17 @@ func build(ref, out, ociDir, digestFile, entrypoint, user string, files, links, 
 	if err != nil {
 		return err
 	}
-	if err := tarball.WriteToFile(out, tag, img); err != nil {
-		return err
+	if format == "docker" {
+		if err := tarball.WriteToFile(out, tag, img); err != nil {
+			return err
+		}
+	} else if ociDir == "" {
+		tmp, err := os.MkdirTemp("", "mkimage-oci-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		ociDir = filepath.Join(tmp, "layout")
 	}
 	if ociDir != "" {
 		if err := os.RemoveAll(ociDir); err != nil {
@@ -99,8 +114,14 @@ func build(ref, out, ociDir, digestFile, entrypoint, user string, files, links, 
 		if err != nil {
 			return err
 		}
-		if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag.String()})); err != nil {
+		// The name for containerd's import, and the OCI name for others.
+		if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag.String(), "io.containerd.image.name": tag.String()})); err != nil {
 			return err
+		}
+		if format == "oci" {
+			if err := tarFolder(ociDir, out); err != nil {
+				return err
+			}
 		}
 	}
 	if digestFile != "" {
@@ -111,6 +132,56 @@ func build(ref, out, ociDir, digestFile, entrypoint, user string, files, links, 
 		return os.WriteFile(digestFile, []byte(d.String()+"\n"), 0o644)
 	}
 	return nil
+}
+
+// tarFolder writes the folder's files into a tar at out, sorted, with fixed
+// owners and times, so the same folder gives the same archive.
+func tarFolder(dir, out string) error {
+	var paths []string
+	if err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if p != dir {
+			paths = append(paths, p)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	sort.Strings(paths)
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		h := &tar.Header{Name: filepath.ToSlash(rel), ModTime: time.Unix(0, 0), Mode: 0o644, Typeflag: tar.TypeReg, Size: fi.Size()}
+		if fi.IsDir() {
+			h.Name, h.Mode, h.Typeflag, h.Size = h.Name+"/", 0o755, tar.TypeDir, 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if _, err := tw.Write(b); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // layerArchive builds the layer: each SRC=DEST file with its folders, and the
