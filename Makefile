@@ -190,8 +190,8 @@ test-unit: deps lint
 
 # The e2e tests also use a build with the cztest tag: the plugin plus a hidden
 # test primitive that drives the session journal like a real primitive.
-$(CZBIN)/kubectl-cz-test: $(GO_SOURCES)
-	CGO_ENABLED=0 $(GO) build -trimpath -tags cztest -ldflags "$(LDFLAGS)" -o $@ ./cmd/kubectl-cz
+$(CZBIN)/kubectl-cz-test: $(GO_SOURCES) $(IMAGES)/cz-agent.tar
+	CGO_ENABLED=0 $(GO) build -trimpath -tags cztest -ldflags "$(LDFLAGS) $(call PIN,$(IMAGES)/cz-agent.digest)" -o $@ ./cmd/kubectl-cz
 
 test-e2e: demo-deploy build $(CZBIN)/kubectl-cz-test
 	$(GO) test -tags e2e -count=1 -v ./e2e/...

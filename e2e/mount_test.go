@@ -115,6 +115,12 @@ func holdMountNamespace(t *testing.T, pid int) func(dir string) bool {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	// nsenter enters the namespace after it starts.
+	want, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	waitUntil(t, 10*time.Second, func() bool {
+		got, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid))
+		return got == want
+	})
 	return func(dir string) bool { return mountedIn(strconv.Itoa(holder.Process.Pid), dir) }
 }
 
