@@ -356,23 +356,11 @@ func TestMountWithoutRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := t.TempDir()
-	os.Chmod(filepath.Dir(tmp), 0o755) // t.TempDir's parent is 0700
-	os.Chmod(tmp, 0o755)
-	home, dir, kc := filepath.Join(tmp, "home"), filepath.Join(tmp, "mnt"), filepath.Join(tmp, "kubeconfig")
-	os.Mkdir(home, 0o755)
+	u := nonRootUser(t)
+	dir := filepath.Join(filepath.Dir(u.home), "mnt")
 	os.Mkdir(dir, 0o755)
-	b, err := os.ReadFile(kubeconfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(kc, b, 0o600)
-	for _, p := range []string{home, dir, kc} {
-		os.Chown(p, 4242, 4242)
-	}
-	env := []string{"HOME=" + home, "KUBECONFIG=" + kc, "KUBECTL_CZ_STATE_DIR=" + filepath.Join(home, "state")}
-	p := startCmd(t, env, []string{"nsenter", "--net=/var/run/netns/" + laptopNetns, "setpriv", "--reuid", "4242", "--regid", "4242", "--clear-groups", "--",
-		filepath.Join(repoRoot(t), "bin", "kubectl-cz"), "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never"})
+	os.Chown(dir, 4242, 4242)
+	p := u.start(t, filepath.Join(repoRoot(t), "bin", "kubectl-cz"), "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
 	st, err := os.Stat("/dev/fuse")
 	if err != nil {
 		t.Skip("no /dev/fuse")

@@ -83,6 +83,9 @@ type Config struct {
 	Progress io.Writer
 	// Active, if set, is called once every part is active.
 	Active func()
+	// NoSignals: the caller handles SIGINT and SIGTERM (kubectl cz run
+	// passes them to its command, whose end ends the environment).
+	NoSignals bool
 }
 
 // Prepare prepares every part and checks every right they need, so a
@@ -115,8 +118,11 @@ func needs(parts []Part) []Right {
 // undoes them. It returns the first part's error, joined with an undo's.
 // Parts are prepared and their rights checked first (Prepare).
 func Run(ctx context.Context, cfg Config, parts ...Part) error {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if !cfg.NoSignals {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
 	// A crashed kubectl cz's leftovers first: a dead mount on the folder
 	// a part checks, an address a teleport would take.
 	Recover(ctx, cfg.Clients, cfg.StateDir, cfg.ErrOut)

@@ -140,31 +140,37 @@ func (p *Part) Plan() []string {
 }
 
 func (p *Part) environ(ctx context.Context) ([]string, error) {
+	return Environment(ctx, p.Kube, p.Namespace, p.EnvFrom, p.Container, p.Env, p.ErrOut)
+}
+
+// Environment is this process's environment, over it the environment of
+// workload envFrom's container (if any), over both env.
+func Environment(ctx context.Context, kube kubernetes.Interface, namespace string, envFrom *workload.Ref, container string, extra map[string]string, errOut io.Writer) ([]string, error) {
 	env := map[string]string{}
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	if p.EnvFrom != nil {
-		src, err := workload.Lookup(ctx, p.Kube, p.Namespace, *p.EnvFrom)
+	if envFrom != nil {
+		src, err := workload.Lookup(ctx, kube, namespace, *envFrom)
 		if err != nil {
 			return nil, err
 		}
-		if src.Container, err = workload.PickContainer(p.ErrOut, src, p.Container); err != nil {
+		if src.Container, err = workload.PickContainer(errOut, src, container); err != nil {
 			return nil, err
 		}
-		res, err := containerenv.Resolve(ctx, p.Kube, src)
+		res, err := containerenv.Resolve(ctx, kube, src)
 		if err != nil {
 			return nil, err
 		}
 		for _, w := range res.Warnings {
-			fmt.Fprintln(p.ErrOut, "warning: "+w)
+			fmt.Fprintln(errOut, "warning: "+w)
 		}
 		for _, v := range res.Vars {
 			env[v.Name] = v.Value
 		}
 	}
-	for k, v := range p.Env {
+	for k, v := range extra {
 		env[k] = v
 	}
 	out := make([]string, 0, len(env))

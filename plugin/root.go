@@ -62,6 +62,7 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 	root.AddCommand(NewMountCommand(configFlags, streams))
 	root.AddCommand(NewEnvCommand(configFlags, streams))
 	root.AddCommand(NewUpCommand(configFlags, streams))
+	root.AddCommand(NewRunCommand(configFlags, streams))
 	root.AddCommand(NewGraphCommand(configFlags, streams))
 	root.AddCommand(NewSessionCommand(configFlags, streams))
 	for _, extra := range extraCommands {
@@ -74,6 +75,11 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 // "error: ..." form; it returns the process exit code.
 func Execute(root *cobra.Command, streams genericiooptions.IOStreams) int {
 	if err := root.Execute(); err != nil {
+		// kubectl cz run ends with its command's exit code, and no words.
+		var exit interface{ ExitStatus() int }
+		if errors.As(err, &exit) {
+			return exit.ExitStatus()
+		}
 		msg := strings.TrimSpace(err.Error())
 		if !strings.HasPrefix(msg, "error: ") {
 			msg = "error: " + msg

@@ -116,6 +116,12 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string, ready func()) 
 		pc.Close()
 		return err
 	}
+	return s.Serve(ctx, pc, l, ready)
+}
+
+// Serve answers on pc (UDP) and l (TCP) until ctx ends; a sandbox's
+// sockets are made there and served here.
+func (s *Server) Serve(ctx context.Context, pc net.PacketConn, l net.Listener, ready func()) error {
 	udp := &dns.Server{PacketConn: pc, Handler: s}
 	tcp := &dns.Server{Listener: l, Handler: s}
 	errc := make(chan error, 2)

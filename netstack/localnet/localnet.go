@@ -70,6 +70,9 @@ type Host struct {
 	routes []*net.IPNet
 }
 
+// NewHost is a machine with no address and no route yet.
+func NewHost() *Host { return &Host{addrs: map[string]bool{}} }
+
 // Snapshot lists this machine's addresses and routes.
 func Snapshot() (*Host, error) { return snapshot() }
 

@@ -65,6 +65,20 @@ type Config struct {
 	Ready func()
 	// Domain is the cluster's DNS domain (default: ClusterDomain's answer).
 	Domain string
+	// Sandbox, if set, is a network of one process's own (kubectl cz run):
+	// the addresses, listeners and shim go there and its resolver points at
+	// the shim, and this machine is left alone (DNS is then ignored).
+	Sandbox Network
+}
+
+// Network is a process's own network that teleport fills instead of this
+// machine's (package sandbox).
+type Network interface {
+	AddAddress(ip net.IP) error
+	RemoveAddress(ip net.IP) error
+	Listen(addr string) (net.Listener, error)
+	ListenPacket(addr string) (net.PacketConn, error)
+	SetResolvConf(content []byte) error
 }
 
 // fallbackBase is where Services whose ClusterIP clashes with this
@@ -242,6 +256,9 @@ func (t *teleport) listenDNS(ctx context.Context) (string, error) {
 
 // startDNS serves the shim and points the resolver (or /etc/hosts) at it.
 func (t *teleport) startDNS(ctx context.Context) error {
+	if t.cfg.Sandbox != nil {
+		return t.startSandboxDNS(ctx)
+	}
 	if t.cfg.DNS == DNSNone || t.cfg.DNS == DNSHosts {
 		return nil
 	}
@@ -269,6 +286,35 @@ func (t *teleport) startDNS(ctx context.Context) error {
 	}
 	fmt.Fprintf(t.cfg.Log, "DNS: %s now asks the shim at %s for cluster names (others go to %s)\n", t.cfg.ResolvConf, host, strings.Join(upstreams, ", "))
 	return nil
+}
+
+// startSandboxDNS serves the shim inside the sandbox, on the first of
+// shimAddrs, and gives the sandbox a resolv.conf of the shim alone; other
+// names go to this machine's resolvers (asked from here: the sandbox has
+// no other network).
+func (t *teleport) startSandboxDNS(ctx context.Context) error {
+	addr := shimAddrs[0]
+	host, _, _ := net.SplitHostPort(addr)
+	pc, err := t.cfg.Sandbox.ListenPacket(addr)
+	if err != nil {
+		return fmt.Errorf("the DNS shim in the sandbox: %w", err)
+	}
+	l, err := t.cfg.Sandbox.Listen(addr)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("the DNS shim in the sandbox: %w", err)
+	}
+	cur, _ := os.ReadFile(t.cfg.ResolvConf)
+	var search []string
+	for _, ns := range t.cfg.Namespaces {
+		search = append(search, ns+".svc."+t.cfg.Domain)
+	}
+	search = append(search, "svc."+t.cfg.Domain, t.cfg.Domain)
+	nameserver, searchLine, upstreams := localnet.ResolverLines(cur, host, search)
+	t.dns.SetUpstreams(upstreams)
+	go func() { _ = t.dns.Serve(ctx, pc, l, nil) }()
+	content := "# kubectl cz run: cluster names from the shim of this sandbox\n" + strings.Join(append(nameserver, searchLine...), "\n") + "\n"
+	return t.cfg.Sandbox.SetResolvConf([]byte(content))
 }
 
 func (t *teleport) excluded(ns, name string) bool {
@@ -307,10 +353,14 @@ func (t *teleport) services(ns string) ([]*corev1.Service, error) {
 // reconcile brings addresses, listeners and DNS records in line with the
 // Services and EndpointSlices now known.
 func (t *teleport) reconcile(ctx context.Context) error {
-	// This machine's addresses and routes, listed once for every Service.
-	host, err := localnet.Snapshot()
-	if err != nil {
-		return err
+	// This machine's addresses and routes, listed once for every Service;
+	// a sandbox has none.
+	host := localnet.NewHost()
+	if t.cfg.Sandbox == nil {
+		var err error
+		if host, err = localnet.Snapshot(); err != nil {
+			return err
+		}
 	}
 	want := map[string]bool{}
 	var records []dnsshim.Service
@@ -408,7 +458,7 @@ func (t *teleport) expose(ctx context.Context, host *localnet.Host, key string, 
 		if ip == nil {
 			ip = t.fallback(key)
 		} else {
-			if err := localnet.AddAddress(ctx, t.cfg.Session, ip); err != nil {
+			if err := t.addAddress(ctx, ip); err != nil {
 				return nil, err
 			}
 			host.Added(ip)
@@ -421,7 +471,7 @@ func (t *teleport) expose(ctx context.Context, host *localnet.Host, key string, 
 		if e.listeners[port] != nil {
 			continue
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(e.ip.String(), strconv.Itoa(port)))
+		l, err := t.listen(net.JoinHostPort(e.ip.String(), strconv.Itoa(port)))
 		if err != nil {
 			return e, fmt.Errorf("%s: listen on %s port %d: %w", key, e.ip, port, err)
 		}
@@ -442,11 +492,34 @@ func (t *teleport) unexpose(key string, e *exposure) {
 		l.Close()
 	}
 	if e.added {
-		if err := localnet.RemoveAddress(e.ip); err != nil {
+		if err := t.removeAddress(e.ip); err != nil {
 			fmt.Fprintf(t.cfg.Log, "warning: %v\n", err)
 		}
 	}
 	delete(t.exposed, key)
+}
+
+// addAddress, removeAddress and listen work on this machine (addresses
+// journaled first) or in the sandbox.
+func (t *teleport) addAddress(ctx context.Context, ip net.IP) error {
+	if t.cfg.Sandbox != nil {
+		return t.cfg.Sandbox.AddAddress(ip)
+	}
+	return localnet.AddAddress(ctx, t.cfg.Session, ip)
+}
+
+func (t *teleport) removeAddress(ip net.IP) error {
+	if t.cfg.Sandbox != nil {
+		return t.cfg.Sandbox.RemoveAddress(ip)
+	}
+	return localnet.RemoveAddress(ip)
+}
+
+func (t *teleport) listen(addr string) (net.Listener, error) {
+	if t.cfg.Sandbox != nil {
+		return t.cfg.Sandbox.Listen(addr)
+	}
+	return net.Listen("tcp", addr)
 }
 
 func (t *teleport) closeAll() {

@@ -1,0 +1,147 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary is also the sandbox's init, as kubectl-cz is.
+func TestMain(m *testing.M) {
+	if IsInit() {
+		os.Exit(Init())
+	}
+	os.Exit(m.Run())
+}
+
+// start starts a sandbox whose command writes into the returned buffer.
+func start(t *testing.T) (*Sandbox, func() string) {
+	t.Helper()
+	if err := Supported(); err != nil {
+		t.Skip(err)
+	}
+	r, w, _ := os.Pipe()
+	devnull, _ := os.Open(os.DevNull)
+	s, err := Start(devnull, w, w)
+	w.Close()
+	devnull.Close()
+	if err != nil {
+		t.Skip("no namespaces here:", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	var out bytes.Buffer
+	done := make(chan struct{})
+	go func() { io.Copy(&out, r); close(done) }()
+	return s, func() string { <-done; return out.String() }
+}
+
+// The command has its own resolv.conf and its own network: an address put
+// there and a listener on it answer inside, not on this machine; the exit
+// code comes back.
+func TestSandboxNetworkAndResolver(t *testing.T) {
+	hostResolv, _ := os.ReadFile("/etc/resolv.conf")
+	s, output := start(t)
+	ip := net.ParseIP("10.255.77.1")
+	if err := s.AddAddress(ip); err != nil {
+		t.Fatal(err)
+	}
+	// A loopback port free on this machine (dialing elsewhere would leave it).
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := free.Addr().String()
+	free.Close()
+	l, err := s.Listen(loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("from the sandbox\n"))
+			c.Close()
+		}
+	}()
+	if err := s.SetResolvConf([]byte("nameserver 127.0.21.53\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Reached from inside the sandbox (the init dials there), at the added
+	// address too...
+	for _, addr := range []string{loop, "10.255.77.1:" + strings.Split(loop, ":")[1]} {
+		if addr != loop {
+			l2, err := s.Listen(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l2.Close()
+			go func() {
+				c, err := l2.Accept()
+				if err == nil {
+					c.Write([]byte("from the sandbox\n"))
+					c.Close()
+				}
+			}()
+		}
+		c, err := s.Dial(context.Background(), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if string(b) != "from the sandbox\n" {
+			t.Errorf("inside, %s: %q", addr, b)
+		}
+	}
+	// ...and not from this machine's loopback.
+	if c, err := net.DialTimeout("tcp", loop, 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Error("the sandbox's listener answers on this machine")
+	}
+	if err := s.Run([]string{"sh", "-c", "cat /etc/resolv.conf; exit 5"}, os.Environ(), ""); err != nil {
+		t.Fatal(err)
+	}
+	code, err := s.Wait(context.Background())
+	if err != nil || code != 5 {
+		t.Errorf("exit code %d %v, want 5", code, err)
+	}
+	if out := output(); out != "nameserver 127.0.21.53\n" {
+		t.Errorf("the command's resolv.conf: %q", out)
+	}
+	if after, _ := os.ReadFile("/etc/resolv.conf"); !bytes.Equal(after, hostResolv) {
+		t.Error("this machine's resolv.conf changed")
+	}
+}
+
+// A signal sent to the sandbox reaches the command; the command and what
+// it started end with the sandbox.
+func TestSandboxSignalsAndEnd(t *testing.T) {
+	s, output := start(t)
+	if err := s.Run([]string{"sh", "-c", "trap 'echo termed; exit 42' TERM; echo ready; while :; do sleep 0.05; done"}, os.Environ(), ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the trap is set once sh runs
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if code, err := s.Wait(ctx); err != nil || code != 42 {
+		t.Errorf("exit code %d %v, want the trap's 42", code, err)
+	}
+	if out := output(); !strings.Contains(out, "termed") {
+		t.Errorf("output %q", out)
+	}
+}
