@@ -51,7 +51,7 @@ func (u user) start(t *testing.T, argv ...string) *proc {
 // netns exec, mounts nothing over /etc), and the laptop's addresses.
 type hostState struct {
 	resolv, hosts string
-	laptop      laptopState
+	laptop        laptopState
 }
 
 func snapshotHost(t *testing.T) hostState {

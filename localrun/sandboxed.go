@@ -111,4 +111,3 @@ func (p *Sandboxed) Run(ctx context.Context, s *session.Session, active func()) 
 		return nil
 	}
 }
-
