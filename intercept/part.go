@@ -120,6 +120,9 @@ type Part struct {
 	Service   string
 	Port      string // Service port name or number; empty for a one-port Service
 	LocalAddr string
+	// DialLocal reaches LocalAddr (nil: this machine's network; kubectl cz
+	// run's command has a network of its own).
+	DialLocal func(ctx context.Context, addr string) (net.Conn, error)
 	// LocalStartsLater: the environment starts what listens on LocalAddr
 	// after this part, so nothing listening yet is no warning.
 	LocalStartsLater bool
@@ -192,7 +195,7 @@ func (p *Part) warnIfNothingListens() {
 	if p.LocalStartsLater {
 		return
 	}
-	if c, err := net.DialTimeout("tcp", p.LocalAddr, time.Second); err != nil {
+	if c, err := DialLocal(context.Background(), p.DialLocal, p.LocalAddr); err != nil {
 		fmt.Fprintf(p.ErrOut, "warning: nothing listens on %s yet: intercepted requests get a 502 until something does\n", p.LocalAddr)
 	} else {
 		c.Close()
@@ -272,7 +275,7 @@ func (p *Part) run(ctx context.Context, s *session.Session, active func()) error
 		}
 	}
 	r := &Runner{
-		Config: p.Clients.Rest, Kube: p.Clients.Kube, Namespace: p.Namespace, Service: p.Service, LocalAddr: p.LocalAddr, Out: p.Out,
+		Config: p.Clients.Rest, Kube: p.Clients.Kube, Namespace: p.Namespace, Service: p.Service, LocalAddr: p.LocalAddr, DialLocal: p.DialLocal, Out: p.Out,
 		Hello: wire.Hello{Developer: p.Developer, Port: p.plan.PortKey, All: p.All, Match: p.Match},
 	}
 	p.tunneled = true

@@ -31,6 +31,8 @@ type Runner struct {
 	Service   string
 	Hello     wire.Hello
 	LocalAddr string
+	// DialLocal reaches LocalAddr (nil: this machine's network).
+	DialLocal func(ctx context.Context, addr string) (net.Conn, error)
 	Out       io.Writer
 }
 
@@ -59,7 +61,7 @@ func (r *Runner) connect(ctx context.Context) (*Tunnel, *pfconn.Conn, error) {
 		pf.Close()
 		return nil, nil, err
 	}
-	tun.secret = secret
+	tun.secret, tun.dial = secret, r.DialLocal
 	return tun, pf, nil
 }
 

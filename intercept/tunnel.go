@@ -28,6 +28,8 @@ type Tunnel struct {
 	local   string
 	token   string
 	secret  string // the agent's connection secret, for spare streams
+	// dial reaches the local address (nil: this machine's network).
+	dial func(ctx context.Context, addr string) (net.Conn, error)
 
 	mu     sync.Mutex
 	spares int // connections that came through a spare stream
@@ -150,8 +152,7 @@ func (t *Tunnel) SparesUsed() int {
 }
 
 func (t *Tunnel) serveStream(ctx context.Context, st net.Conn) {
-	var d net.Dialer
-	local, err := d.DialContext(ctx, "tcp", t.local)
+	local, err := DialLocal(ctx, t.dial, t.local)
 	if err != nil {
 		_, _ = st.Write(append([]byte{wire.StreamFailed}, fmt.Sprintf("nothing answers on %s (%v)\n", t.local, err)...))
 		st.Close()
@@ -163,6 +164,17 @@ func (t *Tunnel) serveStream(ctx context.Context, st net.Conn) {
 		return
 	}
 	relay.Pipe(local, st)
+}
+
+// DialLocal reaches addr with dial, or through this machine's network
+// when dial is nil (kubectl cz run's command listens in a network of its
+// own).
+func DialLocal(ctx context.Context, dial func(context.Context, string) (net.Conn, error), addr string) (net.Conn, error) {
+	if dial != nil {
+		return dial(ctx, addr)
+	}
+	d := net.Dialer{Timeout: time.Second}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // Leave unregisters from the agent and says how many developers remain.

@@ -4,15 +4,21 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/environment"
+	"github.com/kubectl-cz/kubectl-cz/intercept"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/localrun"
 	"github.com/kubectl-cz/kubectl-cz/netstack/sandbox"
@@ -33,6 +39,16 @@ type runOptions struct {
 	container  string
 	sessionID  string
 	quiet      bool
+
+	// An intercept whose traffic the command receives.
+	intercept  string
+	localPort  int
+	remotePort string
+	header     string
+	all        bool
+	match      wire.Match
+	agentImage string
+	pullPolicy string
 }
 
 // NewRunCommand returns `kubectl cz run`.
@@ -61,7 +77,11 @@ localhost) and the internet do not. Names outside the cluster still resolve.`,
   kubectl cz run -n shop --env-from deployment/core -- go run ./cmd/core
 
   # A shell in which the namespaces' Services answer
-  kubectl cz run --namespaces shop,payments -- bash`,
+  kubectl cz run --namespaces shop,payments -- bash
+
+  # A local core that also receives core's requests carrying x-cz-intercept: alice
+  kubectl cz run --env-from deployment/core --intercept core --local-port 3000 \
+    --header x-cz-intercept=alice -- go run ./cmd/core`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			o.command = args
@@ -74,6 +94,9 @@ localhost) and the internet do not. Names outside the cluster still resolve.`,
 				if err := session.ValidateID(o.sessionID); err != nil {
 					return err
 				}
+			}
+			if err := o.completeIntercept(c); err != nil {
+				return err
 			}
 			return o.run(c.Context())
 		},
@@ -88,7 +111,41 @@ localhost) and the internet do not. Names outside the cluster still resolve.`,
 	f.StringVarP(&o.container, "container", "c", "", "With --env-from: the container (default: the workload's default container)")
 	f.StringVar(&o.sessionID, "session", "", "Session to record the run in (default: a new one)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "Say nothing but errors: COMMAND's output alone")
+	f.StringVar(&o.intercept, "intercept", "", "Also intercept this Service: its requests with your header (or all, --all) reach COMMAND on --local-port, inside its network")
+	f.IntVar(&o.localPort, "local-port", 0, "With --intercept: the port COMMAND listens on (on 127.0.0.1 in its network)")
+	f.StringVar(&o.remotePort, "remote-port", "", "With --intercept: the Service port, by number or name (needed when it has several)")
+	f.StringVar(&o.header, "header", "", "With --intercept: take requests whose header K has value V (K=V) or baggage member K=V (baggage:K=V); default x-cz-intercept=<your user>")
+	f.BoolVar(&o.all, "all", false, "With --intercept: take every connection of the port")
+	f.StringVar(&o.agentImage, "agent-image", DefaultAgentImage(), "With --intercept: image of the in-cluster agent")
+	f.StringVar(&o.pullPolicy, "agent-pull-policy", string(corev1.PullIfNotPresent), "With --intercept: pull policy of the agent image: IfNotPresent, Always or Never")
 	return cmd
+}
+
+// completeIntercept checks the intercept flags, which go together.
+func (o *runOptions) completeIntercept(c *cobra.Command) error {
+	if o.intercept == "" {
+		if o.localPort != 0 || o.header != "" || o.all || o.remotePort != "" {
+			return usageError(c, "--local-port, --header, --all and --remote-port go with --intercept SERVICE")
+		}
+		return nil
+	}
+	if o.localPort < 1 || o.localPort > 65535 {
+		return usageError(c, "--intercept needs --local-port, the port COMMAND listens on (1-65535)")
+	}
+	if o.all && o.header != "" {
+		return usageError(c, "--all takes every connection: it cannot be combined with --header")
+	}
+	if err := checkPullPolicy(o.pullPolicy); err != nil {
+		return usageError(c, "%v", err)
+	}
+	if o.header != "" {
+		h, err := environment.ParseHeader(o.header)
+		if err != nil {
+			return usageError(c, "--header: %v", err)
+		}
+		o.match = wire.Match{Header: h.Name, Value: h.Value, Baggage: h.Baggage}
+	}
+	return nil
 }
 
 func (o *runOptions) run(ctx context.Context) error {
@@ -138,6 +195,18 @@ func (o *runOptions) run(ctx context.Context) error {
 	parts := []lifecycle.Part{
 		newTeleportPart(a, log, teleport.Config{Namespaces: namespaces, Exclude: o.exclude, Domain: o.domain, Sandbox: sb}),
 	}
+	if o.intercept != "" {
+		// The agent's streams reach the command inside its network; it
+		// starts after the intercept, so nothing listening yet is expected.
+		p := &intercept.Part{Service: o.intercept, Port: o.remotePort, All: o.all, Match: o.match,
+			LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort)), DialLocal: sb.Dial, LocalStartsLater: true,
+			Agent: intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)},
+			OpenShared: func(ctx context.Context, id string) (*session.Session, error) {
+				return openSession(ctx, a, o.flags, id, session.Config{})
+			},
+		}
+		parts = append(parts, newInterceptPart(a, whoAmI(ctx, a, o.flags), genericiooptions.IOStreams{In: o.In, Out: log, ErrOut: o.ErrOut}, p))
+	}
 	cmd := &localrun.Sandboxed{Sandbox: sb, Command: o.command, Container: o.container, Kube: a.Kube, Namespace: a.Namespace, ErrOut: o.ErrOut,
 		Started: func() { started.Store(true) }}
 	if o.envFrom != "" {
@@ -145,7 +214,11 @@ func (o *runOptions) run(ctx context.Context) error {
 		cmd.EnvFrom = &ref
 	}
 	parts = append(parts, cmd)
-	cfg := lifecycleConfig(a, o.flags, o.sessionID, genericiooptions.IOStreams{In: o.In, Out: log, ErrOut: o.ErrOut}, ": nothing on this machine needs putting back")
+	hint := ": nothing on this machine needs putting back"
+	if o.intercept != "" {
+		hint = ": nothing on this machine needs putting back; the intercept's session icpt-" + a.Namespace + "-" + o.intercept + " closes from any machine"
+	}
+	cfg := lifecycleConfig(a, o.flags, o.sessionID, genericiooptions.IOStreams{In: o.In, Out: log, ErrOut: o.ErrOut}, hint)
 	cfg.NoSignals = true
 	err = lifecycle.Run(ctx, cfg, parts...)
 	if err == nil && interrupted.Load() {
