@@ -78,7 +78,8 @@ spec:
     reversible steps: teleport a namespace's Services to your laptop by their
     cluster DNS names; intercept a Service's traffic (all of it, or only
     requests with your header) to a process on your laptop; mount a pod's
-    volumes as a local folder; print a workload's environment. Every change is
+    volumes as a local folder; print a workload's environment; run one
+    command teleported, without root. Every change is
     journaled first, and closing the session restores it, also after a crash.
   caveats: |
     What each command needs:
@@ -87,8 +88,10 @@ spec:
       in each namespace you use; intercept and mount run the agent image
       ghcr.io/kubectl-cz/cz-agent (--agent-image names your registry's copy).
     * On the laptop, Linux only: teleport needs root (sudo -E) to add
-      loopback addresses and edit /etc/resolv.conf or /etc/hosts; mount
-      needs FUSE (root, or fusermount3 with access to /dev/fuse).
+      loopback addresses and edit /etc/resolv.conf or /etc/hosts; run
+      (one command teleported) needs no root where the kernel allows
+      user namespaces; mount needs FUSE (root, or fusermount3 with access
+      to /dev/fuse).
     * intercept, env, up without teleport or mount parts, graph and
       session work on every platform, without root.
     Start with: kubectl cz --help
