@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -127,7 +126,8 @@ func (o *upOptions) run(ctx context.Context) error {
 		name = o.file
 	}
 	if o.dryRun {
-		return o.plan(ctx, a, name, ns, parts)
+		fmt.Fprintf(o.Out, "environment %s: %d parts in namespace %s (dry run: nothing changes)\n", name, len(parts), ns)
+		return lifecycle.DryRun(ctx, a.Kube, o.Out, parts)
 	}
 	fmt.Fprintf(o.Out, "environment %s: %d parts in namespace %s\n", name, len(parts), ns)
 	cfg := lifecycleConfig(a, o.flags, o.sessionID, o.IOStreams, ": kubectl cz session close %[1]s, from any machine; this machine's changes are undone by its next kubectl cz command")
@@ -195,87 +195,4 @@ func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File
 		parts = append(parts, p)
 	}
 	return parts
-}
-
-// plan prints what each part would change and which rights are missing,
-// changing nothing; it fails when anything would stop the environment.
-func (o *upOptions) plan(ctx context.Context, a *clusterAccess, name, ns string, parts []lifecycle.Part) error {
-	fmt.Fprintf(o.Out, "environment %s: %d parts in namespace %s (dry run: nothing changes)\n", name, len(parts), ns)
-	// The rights first: a part lacking one is refused its dry run by RBAC,
-	// which the rights below say better than the refusal would.
-	var rights []lifecycle.Right
-	for _, p := range parts {
-		if n, ok := p.(lifecycle.Needer); ok {
-			rights = append(rights, n.Needs()...)
-		}
-	}
-	seen := map[lifecycle.Right]bool{}
-	var missing []lifecycle.Right
-	lacking := map[string]bool{} // primitives with a missing right
-	for _, r := range lifecycle.Denied(ctx, a.Kube, rights) {
-		if !seen[r] {
-			seen[r] = true
-			missing = append(missing, r)
-			lacking[r.Primitive] = true
-		}
-	}
-	var problems []string
-	for i, p := range parts {
-		fmt.Fprintf(o.Out, "[%d/%d] %s\n", i+1, len(parts), p.Name())
-		if pr, ok := p.(lifecycle.Preparer); ok {
-			if err := pr.Prepare(ctx); err != nil {
-				fmt.Fprintf(o.Out, "      cannot start: %v\n", err)
-				problems = append(problems, fmt.Sprintf("%s: %v", p.Name(), err))
-				continue
-			}
-		}
-		if pl, ok := p.(lifecycle.Planner); ok {
-			for _, line := range pl.Plan() {
-				fmt.Fprintf(o.Out, "      %s\n", line)
-			}
-		}
-		ad, ok := p.(lifecycle.Admitter)
-		if !ok || partLacks(p, lacking) {
-			continue
-		}
-		if err := ad.Admit(ctx); err != nil {
-			fmt.Fprintf(o.Out, "      cannot start: %v\n", err)
-			problems = append(problems, fmt.Sprintf("%s: %v", p.Name(), err))
-		} else {
-			fmt.Fprintln(o.Out, "      admitted by the API server (server-side dry run)")
-		}
-	}
-	if len(missing) == 0 {
-		fmt.Fprintf(o.Out, "rights: the API server grants all %d that the parts need\n", len(rights))
-	} else {
-		fmt.Fprintf(o.Out, "rights: %d of %d missing:\n", len(missing), len(rights))
-		for _, r := range missing {
-			fmt.Fprintf(o.Out, "      %s needs %s in namespace %s (deploy/rbac.yaml: Role kubectl-cz-%s)\n", r.Primitive, r, r.Namespace, r.Primitive)
-		}
-		problems = append(problems, lifecycle.RightError(missing[0]).Error())
-	}
-	switch {
-	case len(problems) == 0:
-		return nil
-	case len(problems) == 1 && len(missing) <= 1:
-		return errors.New(problems[0])
-	}
-	if failed := len(problems) - min(len(missing), 1); failed > 0 {
-		return fmt.Errorf("the environment would not start (%d parts cannot start, %d rights missing, above); the first: %s", failed, len(missing), problems[0])
-	}
-	return fmt.Errorf("the environment would not start (%d rights missing, above); the first: %s", len(missing), problems[0])
-}
-
-// partLacks says whether a part needs a right of a primitive that lacks one.
-func partLacks(p lifecycle.Part, lacking map[string]bool) bool {
-	n, ok := p.(lifecycle.Needer)
-	if !ok {
-		return false
-	}
-	for _, r := range n.Needs() {
-		if lacking[r.Primitive] {
-			return true
-		}
-	}
-	return false
 }
