@@ -402,3 +402,104 @@ func TestInterceptOneDeveloperCrashes(t *testing.T) {
 	}
 	assertNoInterceptor(t, cs)
 }
+
+// servedBy sends one request to a Service's address from the host (a
+// caller in the cluster's network) and says who answered: a local
+// server's name, or "cluster".
+func directServedBy(url string, header ...string) (string, error) {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if by := resp.Header.Get("X-Served-By"); strings.HasPrefix(by, "laptop-") {
+		return by, nil
+	}
+	return "cluster", nil
+}
+
+// Path rules: alice takes every request under /ping (a path-only rule),
+// bob those under /healthz with his header; 1,000 requests of four kinds
+// reach the right one; a third rule that could meet alice's is refused
+// naming hers, and a rule that is no regular expression before anything
+// changes; the Service comes back byte for byte.
+func TestInterceptPathRules(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), "core", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + svc.Spec.ClusterIP
+	r := onLaptop(t, 30*time.Second, "kubectl", "cz", "-n", demoNamespace, "intercept", "service", "core", "--local-port", "3013", "--path-regex", "(")
+	if r.err == nil || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "not a regular expression") {
+		t.Errorf("a path that is no regular expression: %v\n%s", r.err, r.stderr)
+	}
+	assertNoInterceptor(t, cs)
+
+	startLocal(t, "laptop-alice", 3011)
+	startLocal(t, "laptop-bob", 3012)
+	alice := startIntercept(t, machine(t), "--local-port", "3011", "--path", "/ping")
+	bob := startIntercept(t, machine(t), "--local-port", "3012", "--header", "x-cz-intercept=bob", "--path", "/healthz")
+	carol := startOnLaptop(t, machine(t), "kubectl", "cz", "-n", demoNamespace, "intercept", "service", "core", "--local-port", "3013", "--path", "/p")
+	if err := carol.wait(60 * time.Second); err == nil || !strings.Contains(carol.output(), "path /ping*") {
+		t.Errorf("carol's /p could meet alice's /ping and should be refused naming it: %v\n%s", err, carol.output())
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got, err := directServedBy(base+"/ping")
+		if err == nil && got == "laptop-alice" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ping reaches %q (%v), want laptop-alice", got, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	var mu sync.Mutex
+	misroutes, errs, total := 0, 0, 0
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < 1000; i += 8 {
+				path, want, header := "/ping", "laptop-alice", []string(nil)
+				switch i % 4 {
+				case 1:
+					path, want, header = "/healthz", "laptop-bob", []string{"x-cz-intercept", "bob"}
+				case 2:
+					path, want = "/healthz", "cluster"
+				case 3:
+					header = []string{"x-cz-intercept", "bob"} // bob's header, alice's path
+				}
+				got, err := directServedBy(base+path, header...)
+				mu.Lock()
+				total++
+				switch {
+				case err != nil:
+					errs++
+				case got != want:
+					misroutes++
+				}
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	if total != 1000 || misroutes != 0 || errs != 0 {
+		t.Errorf("%d requests: %d misroutes, %d errors", total, misroutes, errs)
+	}
+	stopIntercept(t, bob)
+	stopIntercept(t, alice)
+	assertRestored(t, cs, "core", before, interceptSession)
+}

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/containerenv"
 	"github.com/kubectl-cz/kubectl-cz/workload"
 )
@@ -93,9 +94,74 @@ type Intercept struct {
 	Service   string `yaml:"service"`
 	Port      string `yaml:"port"`
 	LocalPort int    `yaml:"localPort"`
-	// Header is K=V, or baggage:K=V for a W3C baggage member.
-	Header string `yaml:"header"`
-	All    bool   `yaml:"all"`
+	// The rule: a request is taken when every condition given holds.
+	// Header is K=V, or baggage:K=V for a W3C baggage member; HeaderRegex
+	// the same with a regular expression for the value; Path a prefix,
+	// PathRegex an expression for the whole path; Method a method.
+	Header      string `yaml:"header"`
+	HeaderRegex string `yaml:"headerRegex"`
+	Path        string `yaml:"path"`
+	PathRegex   string `yaml:"pathRegex"`
+	Method      string `yaml:"method"`
+	All         bool   `yaml:"all"`
+}
+
+// Match is the intercept's rule, checked as the agent checks it; the zero
+// Match when none is given (the default header) or with all.
+func (ic Intercept) Match() (wire.Match, error) {
+	m, _, err := ic.match()
+	return m, err
+}
+
+// match also names the field an error is about.
+func (ic Intercept) match() (wire.Match, string, error) {
+	var m wire.Match
+	if ic.All {
+		if ic.Header != "" || ic.HeaderRegex != "" || ic.Path != "" || ic.PathRegex != "" || ic.Method != "" {
+			return m, "all", errors.New("all takes every connection: it cannot be combined with a header, a path or a method")
+		}
+		return m, "", nil
+	}
+	if ic.Header != "" && ic.HeaderRegex != "" {
+		return m, "headerRegex", errors.New("give one of header and headerRegex")
+	}
+	if ic.Path != "" && ic.PathRegex != "" {
+		return m, "pathRegex", errors.New("give one of path and pathRegex")
+	}
+	for _, h := range []struct {
+		field, value string
+		regex        bool
+	}{{"header", ic.Header, false}, {"headerRegex", ic.HeaderRegex, true}} {
+		if h.value == "" {
+			continue
+		}
+		parsed, err := ParseHeader(h.value)
+		if err != nil {
+			return m, h.field, err
+		}
+		m.Header, m.Value, m.Baggage, m.HeaderRegex = parsed.Name, parsed.Value, parsed.Baggage, h.regex
+	}
+	m.Path = ic.Path
+	if ic.PathRegex != "" {
+		m.Path, m.PathRegex = ic.PathRegex, true
+	}
+	m.Method = ic.Method
+	if m == (wire.Match{}) {
+		return m, "", nil
+	}
+	err := m.Check()
+	var re *wire.RuleError
+	if !errors.As(err, &re) {
+		return m, "", err
+	}
+	field := re.Cond
+	switch {
+	case field == "header" && m.HeaderRegex:
+		field = "headerRegex"
+	case field == "path" && m.PathRegex:
+		field = "pathRegex"
+	}
+	return m, field, err
 }
 
 // Run is a local process.
@@ -366,13 +432,11 @@ func (f *File) check() error {
 			return bad(p+".localPort", "%d is also the local port of %s", ic.LocalPort, other)
 		}
 		ports[ic.LocalPort] = p
-		if ic.All && ic.Header != "" {
-			return bad(p+".header", "all takes every connection: it cannot be combined with a header")
-		}
-		if ic.Header != "" {
-			if _, err := ParseHeader(ic.Header); err != nil {
-				return bad(p+".header", "%v", err)
+		if _, field, err := ic.match(); err != nil {
+			if field != "" {
+				p += "." + field
 			}
+			return bad(p, "%v", err)
 		}
 	}
 	names := map[string]bool{}

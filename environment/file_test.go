@@ -67,6 +67,9 @@ func TestParseRefusesWithLineAndField(t *testing.T) {
 		{"bad workload", "  - workload: deploy/core", "  - workload: deployment", "cz.yaml:13: spec.mounts[0].workload:"},
 		{"bad kind", "  - workload: deploy/core", "  - workload: service/core", `cz.yaml:13: spec.mounts[0].workload: "service" is not a workload kind`},
 		{"unset variable", "${MODE:-dev}", "${MODE}", "cz.yaml:25: spec.run[0].env.MODE: ${MODE} is not set"},
+		{"bad path regex", "    localPort: 3400", "    localPort: 3400\n    pathRegex: \"(\"", `cz.yaml:18: spec.intercepts[0].pathRegex: path: "(" is not a regular expression`},
+		{"path without slash", "    localPort: 3400", "    localPort: 3400\n    path: api", `cz.yaml:18: spec.intercepts[0].path: path "api" does not start with /`},
+		{"all with a path", "    localPort: 3400", "    localPort: 3400\n    all: true\n    path: /api", `spec.intercepts[0].all: all takes every connection`},
 		{"bad dns", "dns: hosts", "dns: dnsmasq", "cz.yaml:8: spec.teleport.dns: want one of"},
 		{"apiVersion", "kubectl-cz.dev/v1alpha1", "v1", "cz.yaml:1: apiVersion: want kubectl-cz.dev/v1alpha1"},
 		{"bad ready", "ready: 127.0.0.1:3400", "ready: soon", "cz.yaml:26: spec.run[0].ready: want HOST:PORT"},
@@ -107,6 +110,19 @@ func TestVariablesInNumbersAndBooleans(t *testing.T) {
 	quoted := strings.Replace(good, "    localPort: 3400", `    localPort: "${PORT}"`, 1)
 	if _, err := Parse("cz.yaml", []byte(quoted), env(map[string]string{"USER": "alice", "PORT": "3401"})); err == nil {
 		t.Error("a quoted variable became a number")
+	}
+}
+
+// An intercept's rule may name a path, a method and a header expression.
+func TestInterceptRule(t *testing.T) {
+	text := strings.Replace(good, "    localPort: 3400", "    localPort: 3400\n    path: /orders\n    method: POST", 1)
+	f, err := Parse("cz.yaml", []byte(text), env(map[string]string{"USER": "alice"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.Spec.Intercepts[0].Match()
+	if err != nil || m.Path != "/orders" || m.Method != "POST" || m.Header != "x-cz-intercept" || m.Value != "alice" {
+		t.Errorf("rule %+v %v", m, err)
 	}
 }
 

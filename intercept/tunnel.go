@@ -62,7 +62,13 @@ func Register(conn net.Conn, hello wire.Hello, localAddr string) (*Tunnel, error
 		sess.Close()
 		return nil, fmt.Errorf("the interceptor refused: %s", reply.Error)
 	}
-	return &Tunnel{sess: sess, control: st, dec: dec, local: localAddr, token: reply.Token}, nil
+	t := &Tunnel{sess: sess, control: st, dec: dec, local: localAddr, token: reply.Token}
+	if hello.Match.Extended() && !reply.Rules {
+		// An older agent would take the header alone into account.
+		_, _ = t.Leave()
+		return nil, fmt.Errorf("the interceptor is older than this kubectl cz and matches headers only, not %s: it is replaced once every developer has left the Service", hello.Match)
+	}
+	return t, nil
 }
 
 // KeepSpares keeps n idle connections, opened by dial (port-forward streams

@@ -16,7 +16,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
-	"github.com/kubectl-cz/kubectl-cz/environment"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
@@ -48,8 +47,7 @@ type interceptOptions struct {
 	service    string
 	localPort  int
 	remotePort string
-	header     string
-	all        bool
+	rule       ruleFlags
 	sessionID  string
 	agentImage string
 	pullPolicy string
@@ -61,12 +59,15 @@ type interceptOptions struct {
 func NewInterceptCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &interceptOptions{flags: flags, IOStreams: streams}
 	cmd := &cobra.Command{
-		Use:   "intercept service NAME --local-port PORT [--header K=V | --all]",
+		Use:   "intercept service NAME --local-port PORT [--header K=V] [--path PREFIX] [--method M] | --all",
 		Short: "Send a Service's traffic, or only requests with your header, to a port on this machine",
 		Long: `Send the requests that cluster callers make to a Service to a process on this machine:
-only those carrying your header (default: x-cz-intercept: <your user>), or, with --all, every
-connection. Everything else keeps reaching the Service's pods, so several developers can share
-one Service, each with their own header value.
+only those your rule takes (default: the header x-cz-intercept: <your user>), or, with --all,
+every connection. A rule is a header's value (or a regular expression for it, or a W3C baggage
+member), a path prefix (or a regular expression), a method, or several of them: a request is
+yours when all of them hold. Everything else keeps reaching the Service's pods, so several
+developers can share one Service; a rule that could match the same requests as another
+developer's is refused, naming theirs.
 
 An interceptor (a Deployment of kubectl-cz's agent, passing Pod Security "restricted") takes the
 Service's place; a decoy Service keeps selecting the original pods, which are not restarted. This
@@ -83,6 +84,12 @@ HTTP/1.1, HTTP/2 cleartext (gRPC) and WebSocket pass through the header path; --
 
   # Match a W3C baggage member instead of a header
   kubectl cz intercept service core --local-port 3000 --header baggage:cz-intercept=alice
+
+  # POST requests under /orders carrying your header
+  kubectl cz intercept service core --local-port 3000 --path /orders --method POST
+
+  # Requests whose x-tenant header names one of the test tenants
+  kubectl cz intercept service core --local-port 3000 --header-regex 'x-tenant=test-[0-9]+'
 
   # Every connection to the Service's port 80
   kubectl cz intercept service core --local-port 3000 --all`,
@@ -119,8 +126,7 @@ HTTP/1.1, HTTP/2 cleartext (gRPC) and WebSocket pass through the header path; --
 	f := cmd.Flags()
 	f.IntVar(&o.localPort, "local-port", 0, "Port on this machine that receives the intercepted traffic (required)")
 	f.StringVar(&o.remotePort, "remote-port", "", "Service port to intercept, by number or name (needed when the Service has several)")
-	f.StringVar(&o.header, "header", "", "Take requests whose header K has value V (K=V), or whose W3C baggage has member K=V (baggage:K=V); default x-cz-intercept=<your user>")
-	f.BoolVar(&o.all, "all", false, "Take every connection of the port (plain TCP, any protocol)")
+	o.rule.add(f, "")
 	f.StringVar(&o.sessionID, "session", "", "Session to record the interceptor in (default: the Service's shared session, icpt-<namespace>-<service>)")
 	f.StringVar(&o.agentImage, "agent-image", DefaultAgentImage(), "Image of the in-cluster agent")
 	f.StringVar(&o.pullPolicy, "agent-pull-policy", string(corev1.PullIfNotPresent), "Pull policy of the agent image: IfNotPresent, Always or Never")
@@ -135,9 +141,6 @@ func (o *interceptOptions) complete(c *cobra.Command, args []string) error {
 	if o.localPort < 1 || o.localPort > 65535 {
 		return usageError(c, "--local-port must be a port number (1-65535)")
 	}
-	if o.all && o.header != "" {
-		return usageError(c, "--all takes every connection: it cannot be combined with --header")
-	}
 	if err := checkPullPolicy(o.pullPolicy); err != nil {
 		return usageError(c, "%v", err)
 	}
@@ -146,13 +149,11 @@ func (o *interceptOptions) complete(c *cobra.Command, args []string) error {
 			return err
 		}
 	}
-	if o.header != "" {
-		h, err := environment.ParseHeader(o.header)
-		if err != nil {
-			return usageError(c, "--header: %v", err)
-		}
-		o.match = wire.Match{Header: h.Name, Value: h.Value, Baggage: h.Baggage}
+	m, err := o.rule.match()
+	if err != nil {
+		return usageError(c, "%v", err)
 	}
+	o.match = m
 	return nil
 }
 
@@ -186,7 +187,7 @@ func (o *interceptOptions) run(ctx context.Context) error {
 	}
 	part := newInterceptPart(a, user, o.IOStreams, &intercept.Part{
 		Service: o.service, Port: o.remotePort, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort)),
-		All: o.all, Match: o.match, SessionID: id,
+		All: o.rule.all, Match: o.match, SessionID: id,
 		Agent: intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)},
 	})
 	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, id, o.IOStreams, ": kubectl cz session close %[1]s"), part)
@@ -202,7 +203,7 @@ func newInterceptPart(a *clusterAccess, user string, streams genericiooptions.IO
 		p.Namespace = a.Namespace
 	}
 	p.Developer = fmt.Sprintf("%s@%s", user, host)
-	if !p.All && p.Match.Header == "" {
+	if !p.All && p.Match == (wire.Match{}) {
 		p.Match = wire.Match{Header: defaultHeader, Value: headerValue(user)}
 	}
 	return p

@@ -17,7 +17,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
-	"github.com/kubectl-cz/kubectl-cz/environment"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/localrun"
@@ -44,8 +43,7 @@ type runOptions struct {
 	intercept  string
 	localPort  int
 	remotePort string
-	header     string
-	all        bool
+	rule       ruleFlags
 	match      wire.Match
 	agentImage string
 	pullPolicy string
@@ -114,8 +112,7 @@ localhost) and the internet do not. Names outside the cluster still resolve.`,
 	f.StringVar(&o.intercept, "intercept", "", "Also intercept this Service: its requests with your header (or all, --all) reach COMMAND on --local-port, inside its network")
 	f.IntVar(&o.localPort, "local-port", 0, "With --intercept: the port COMMAND listens on (on 127.0.0.1 in its network)")
 	f.StringVar(&o.remotePort, "remote-port", "", "With --intercept: the Service port, by number or name (needed when it has several)")
-	f.StringVar(&o.header, "header", "", "With --intercept: take requests whose header K has value V (K=V) or baggage member K=V (baggage:K=V); default x-cz-intercept=<your user>")
-	f.BoolVar(&o.all, "all", false, "With --intercept: take every connection of the port")
+	o.rule.add(f, "With --intercept: ")
 	f.StringVar(&o.agentImage, "agent-image", DefaultAgentImage(), "With --intercept: image of the in-cluster agent")
 	f.StringVar(&o.pullPolicy, "agent-pull-policy", string(corev1.PullIfNotPresent), "With --intercept: pull policy of the agent image: IfNotPresent, Always or Never")
 	return cmd
@@ -124,27 +121,22 @@ localhost) and the internet do not. Names outside the cluster still resolve.`,
 // completeIntercept checks the intercept flags, which go together.
 func (o *runOptions) completeIntercept(c *cobra.Command) error {
 	if o.intercept == "" {
-		if o.localPort != 0 || o.header != "" || o.all || o.remotePort != "" {
-			return usageError(c, "--local-port, --header, --all and --remote-port go with --intercept SERVICE")
+		if o.localPort != 0 || o.rule.given() || o.remotePort != "" {
+			return usageError(c, "--local-port, --remote-port and the rule's flags (--header, --path, --method, --all, ...) go with --intercept SERVICE")
 		}
 		return nil
 	}
 	if o.localPort < 1 || o.localPort > 65535 {
 		return usageError(c, "--intercept needs --local-port, the port COMMAND listens on (1-65535)")
 	}
-	if o.all && o.header != "" {
-		return usageError(c, "--all takes every connection: it cannot be combined with --header")
-	}
 	if err := checkPullPolicy(o.pullPolicy); err != nil {
 		return usageError(c, "%v", err)
 	}
-	if o.header != "" {
-		h, err := environment.ParseHeader(o.header)
-		if err != nil {
-			return usageError(c, "--header: %v", err)
-		}
-		o.match = wire.Match{Header: h.Name, Value: h.Value, Baggage: h.Baggage}
+	m, err := o.rule.match()
+	if err != nil {
+		return usageError(c, "%v", err)
 	}
+	o.match = m
 	return nil
 }
 
@@ -198,7 +190,7 @@ func (o *runOptions) run(ctx context.Context) error {
 	if o.intercept != "" {
 		// The agent's streams reach the command inside its network; it
 		// starts after the intercept, so nothing listening yet is expected.
-		p := &intercept.Part{Service: o.intercept, Port: o.remotePort, All: o.all, Match: o.match,
+		p := &intercept.Part{Service: o.intercept, Port: o.remotePort, All: o.rule.all, Match: o.match,
 			LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort)), DialLocal: sb.Dial, LocalStartsLater: true,
 			Agent: intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)},
 			OpenShared: func(ctx context.Context, id string) (*session.Session, error) {

@@ -12,7 +12,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/environment"
 	"github.com/kubectl-cz/kubectl-cz/intercept"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
@@ -169,10 +168,7 @@ func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File
 		}
 		// A local process of the environment starts after the intercepts.
 		p.LocalStartsLater = len(s.Run) > 0
-		if ic.Header != "" {
-			h, _ := environment.ParseHeader(ic.Header)
-			p.Match = wire.Match{Header: h.Name, Value: h.Value, Baggage: h.Baggage}
-		}
+		p.Match, _ = ic.Match() // checked when the file was read
 		parts = append(parts, newInterceptPart(a, user, o.IOStreams, p))
 	}
 	for _, r := range s.Run {

@@ -225,7 +225,7 @@ func (hc *h1Conn) serve(ctx context.Context, req *http.Request) bool {
 		// does; the next hop gets the body without asking.
 		req.Header.Del("Expect")
 	}
-	dev := hc.s.match(hc.port.Name, req.Header)
+	dev := hc.s.match(hc.port.Name, req)
 	hc.forget(dev)
 	resp, up, err := hc.roundTrip(ctx, req, dev, expectContinue)
 	defer hc.watch.stop()

@@ -70,6 +70,7 @@ type Server struct {
 // developer is one connected laptop.
 type developer struct {
 	hello wire.Hello
+	rule  *wire.Rule // the Match, compiled (register)
 	sess  *yamux.Session
 	token string
 	spare chan net.Conn // idle port-forward streams from the laptop
@@ -260,7 +261,7 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		}
 		return
 	}
-	_ = enc.Encode(wire.Reply{Token: dev.token})
+	_ = enc.Encode(wire.Reply{Token: dev.token, Rules: true})
 	s.Log.Info("developer joined", "developer", hello.Developer, "port", hello.Port, "all", hello.All, "match", hello.Match.String())
 	defer func() {
 		s.unregister(dev)
@@ -303,6 +304,13 @@ func (s *Server) register(dev *developer) error {
 	if err := dev.hello.Validate(); err != nil {
 		return err
 	}
+	if !dev.hello.All {
+		rule, err := dev.hello.Match.Compile()
+		if err != nil {
+			return err
+		}
+		dev.rule = rule
+	}
 	if !s.hasPort(dev.hello.Port) {
 		return fmt.Errorf("the Service has no port %q", dev.hello.Port)
 	}
@@ -338,6 +346,8 @@ func (s *Server) register(dev *developer) error {
 			return fmt.Errorf("port %s is already intercepted by %s (%s); --all would take their requests", dev.hello.Port, other.hello.Developer, other.hello.Match)
 		case other.hello.Match == dev.hello.Match:
 			return fmt.Errorf("%s already intercepts port %s with %s: choose another value", other.hello.Developer, dev.hello.Port, dev.hello.Match)
+		case !wire.Disjoint(other.hello.Match, dev.hello.Match):
+			return fmt.Errorf("your rule (%s) can match the same requests as %s's on port %s (%s): make them differ in a header's value, a path prefix or the method", dev.hello.Match, other.hello.Developer, dev.hello.Port, other.hello.Match)
 		}
 	}
 	s.devs[dev] = true
@@ -409,11 +419,11 @@ func (s *Server) allDeveloper(port string) *developer {
 }
 
 // match finds the developer whose rule a request matches on a port.
-func (s *Server) match(port string, h http.Header) *developer {
+func (s *Server) match(port string, req *http.Request) *developer {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for dev := range s.devs {
-		if dev.hello.Port == port && !dev.hello.All && dev.hello.Match.Matches(h) {
+		if dev.hello.Port == port && !dev.hello.All && dev.rule.Matches(req) {
 			return dev
 		}
 	}
@@ -574,7 +584,7 @@ func (s *Server) reverseProxy(p Port) *httputil.ReverseProxy {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = s.decoyAddr(p)
 			pr.Out.Host = pr.In.Host
-			if dev := s.match(p.Name, pr.In.Header); dev != nil {
+			if dev := s.match(p.Name, pr.In); dev != nil {
 				pr.Out = pr.Out.WithContext(context.WithValue(pr.Out.Context(), routeKey{}, dev))
 			}
 		},

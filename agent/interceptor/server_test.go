@@ -421,3 +421,42 @@ func TestCountOfDevelopers(t *testing.T) {
 		t.Fatalf("after alice's tunnel dropped: count %d", n)
 	}
 }
+
+// Path, method and header-expression rules route request by request, over
+// HTTP/1.1 and h2c; a rule that could meet another developer's is refused
+// naming theirs.
+func TestPathMethodAndRegexRules(t *testing.T) {
+	decoy, alice, bob := named("decoy"), named("alice"), named("bob")
+	defer decoy.Close()
+	defer alice.Close()
+	defer bob.Close()
+	r := startAgent(t, decoy)
+	base := fmt.Sprintf("http://127.0.0.1:%d", r.listen)
+	join(t, r, wire.Hello{Developer: "alice", Port: "http", Match: wire.Match{Path: "/ping"}}, alice.Listener.Addr().String())
+	join(t, r, wire.Hello{Developer: "bob", Port: "http", Match: wire.Match{Header: "x-tenant", Value: "test-[0-9]+", HeaderRegex: true, Path: "/orders/[0-9]+", PathRegex: true, Method: "GET"}}, bob.Listener.Addr().String())
+	for _, tc := range []struct {
+		path   string
+		header []string
+		want   string
+	}{
+		{"/ping", nil, "alice"},
+		{"/ping/deeper", []string{"x-tenant", "test-1"}, "alice"},
+		{"/pin", nil, "decoy"},
+		{"/orders/12", []string{"x-tenant", "test-7"}, "bob"},
+		{"/orders/12", []string{"x-tenant", "test-7x"}, "decoy"},
+		{"/orders/x", []string{"x-tenant", "test-7"}, "decoy"},
+		{"/", nil, "decoy"},
+	} {
+		if _, body := get(t, http.DefaultClient, base+tc.path, tc.header...); body != tc.want+" HTTP/1.1" {
+			t.Errorf("HTTP/1.1 %s %v: got %q, want %s", tc.path, tc.header, body, tc.want)
+		}
+		if _, body := get(t, h2cClient, base+tc.path, tc.header...); body != tc.want+" HTTP/2.0" {
+			t.Errorf("h2c %s %v: got %q, want %s", tc.path, tc.header, body, tc.want)
+		}
+	}
+	c := dialControl(t, r.controlAddr())
+	_, err := intercept.Register(c, wire.Hello{Developer: "carol", Port: "http", Match: wire.Match{Path: "/p"}}, "127.0.0.1:1")
+	if err == nil || !strings.Contains(err.Error(), "alice's") || !strings.Contains(err.Error(), "path /ping*") {
+		t.Errorf("an overlapping rule: %v", err)
+	}
+}

@@ -9,16 +9,10 @@
 package wire
 
 import (
-	"errors"
-	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/yamux"
-	"golang.org/x/net/http/httpguts"
 )
 
 // Ports the agent uses in its pod.
@@ -40,62 +34,6 @@ type Hello struct {
 	Match Match `json:"match"`
 }
 
-// Match is a header rule: a request matches when one of its Header values
-// equals Value, or, with Baggage, when its W3C baggage header has the
-// member Header=Value.
-type Match struct {
-	Header  string `json:"header"`
-	Value   string `json:"value"`
-	Baggage bool   `json:"baggage,omitempty"`
-}
-
-func (m Match) String() string {
-	if m.Baggage {
-		return fmt.Sprintf("baggage member %s=%s", m.Header, m.Value)
-	}
-	return fmt.Sprintf("header %s: %s", m.Header, m.Value)
-}
-
-// Matches reports whether the request carries the rule's header value.
-func (m Match) Matches(h http.Header) bool {
-	if !m.Baggage {
-		for _, v := range h.Values(m.Header) {
-			if v == m.Value {
-				return true
-			}
-		}
-		return false
-	}
-	for _, line := range h.Values("Baggage") {
-		for _, member := range strings.Split(line, ",") {
-			kv, _, _ := strings.Cut(member, ";") // drop properties
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok || strings.TrimSpace(k) != m.Header {
-				continue
-			}
-			if dv, err := url.PathUnescape(strings.TrimSpace(v)); err == nil && dv == m.Value {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// Validate checks a rule before it is sent or accepted.
-func (h Hello) Validate() error {
-	if h.Port == "" {
-		return errors.New("no Service port")
-	}
-	if !h.All && (h.Match.Header == "" || h.Match.Value == "") {
-		return errors.New("a header rule needs a header name and a value")
-	}
-	// The laptop checks these too; the agent does not trust the network.
-	if !h.All && (!httpguts.ValidHeaderFieldName(h.Match.Header) || !httpguts.ValidHeaderFieldValue(h.Match.Value) || len(h.Match.Header)+len(h.Match.Value) > 4096) {
-		return fmt.Errorf("%q=%q is not a header rule a request can match", h.Match.Header, h.Match.Value)
-	}
-	return nil
-}
-
 // Reply answers a Hello or a Leave.
 type Reply struct {
 	Error string `json:"error,omitempty"`
@@ -104,6 +42,10 @@ type Reply struct {
 	Token string `json:"token,omitempty"`
 	// Remaining is, after a Leave, how many developers still use the agent.
 	Remaining int `json:"remaining"`
+	// Rules, in the answer to a Hello, says the agent matches paths,
+	// methods and regular expressions (rule.go); an older agent would
+	// ignore those conditions, so a laptop that set one leaves again.
+	Rules bool `json:"rules,omitempty"`
 }
 
 // Leave, sent on the control stream, unregisters the developer; the reply

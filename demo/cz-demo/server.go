@@ -63,7 +63,12 @@ func newServer(cfg config) *server {
 	return s
 }
 
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP names the pod on every answer (X-Served-By), so a test can
+// tell who answered a path that is not a hop (/ping behind an intercept).
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Served-By", s.cfg.Pod)
+	s.mux.ServeHTTP(w, r)
+}
 
 // hop answers with this service's hop after calling each downstream with the
 // propagated headers; a failed downstream shows in the path and makes the
