@@ -455,7 +455,7 @@ func TestInterceptPathRules(t *testing.T) {
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		got, err := directServedBy(base+"/ping")
+		got, err := directServedBy(base + "/ping")
 		if err == nil && got == "laptop-alice" {
 			break
 		}
