@@ -27,6 +27,7 @@ import (
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/agentsecret"
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
 
@@ -367,7 +368,9 @@ func WaitAgent(ctx context.Context, kube kubernetes.Interface, ns, service, depl
 	var configErrorSince time.Time
 	say := func(msg string) {
 		if msg != last {
-			fmt.Fprintln(progress, msg)
+			if !lifecycle.Say(ctx, msg) {
+				fmt.Fprintln(progress, msg)
+			}
 			last = msg
 		}
 	}

@@ -188,6 +188,9 @@ func runParts(ctx context.Context, s *session.Session, parts []Part, progress io
 		// Not derived from ctx: a signal must stop the parts one by one,
 		// newest first, not all at once.
 		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		if progress != nil {
+			pctx = context.WithValue(pctx, sayKey{}, func(state string) { say(i, "%s", state) })
+		}
 		r := running{part: p, cancel: cancel, done: make(chan error, 1)}
 		active := make(chan struct{})
 		var once sync.Once
@@ -277,6 +280,19 @@ func closeParts(s *session.Session, parts []Part, runErr error, out io.Writer) e
 		return errors.Join(append([]error{err}, errs...)...)
 	}
 	return errors.Join(append([]error{runErr}, errs...)...)
+}
+
+type sayKey struct{}
+
+// Say puts a part's state on its progress line ("waiting on pod X:
+// ContainerCreating"), in an environment of several parts; it reports
+// whether it did, so a part that did not get a line says it its own way.
+func Say(ctx context.Context, state string) bool {
+	if f, ok := ctx.Value(sayKey{}).(func(string)); ok {
+		f(state)
+		return true
+	}
+	return false
 }
 
 // Recover undoes the laptop-side changes that a crashed kubectl cz left on

@@ -165,3 +165,30 @@ func (p funcPart) Name() string { return p.name }
 func (p funcPart) Run(ctx context.Context, s *session.Session, active func()) error {
 	return p.run(ctx, s, active)
 }
+
+// A part's own states (waiting on a pod) go on its progress line in an
+// environment of several parts, and nowhere without one.
+func TestSayPutsAStateOnThePartsLine(t *testing.T) {
+	var out strings.Builder
+	var mu sync.Mutex
+	cfg := config(t)
+	cfg.Progress = writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(b) })
+	said := false
+	waits := Func("waits", func(ctx context.Context, s *session.Session, active func()) error {
+		said = Say(ctx, "waiting on pod p: ContainerCreating")
+		return errors.New("gave up")
+	})
+	_ = Run(context.Background(), cfg, Func("first", func(ctx context.Context, s *session.Session, active func()) error { active(); <-ctx.Done(); return nil }), waits)
+	mu.Lock()
+	defer mu.Unlock()
+	if !said || !strings.Contains(out.String(), "[2/2] waits: waiting on pod p: ContainerCreating") {
+		t.Errorf("said %v:\n%s", said, out.String())
+	}
+	if Say(context.Background(), "x") {
+		t.Error("Say without a progress line reported it did")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

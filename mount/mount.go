@@ -35,6 +35,7 @@ import (
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/agentsecret"
 	"github.com/kubectl-cz/kubectl-cz/fusefs"
+	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/netstack/localnet"
 	"github.com/kubectl-cz/kubectl-cz/pfconn"
 	"github.com/kubectl-cz/kubectl-cz/session"
@@ -364,7 +365,9 @@ func waitRunning(ctx context.Context, kube kubernetes.Interface, ns, pod, name, 
 					return false, fmt.Errorf("the file server cannot start in pod %s: %s: %s (can the node pull %s? see --agent-image)", pod, w.Reason, w.Message, image)
 				}
 				if w.Reason != last {
-					fmt.Fprintf(progress, "waiting for the file server: %s\n", w.Reason)
+					if msg := "waiting for the file server in pod " + pod + ": " + w.Reason; !lifecycle.Say(ctx, msg) {
+						fmt.Fprintln(progress, msg)
+					}
 					last = w.Reason
 				}
 			}
