@@ -152,6 +152,7 @@ type remoteNode struct {
 	fs.Inode
 	remote Remote
 	shared *listings // the mount's listings, read ahead (walk.go)
+	writes pending   // this file's writes behind (writebehind.go)
 
 	// The last listing of a folder: its entries' attributes answer the
 	// lookups that follow (ls -l, find, cp -r) without a round trip each.
@@ -258,6 +259,9 @@ func (n *remoteNode) newInode(ctx context.Context, c *remoteNode, p string, fi o
 }
 
 func (n *remoteNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	// A write behind changes the size and times the pod reports: wait for
+	// it (its error stays for the writer).
+	n.writes.wait()
 	// The parent's recent listing has the attributes, trusted as long as
 	// the kernel's own (a change through the mount or in the pod drops
 	// it): the kernel asks again for each folder after listing it (a
@@ -276,6 +280,7 @@ func (n *remoteNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.Att
 }
 
 func (n *remoteNode) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	n.writes.wait() // a truncate after a write behind comes after it
 	n.forgetParent()
 	if size, ok := in.GetSize(); ok {
 		if err := n.remote.Truncate(n.path(), int64(size)); err != nil {
@@ -348,6 +353,7 @@ func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 }
 
 func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	n.writes.wait() // another handle's writes behind reach the pod before this one reads
 	var folder *remoteNode
 	name, parent := n.Parent()
 	if parent != nil {
@@ -395,7 +401,7 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 	}
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		n.dropCache()
-		return &handle{f: f, node: n}, 0, 0
+		return &handle{f: f, node: n, appends: flags&syscall.O_APPEND != 0}, 0, 0
 	}
 	return &handle{f: f, node: n, readOnly: true}, readOnlyOpen, 0
 }
@@ -423,7 +429,7 @@ func (n *remoteNode) Create(ctx context.Context, name string, flags uint32, mode
 		node = c
 	}
 	node.dropCache()
-	return ino, &handle{f: f, node: node}, 0, 0
+	return ino, &handle{f: f, node: node, appends: flags&syscall.O_APPEND != 0}, 0, 0
 }
 
 func (n *remoteNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -440,7 +446,18 @@ func (n *remoteNode) Mkdir(ctx context.Context, name string, mode uint32, out *f
 	return n.newInode(ctx, c, p, fi, out), 0
 }
 
+// settleChild waits for the writes behind of a child about to be renamed
+// or removed: they go to the name they were written under.
+func (n *remoteNode) settleChild(name string) {
+	if ch := n.GetChild(name); ch != nil {
+		if rn, ok := ch.Operations().(*remoteNode); ok {
+			rn.writes.wait()
+		}
+	}
+}
+
 func (n *remoteNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	n.settleChild(name)
 	n.forget()
 	return errno(n.remote.Remove(path.Join(n.path(), name)))
 }
@@ -455,6 +472,8 @@ func (n *remoteNode) Rename(ctx context.Context, name string, newParent fs.Inode
 	if !ok || flags != 0 {
 		return syscall.EXDEV // across volumes, or RENAME_EXCHANGE/NOREPLACE
 	}
+	n.settleChild(name)
+	dst.settleChild(newName)
 	n.forget()
 	dst.forget()
 	return errno(n.remote.PosixRename(path.Join(n.path(), name), path.Join(dst.path(), newName)))
@@ -486,6 +505,9 @@ type handle struct {
 	f        File
 	node     *remoteNode
 	readOnly bool
+	// appends are written at once (the pod picks their offset); other
+	// writes behind (writebehind.go).
+	appends bool
 }
 
 var (
@@ -497,6 +519,11 @@ var (
 )
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if !h.readOnly {
+		if err := h.node.writes.settle(); err != nil {
+			return nil, errno(err)
+		}
+	}
 	n, err := h.f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, errno(err)
@@ -506,20 +533,33 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.node.forgetParent() // the listing's size of this file is out of date
-	n, err := h.f.WriteAt(data, off)
-	if err != nil {
+	if h.appends {
+		n, err := h.f.WriteAt(data, off)
 		return uint32(n), errno(err)
 	}
-	return uint32(n), 0
+	if err := h.node.writes.write(h.f, data, off); err != nil {
+		return 0, errno(err)
+	}
+	return uint32(len(data)), 0
 }
 
-func (h *handle) Flush(ctx context.Context) syscall.Errno { return 0 }
+// Flush (every close of the file) waits for the writes behind, so what the
+// writer wrote is in the pod once close returns, or close says why not.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	if h.readOnly {
+		return 0
+	}
+	return errno(h.node.writes.settle())
+}
 
 // Fsync reaches the pod's disk when the file server can (the agent's does:
 // fsync@openssh.com); a remote that cannot says so rather than pretending.
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if h.readOnly {
 		return 0
+	}
+	if err := h.node.writes.settle(); err != nil {
+		return errno(err)
 	}
 	s, ok := h.f.(interface{ Sync() error })
 	if !ok {
@@ -540,7 +580,11 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		return 0
 	}
 	h.node.dropCache()
-	return errno(h.f.Close())
+	werr := h.node.writes.settle()
+	if err := h.f.Close(); err != nil {
+		return errno(err)
+	}
+	return errno(werr)
 }
 
 // ownedRemote shows the remote user's files as the local user's.
