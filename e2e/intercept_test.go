@@ -503,3 +503,51 @@ func TestInterceptPathRules(t *testing.T) {
 	stopIntercept(t, alice)
 	assertRestored(t, cs, "core", before, interceptSession)
 }
+
+// A mirror: core keeps answering the requests with the header, byte for
+// byte as before, and a copy of each reaches a local core through the
+// tunnel (the agent counts the copies the local core answered).
+func TestInterceptMirror(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), "core", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + svc.Spec.ClusterIP + "/"
+	body := func() string {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("x-cz-intercept", "mm")
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}
+	want := body()
+	if !strings.Contains(want, `"service":"core"`) {
+		t.Fatalf("core answers %s", want)
+	}
+	startLocal(t, "laptop-mirror", 3031)
+	m := startIntercept(t, machine(t), "--local-port", "3031", "--header", "x-cz-intercept=mm", "--mirror")
+	const n = 50
+	for i := 0; i < n; i++ {
+		if got := body(); got != want {
+			t.Fatalf("request %d with a mirror active: %s, want the cluster's %s", i, got, want)
+		}
+	}
+	stopIntercept(t, m)
+	line := ""
+	for _, l := range strings.Split(m.output(), "\n") {
+		if strings.HasPrefix(l, "mirror: ") {
+			line = l
+		}
+	}
+	var copies, dropped int
+	if _, err := fmt.Sscanf(line, "mirror: %d copies reached 127.0.0.1:3031, %d dropped", &copies, &dropped); err != nil || copies != n || dropped != 0 {
+		t.Errorf("want %d copies, none dropped: %q (%v)\n%s", n, line, err, m.output())
+	}
+	assertRestored(t, cs, "core", before, interceptSession)
+}

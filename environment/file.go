@@ -104,6 +104,8 @@ type Intercept struct {
 	PathRegex   string `yaml:"pathRegex"`
 	Method      string `yaml:"method"`
 	All         bool   `yaml:"all"`
+	// Mirror: the cluster keeps answering; a copy reaches localPort.
+	Mirror bool `yaml:"mirror"`
 }
 
 // Match is the intercept's rule, checked as the agent checks it; the zero
@@ -116,6 +118,9 @@ func (ic Intercept) Match() (wire.Match, error) {
 // match also names the field an error is about.
 func (ic Intercept) match() (wire.Match, string, error) {
 	var m wire.Match
+	if ic.All && ic.Mirror {
+		return m, "mirror", errors.New("all takes every connection as plain TCP: there is nothing to mirror")
+	}
 	if ic.All {
 		if ic.Header != "" || ic.HeaderRegex != "" || ic.Path != "" || ic.PathRegex != "" || ic.Method != "" {
 			return m, "all", errors.New("all takes every connection: it cannot be combined with a header, a path or a method")

@@ -127,6 +127,9 @@ type Part struct {
 	// after this part, so nothing listening yet is no warning.
 	LocalStartsLater bool
 	All              bool
+	// Mirror: the cluster keeps answering the matching requests; a copy
+	// reaches LocalAddr and its answer is dropped.
+	Mirror bool
 	Match            wire.Match
 	Agent            AgentSpec
 	// Developer names this developer to the agent (user@host).
@@ -179,7 +182,7 @@ func (p *Part) Needs() []lifecycle.Right {
 
 // Prepare reads the Service and picks its port.
 func (p *Part) Prepare(ctx context.Context) error {
-	if err := (wire.Hello{Port: "-", All: p.All, Match: p.Match}).Validate(); err != nil {
+	if err := (wire.Hello{Port: "-", All: p.All, Match: p.Match, Mirror: p.Mirror}).Validate(); err != nil {
 		return err
 	}
 	plan, err := Prepare(ctx, p.Clients.Kube, Target{Namespace: p.Namespace, Service: p.Service, Port: p.Port})
@@ -223,6 +226,9 @@ func (p *Part) Plan() []string {
 func (p *Part) what() string {
 	if p.All {
 		return "every connection"
+	}
+	if p.Mirror {
+		return "a copy of the requests with " + p.Match.String()
 	}
 	return "requests with " + p.Match.String()
 }
@@ -276,7 +282,7 @@ func (p *Part) run(ctx context.Context, s *session.Session, active func()) error
 	}
 	r := &Runner{
 		Config: p.Clients.Rest, Kube: p.Clients.Kube, Namespace: p.Namespace, Service: p.Service, LocalAddr: p.LocalAddr, DialLocal: p.DialLocal, Out: p.Out,
-		Hello: wire.Hello{Developer: p.Developer, Port: p.plan.PortKey, All: p.All, Match: p.Match},
+		Hello: wire.Hello{Developer: p.Developer, Port: p.plan.PortKey, All: p.All, Match: p.Match, Mirror: p.Mirror},
 	}
 	p.tunneled = true
 	remaining, err := r.Run(ctx, func(first bool) {

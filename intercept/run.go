@@ -236,6 +236,9 @@ func (r *Runner) Run(ctx context.Context, active func(first bool)) (int, error) 
 			remaining, err := tun.Leave()
 			stop()
 			pf.Close()
+			if r.Hello.Mirror && err == nil {
+				fmt.Fprintf(r.Out, "mirror: %d copies reached %s, %d dropped\n", tun.Mirrored, r.LocalAddr, tun.Dropped)
+			}
 			if err != nil {
 				// Unknown whether others remain: never tear down under them.
 				fmt.Fprintf(r.Out, "could not say goodbye to the interceptor: %v\n", err)

@@ -28,6 +28,9 @@ type Tunnel struct {
 	local   string
 	token   string
 	secret  string // the agent's connection secret, for spare streams
+	// Mirrored and Dropped are a mirror's copies, as the agent counted
+	// them at Leave.
+	Mirrored, Dropped int64
 	// dial reaches the local address (nil: this machine's network).
 	dial func(ctx context.Context, addr string) (net.Conn, error)
 
@@ -63,10 +66,10 @@ func Register(conn net.Conn, hello wire.Hello, localAddr string) (*Tunnel, error
 		return nil, fmt.Errorf("the interceptor refused: %s", reply.Error)
 	}
 	t := &Tunnel{sess: sess, control: st, dec: dec, local: localAddr, token: reply.Token}
-	if hello.Match.Extended() && !reply.Rules {
+	if (hello.Match.Extended() || hello.Mirror) && !reply.Rules {
 		// An older agent would take the header alone into account.
 		_, _ = t.Leave()
-		return nil, fmt.Errorf("the interceptor is older than this kubectl cz and matches headers only, not %s: it is replaced once every developer has left the Service", hello.Match)
+		return nil, fmt.Errorf("the interceptor is older than this kubectl cz and matches headers only and mirrors nothing, not %s: it is replaced once every developer has left the Service", hello.Match)
 	}
 	return t, nil
 }
@@ -197,6 +200,7 @@ func (t *Tunnel) Leave() (int, error) {
 		}
 		return 0, fmt.Errorf("the interceptor did not confirm: %w", err)
 	}
+	t.Mirrored, t.Dropped = reply.Mirrored, reply.Dropped
 	return reply.Remaining, nil
 }
 

@@ -91,6 +91,9 @@ HTTP/1.1, HTTP/2 cleartext (gRPC) and WebSocket pass through the header path; --
   # Requests whose x-tenant header names one of the test tenants
   kubectl cz intercept service core --local-port 3000 --header-regex 'x-tenant=test-[0-9]+'
 
+  # A copy of each request with your header, while the cluster keeps answering them
+  kubectl cz intercept service core --local-port 3000 --mirror
+
   # Every connection to the Service's port 80
   kubectl cz intercept service core --local-port 3000 --all`,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -187,7 +190,7 @@ func (o *interceptOptions) run(ctx context.Context) error {
 	}
 	part := newInterceptPart(a, user, o.IOStreams, &intercept.Part{
 		Service: o.service, Port: o.remotePort, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort)),
-		All: o.rule.all, Match: o.match, SessionID: id,
+		All: o.rule.all, Mirror: o.rule.mirror, Match: o.match, SessionID: id,
 		Agent: intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)},
 	})
 	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, id, o.IOStreams, ": kubectl cz session close %[1]s"), part)

@@ -14,7 +14,7 @@ import (
 // takes: every condition given must hold (intercept, run --intercept).
 type ruleFlags struct {
 	header, headerRegex, path, pathRegex, method string
-	all                                          bool
+	all, mirror                                  bool
 }
 
 // add puts the flags on f; note prefixes their help (run's "With --intercept: ").
@@ -25,6 +25,7 @@ func (r *ruleFlags) add(f *pflag.FlagSet, note string) {
 	f.StringVar(&r.pathRegex, "path-regex", "", note+"Take requests whose path matches the regular expression RE as a whole")
 	f.StringVar(&r.method, "method", "", note+"Take requests with this method (GET, POST, ...)")
 	f.BoolVar(&r.all, "all", false, note+"Take every connection of the port (plain TCP, any protocol): no other condition goes with it")
+	f.BoolVar(&r.mirror, "mirror", false, note+"Take nothing: the cluster keeps answering the requests the rule matches, and a copy of each reaches the local port (its answer is dropped; HTTP/1.1)")
 }
 
 // given says whether any condition was given.
@@ -37,6 +38,9 @@ func (r *ruleFlags) given() bool {
 // condition at all is the zero Match: the default header, added later.
 func (r *ruleFlags) match() (wire.Match, error) {
 	var m wire.Match
+	if r.all && r.mirror {
+		return m, errors.New("--all takes every connection as plain TCP: there is nothing to mirror; give --mirror a rule (or none: the default header)")
+	}
 	if r.all {
 		if r.header != "" || r.headerRegex != "" || r.path != "" || r.pathRegex != "" || r.method != "" {
 			return m, errors.New("--all takes every connection: it cannot be combined with --header, --path or --method")

@@ -190,7 +190,7 @@ func (o *runOptions) run(ctx context.Context) error {
 	if o.intercept != "" {
 		// The agent's streams reach the command inside its network; it
 		// starts after the intercept, so nothing listening yet is expected.
-		p := &intercept.Part{Service: o.intercept, Port: o.remotePort, All: o.rule.all, Match: o.match,
+		p := &intercept.Part{Service: o.intercept, Port: o.remotePort, All: o.rule.all, Mirror: o.rule.mirror, Match: o.match,
 			LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort)), DialLocal: sb.Dial, LocalStartsLater: true,
 			Agent: intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)},
 			OpenShared: func(ctx context.Context, id string) (*session.Session, error) {

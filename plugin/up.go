@@ -159,7 +159,7 @@ func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File
 			Image: o.agentImage, Pull: corev1.PullPolicy(o.pullPolicy)}))
 	}
 	for _, ic := range s.Intercepts {
-		p := &intercept.Part{Namespace: ns, Service: ic.Service, Port: ic.Port, All: ic.All,
+		p := &intercept.Part{Namespace: ns, Service: ic.Service, Port: ic.Port, All: ic.All, Mirror: ic.Mirror,
 			LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ic.LocalPort)),
 			Agent:     intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)},
 			OpenShared: func(ctx context.Context, id string) (*session.Session, error) {

@@ -227,7 +227,16 @@ func (hc *h1Conn) serve(ctx context.Context, req *http.Request) bool {
 	}
 	dev := hc.s.match(hc.port.Name, req)
 	hc.forget(dev)
+	mirrors := hc.s.mirrors(hc.port.Name, req)
+	var copied *mirrorCopy
+	var kept *keptBody
+	if len(mirrors) > 0 {
+		copied, kept = copyOf(req)
+	}
 	resp, up, err := hc.roundTrip(ctx, req, dev, expectContinue)
+	if len(mirrors) > 0 && err == nil {
+		finish(copied, kept, mirrors) // the original's body has passed
+	}
 	defer hc.watch.stop()
 	if err != nil {
 		hc.s.Log.Warn("proxy error", "path", req.URL.Path, "err", err)

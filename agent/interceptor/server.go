@@ -71,10 +71,12 @@ type Server struct {
 type developer struct {
 	hello wire.Hello
 	rule  *wire.Rule // the Match, compiled (register)
-	sess  *yamux.Session
-	token string
-	spare chan net.Conn // idle port-forward streams from the laptop
-	h2    *http2.Transport
+	// mirror sends copies of the matching requests, for Hello.Mirror.
+	mirror *mirror
+	sess   *yamux.Session
+	token  string
+	spare  chan net.Conn // idle port-forward streams from the laptop
+	h2     *http2.Transport
 }
 
 // Run listens on the control port and every Service port until ctx ends.
@@ -274,6 +276,10 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 			}
 		}
 		dev.h2.CloseIdleConnections()
+		if m := dev.mirror; m != nil {
+			m.stop()
+			s.Log.Info("mirror ended", "developer", hello.Developer, "copies", m.sent.Load(), "dropped", m.dropped.Load())
+		}
 		s.Log.Info("developer left", "developer", hello.Developer)
 	}()
 	left := make(chan struct{})
@@ -282,7 +288,12 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn) {
 		var msg wire.Leave
 		if err := dec.Decode(&msg); err == nil && msg.Leave {
 			s.unregister(dev)
-			_ = enc.Encode(wire.Reply{Remaining: s.count()})
+			reply := wire.Reply{Remaining: s.count()}
+			if m := dev.mirror; m != nil {
+				m.drain(5 * time.Second)
+				reply.Mirrored, reply.Dropped = m.sent.Load(), m.dropped.Load()
+			}
+			_ = enc.Encode(reply)
 			// Let the laptop read the reply and hang up first: closing
 			// here can end its session before yamux has confirmed its own
 			// write of the wire.Leave, which it would then report as failed.
@@ -340,6 +351,12 @@ func (s *Server) register(dev *developer) error {
 			continue
 		}
 		switch {
+		case (other.hello.All || dev.hello.All) && (other.hello.Mirror || dev.hello.Mirror):
+			return fmt.Errorf("port %s has an --all intercept and a mirror (%s and %s): the whole port goes to one laptop as plain TCP, so there is nothing to mirror", dev.hello.Port, other.hello.Developer, dev.hello.Developer)
+		case other.hello.Mirror || dev.hello.Mirror:
+			continue // a mirror takes nothing from anyone
+		}
+		switch {
 		case other.hello.All:
 			return fmt.Errorf("port %s is intercepted with --all by %s", dev.hello.Port, other.hello.Developer)
 		case dev.hello.All:
@@ -349,6 +366,9 @@ func (s *Server) register(dev *developer) error {
 		case !wire.Disjoint(other.hello.Match, dev.hello.Match):
 			return fmt.Errorf("your rule (%s) can match the same requests as %s's on port %s (%s): make them differ in a header's value, a path prefix or the method", dev.hello.Match, other.hello.Developer, dev.hello.Port, other.hello.Match)
 		}
+	}
+	if dev.hello.Mirror {
+		dev.mirror = newMirror(dev)
 	}
 	s.devs[dev] = true
 	return nil
@@ -423,11 +443,24 @@ func (s *Server) match(port string, req *http.Request) *developer {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for dev := range s.devs {
-		if dev.hello.Port == port && !dev.hello.All && dev.rule.Matches(req) {
+		if dev.hello.Port == port && !dev.hello.All && !dev.hello.Mirror && dev.rule.Matches(req) {
 			return dev
 		}
 	}
 	return nil
+}
+
+// mirrors are the developers who get a copy of a request on a port.
+func (s *Server) mirrors(port string, req *http.Request) []*developer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*developer
+	for dev := range s.devs {
+		if dev.hello.Port == port && dev.hello.Mirror && dev.rule.Matches(req) {
+			out = append(out, dev)
+		}
+	}
+	return out
 }
 
 // servePort dispatches each connection: to the developer taking the whole

@@ -460,3 +460,60 @@ func TestPathMethodAndRegexRules(t *testing.T) {
 		t.Errorf("an overlapping rule: %v", err)
 	}
 }
+
+// A mirror takes nothing: the matching request is answered by the decoy
+// (or a developer who takes it), and a copy, body and all, reaches the
+// mirror's laptop; the Leave counts the copies.
+func TestMirrorGetsACopy(t *testing.T) {
+	decoy, bob := named("decoy"), named("bob")
+	defer decoy.Close()
+	defer bob.Close()
+	type seen struct{ method, path, body, header string }
+	copies := make(chan seen, 16)
+	mirrorSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		copies <- seen{r.Method, r.URL.RequestURI(), string(b), r.Header.Get("x-cz-intercept")}
+		io.WriteString(w, "the mirror's answer, dropped")
+	}))
+	defer mirrorSrv.Close()
+	r := startAgent(t, decoy)
+	base := fmt.Sprintf("http://127.0.0.1:%d", r.listen)
+	m := join(t, r, wire.Hello{Developer: "alice", Port: "http", Mirror: true, Match: wire.Match{Header: "x-cz-intercept", Value: "m"}}, mirrorSrv.Listener.Addr().String())
+	// bob takes the same requests: a mirror clashes with no one.
+	join(t, r, wire.Hello{Developer: "bob", Port: "http", Match: wire.Match{Header: "x-cz-intercept", Value: "m", Path: "/bob"}}, bob.Listener.Addr().String())
+	post := func(path string) string {
+		req, _ := http.NewRequest(http.MethodPost, base+path+"?q=1", strings.NewReader("payload"))
+		req.Header.Set("x-cz-intercept", "m")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for path, want := range map[string]string{"/orders": "decoy HTTP/1.1", "/bob": "bob HTTP/1.1"} {
+		if got := post(path); got != want {
+			t.Errorf("POST %s answered %q, want %q", path, got, want)
+		}
+		select {
+		case c := <-copies:
+			if c.method != "POST" || c.path != path+"?q=1" || c.body != "payload" || c.header != "m" {
+				t.Errorf("the copy: %+v", c)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no copy of POST %s reached the mirror", path)
+		}
+	}
+	if _, body := get(t, http.DefaultClient, base+"/", "x-cz-intercept", "other"); body != "decoy HTTP/1.1" {
+		t.Errorf("a request the mirror's rule does not match: %q", body)
+	}
+	select {
+	case c := <-copies:
+		t.Errorf("a copy of a request the rule does not match: %+v", c)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := m.Leave(); err != nil || m.Mirrored != 2 || m.Dropped != 0 {
+		t.Errorf("leave: %v, %d copies, %d dropped", err, m.Mirrored, m.Dropped)
+	}
+}

@@ -32,6 +32,9 @@ type Hello struct {
 	All bool `json:"all,omitempty"`
 	// Match selects the HTTP requests to take when All is false.
 	Match Match `json:"match"`
+	// Mirror: the matching requests keep going to the cluster, which
+	// answers them; the laptop gets a copy, and its answer is dropped.
+	Mirror bool `json:"mirror,omitempty"`
 }
 
 // Reply answers a Hello or a Leave.
@@ -46,6 +49,10 @@ type Reply struct {
 	// methods and regular expressions (rule.go); an older agent would
 	// ignore those conditions, so a laptop that set one leaves again.
 	Rules bool `json:"rules,omitempty"`
+	// Mirrored and Dropped, after a Leave of a mirror, count the copies the
+	// laptop got and those dropped (its queue was full, or a body too large).
+	Mirrored int64 `json:"mirrored,omitempty"`
+	Dropped  int64 `json:"dropped,omitempty"`
 }
 
 // Leave, sent on the control stream, unregisters the developer; the reply

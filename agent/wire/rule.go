@@ -34,7 +34,8 @@ type Match struct {
 // maxRule bounds a rule's text: a rule comes from the network too.
 const maxRule = 4096
 
-// Extended says whether the rule needs an agent that knows Rules.
+// Extended says whether the rule needs an agent that knows Rules (mirrors
+// came with them too).
 func (m Match) Extended() bool { return m.HeaderRegex || m.Path != "" || m.Method != "" }
 
 func (m Match) String() string {
@@ -249,8 +250,8 @@ func (h Hello) Validate() error {
 		return errors.New("no Service port")
 	}
 	if h.All {
-		if h.Match != (Match{}) {
-			return errors.New("--all takes every connection: no rule goes with it")
+		if h.Match != (Match{}) || h.Mirror {
+			return errors.New("--all takes every connection: no rule and no mirror go with it")
 		}
 		return nil
 	}

@@ -1,0 +1,168 @@
+package interceptor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// Mirror: a developer with Hello.Mirror gets a copy of each request their
+// rule matches while the cluster answers it as before. The copy never
+// delays or fails the original: the body is kept as it passes (up to
+// maxMirrorBody), the copy is queued once the original is on its way, and
+// a full queue drops it (counted, reported at Leave).
+
+const (
+	// maxMirrorBody: a larger body is not copied (the copy is dropped).
+	maxMirrorBody = 1 << 20
+	// mirrorQueue copies wait per developer; more are dropped.
+	mirrorQueue = 1024
+	// mirrorWorkers send one developer's copies at once.
+	mirrorWorkers = 4
+)
+
+// mirrorCopy is a request to send again to a mirror's laptop.
+type mirrorCopy struct {
+	method, uri, host string
+	header            http.Header
+	body              []byte
+}
+
+// mirror is a developer's copies: queued, sent, dropped.
+type mirror struct {
+	queue         chan *mirrorCopy
+	sent, dropped atomic.Int64
+	busy          atomic.Int32 // copies being sent
+	stop          context.CancelFunc
+}
+
+func newMirror(dev *developer) *mirror {
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &mirror{queue: make(chan *mirrorCopy, mirrorQueue), stop: cancel}
+	for i := 0; i < mirrorWorkers; i++ {
+		go m.send(ctx, dev)
+	}
+	return m
+}
+
+// drain waits, up to limit, for the copies queued to be sent, so the
+// counts a Leave reports are final.
+func (m *mirror) drain(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for (len(m.queue) > 0 || m.busy.Load() > 0) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// offer queues a copy, or drops it when the queue is full.
+func (m *mirror) offer(c *mirrorCopy) {
+	select {
+	case m.queue <- c:
+	default:
+		m.dropped.Add(1)
+	}
+}
+
+// send writes each copy to the laptop and reads (and drops) its answer.
+func (m *mirror) send(ctx context.Context, dev *developer) {
+	for {
+		var c *mirrorCopy
+		select {
+		case <-ctx.Done():
+			return
+		case c = <-m.queue:
+			m.busy.Add(1)
+		}
+		if m.deliver(ctx, dev, c) {
+			m.sent.Add(1)
+		} else {
+			m.dropped.Add(1)
+		}
+		m.busy.Add(-1)
+	}
+}
+
+func (m *mirror) deliver(ctx context.Context, dev *developer, c *mirrorCopy) bool {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := dev.dial(ctx, "tcp", "")
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	req, err := http.NewRequest(c.method, c.uri, bytes.NewReader(c.body))
+	if err != nil {
+		return false
+	}
+	req.Header, req.Host, req.RequestURI = c.header, c.host, ""
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return false
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<20))
+	resp.Body.Close()
+	return true
+}
+
+// keptBody passes a request's body on and keeps a copy of it, up to
+// maxMirrorBody.
+type keptBody struct {
+	io.ReadCloser
+	buf    bytes.Buffer
+	tooBig bool
+	done   bool // the whole body passed
+}
+
+func (k *keptBody) Read(p []byte) (int, error) {
+	n, err := k.ReadCloser.Read(p)
+	if !k.tooBig {
+		if k.buf.Len()+n > maxMirrorBody {
+			k.tooBig = true
+			k.buf = bytes.Buffer{}
+		} else {
+			k.buf.Write(p[:n])
+		}
+	}
+	if err == io.EOF {
+		k.done = true
+	}
+	return n, err
+}
+
+// copyOf starts the copy of a request for its mirrors; the body is kept
+// as the original is sent (finish then queues it).
+func copyOf(req *http.Request) (*mirrorCopy, *keptBody) {
+	c := &mirrorCopy{method: req.Method, uri: req.URL.RequestURI(), host: req.Host, header: req.Header.Clone()}
+	if req.Body == nil || req.Body == http.NoBody {
+		return c, nil
+	}
+	k := &keptBody{ReadCloser: req.Body}
+	req.Body = k
+	return c, k
+}
+
+// finish queues the copy for each mirror, once the original's body has
+// passed; a body too large or cut short drops it.
+func finish(c *mirrorCopy, k *keptBody, mirrors []*developer) {
+	if k != nil {
+		if k.tooBig || !k.done {
+			for _, dev := range mirrors {
+				dev.mirror.dropped.Add(1)
+			}
+			return
+		}
+		c.body = k.buf.Bytes()
+	}
+	for _, dev := range mirrors {
+		dev.mirror.offer(c)
+	}
+}
