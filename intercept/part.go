@@ -130,8 +130,8 @@ type Part struct {
 	// Mirror: the cluster keeps answering the matching requests; a copy
 	// reaches LocalAddr and its answer is dropped.
 	Mirror bool
-	Match            wire.Match
-	Agent            AgentSpec
+	Match  wire.Match
+	Agent  AgentSpec
 	// Developer names this developer to the agent (user@host).
 	Developer string
 	// SessionID is the shared session (default SessionID(Namespace, Service)).
