@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,26 +58,41 @@ func startPlugin(ctx context.Context, active *regexp.Regexp, args ...string) (*e
 // waitActive starts cmd and returns once it printed the line active
 // matches, with the seconds that line reports.
 func waitActive(cmd *exec.Cmd, active *regexp.Regexp) (float64, error) {
+	secs, _, err := waitActiveKeep(cmd, active)
+	return secs, err
+}
+
+// waitActiveKeep is waitActive that also keeps what cmd prints after, for
+// rest, which is whole once cmd has ended.
+func waitActiveKeep(cmd *exec.Cmd, active *regexp.Regexp) (secs float64, rest func() string, err error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	sc := bufio.NewScanner(out)
 	var lines []string
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
 		if m := active.FindStringSubmatch(sc.Text()); m != nil {
-			go io.Copy(io.Discard, out)
+			var mu sync.Mutex
+			var kept strings.Builder
+			go func() {
+				for sc.Scan() {
+					mu.Lock()
+					kept.WriteString(sc.Text() + "\n")
+					mu.Unlock()
+				}
+			}()
 			secs, _ := strconv.ParseFloat(m[1], 64)
-			return secs, nil
+			return secs, func() string { mu.Lock(); defer mu.Unlock(); return kept.String() }, nil
 		}
 	}
 	_ = cmd.Wait()
-	return 0, fmt.Errorf("%s did not become active:\n%s", strings.Join(cmd.Args, " "), strings.Join(lines, "\n"))
+	return 0, nil, fmt.Errorf("%s did not become active:\n%s", strings.Join(cmd.Args, " "), strings.Join(lines, "\n"))
 }
 
 // stopPlugin ends a plugin started by startPlugin as Ctrl-C would.
@@ -138,7 +155,7 @@ func (b *bench) intercept(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer stopPlugin(cmd)
+	defer stopPlugin(cmd) // on an early return; stopped below otherwise
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	// Until kube-proxy routes new connections to the interceptor, the
 	// original pod answers; its answer has no "laptop" in it.
@@ -151,10 +168,131 @@ func (b *bench) intercept(ctx context.Context) error {
 	if err := b.transfers(ctx, client, base, all); err != nil {
 		return err
 	}
-	for _, r := range []*row{active, direct, floor, matched, passed, allPing, all} {
+	stopPlugin(cmd)
+	mirrorRows, err := b.interceptMirror(ctx, base)
+	if err != nil {
+		return err
+	}
+	for _, r := range append([]*row{active, direct, floor, matched, passed, allPing, all}, mirrorRows...) {
 		b.table.add(r)
 	}
 	return nil
+}
+
+// interceptMirror measures --mirror: the pod's answer to a mirrored request
+// beside the same request sent straight to the pod, in turn; and how many
+// copies reach the laptop of 2,000 requests sent at 1,000 a second.
+func (b *bench) interceptMirror(ctx context.Context, base string) ([]*row, error) {
+	direct := &row{name: "ping, keep-alive, direct (pod IP), in turn with the mirrored pings", unit: "ms"}
+	mirrored := &row{name: "ping, keep-alive, header-matched with --mirror, answered by the pod", unit: "ms", baseline: direct.name}
+	delivered := &row{name: "--mirror: copies that reached the laptop, of 2,000 requests at 1,000/s", unit: "%"}
+	plugin, err := exec.LookPath("kubectl-cz")
+	if err != nil {
+		return nil, err
+	}
+	cmd := laptopCmd(ctx, []string{"KUBECTL_CZ_STATE_DIR=" + os.TempDir() + "/cz-bench-state"}, plugin,
+		"-n", benchNamespace, "intercept", "service", benchPod, "--local-port", strings.Split(localAddr, ":")[1], "--header", "x-cz-intercept=mirror", "--mirror")
+	_, rest, err := waitActiveKeep(cmd, interceptActive)
+	if err != nil {
+		return nil, err
+	}
+	hdr := http.Header{"X-Cz-Intercept": {"mirror"}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	defer client.CloseIdleConnections()
+	ping := func(url string, h http.Header) (time.Duration, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/ping", nil)
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("ping: %s", resp.Status)
+		}
+		return time.Since(start), nil
+	}
+	// The pings wait until the agent routes the Service's address.
+	sent, err := waitRouted(ctx, base+"/ping", hdr)
+	if err != nil {
+		stopPlugin(cmd)
+		return nil, err
+	}
+	podURL := "http://" + net.JoinHostPort(b.podIP, "8080")
+	for i := 0; i < b.pings; i++ {
+		for _, p := range []struct {
+			r   *row
+			url string
+			h   http.Header
+		}{{direct, podURL, nil}, {mirrored, base, hdr}} {
+			d, err := ping(p.url, p.h)
+			if err != nil {
+				stopPlugin(cmd)
+				return nil, err
+			}
+			p.r.samples = append(p.r.samples, ms(d))
+		}
+		sent++
+	}
+	// 2,000 requests at 1,000 a second, from 8 callers.
+	const total, callers = 2000, 8
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	start := time.Now()
+	for c := 0; c < callers; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for i := c; i < total; i += callers {
+				time.Sleep(time.Until(start.Add(time.Duration(i) * time.Millisecond)))
+				if _, err := ping(base, hdr); err != nil {
+					failed.Add(1)
+				}
+			}
+		}(c)
+	}
+	wg.Wait()
+	if err := stopPlugin(cmd); err != nil {
+		return nil, fmt.Errorf("intercept --mirror exit: %w", err)
+	}
+	var copies, dropped int
+	for _, line := range strings.Split(rest(), "\n") {
+		if strings.HasPrefix(line, "mirror: ") {
+			_, _ = fmt.Sscanf(line, "mirror: %d copies reached %s %d dropped", &copies, new(string), &dropped)
+		}
+	}
+	if failed.Load() > 0 {
+		return nil, fmt.Errorf("--mirror: %d of %d requests failed", failed.Load(), total)
+	}
+	// Every request with the header since active was copied: the latency
+	// pings' too.
+	delivered.samples = []float64{100 * float64(copies) / float64(total+sent)}
+	return []*row{direct, mirrored, delivered}, nil
+}
+
+// waitRouted waits until a request with the header gets an answer through
+// the Service's address, and says how many it sent.
+func waitRouted(ctx context.Context, url string, header http.Header) (int, error) {
+	sent := 0
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		sent++
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return sent, nil
+			}
+		}
+	}
+	return sent, fmt.Errorf("%s never answered", url)
 }
 
 // waitLaptop waits until a request (with the header, if any) reaches the
