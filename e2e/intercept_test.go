@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -553,4 +554,47 @@ func TestInterceptMirror(t *testing.T) {
 		t.Errorf("want %d copies, none dropped: %q (%v)\n%s", n, line, err, m.output())
 	}
 	assertRestored(t, cs, "core", before, interceptSession)
+}
+
+// --record writes what reaches the laptop with its answers, secrets
+// redacted; kubectl cz replay sends it to another local core and names the
+// one field whose answer differs (and none against the same core).
+func TestInterceptRecordAndReplay(t *testing.T) {
+	cs := clientset(t)
+	before := guardService(t, cs, "core")
+	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), "core", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + svc.Spec.ClusterIP + "/"
+	startLocal(t, "laptop-rec-a", 3041)
+	startLocal(t, "laptop-rec-b", 3042)
+	file := filepath.Join(t.TempDir(), "core.jsonl")
+	rec := startIntercept(t, machine(t), "--local-port", "3041", "--header", "x-cz-intercept=rec", "--record", file)
+	waitUntil(t, 15*time.Second, func() bool {
+		by, err := directServedBy(url, "x-cz-intercept", "rec")
+		return err == nil && by == "laptop-rec-a"
+	})
+	for i := 0; i < 5; i++ {
+		if by, err := directServedBy(url, "x-cz-intercept", "rec", "Authorization", "Bearer top-secret"); err != nil || by != "laptop-rec-a" {
+			t.Fatalf("request %d reached %q (%v)", i, by, err)
+		}
+	}
+	stopIntercept(t, rec)
+	assertRestored(t, cs, "core", before, interceptSession)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := strings.Count(string(data), "\n")
+	if entries < 6 || strings.Contains(string(data), "top-secret") || !strings.Contains(rec.output(), fmt.Sprintf("recorded %d requests", entries)) {
+		t.Fatalf("%d entries (want 6 or more, no secret):\n%s\n%s", entries, data, rec.output())
+	}
+	r := onLaptop(t, 60*time.Second, "kubectl", "cz", "replay", file, "--to", "127.0.0.1:3042")
+	if r.err == nil || strings.Count(r.stdout, `pod: "laptop-rec-a" -> "laptop-rec-b"`) != entries || strings.Count(r.stdout, "    ") != entries {
+		t.Errorf("replay against another core: %v\n%s%s", r.err, r.stdout, r.stderr)
+	}
+	if r := onLaptop(t, 60*time.Second, "kubectl", "cz", "replay", file, "--to", "127.0.0.1:3041"); r.err != nil || strings.Contains(r.stdout, "differs") {
+		t.Errorf("replay against the recorded core: %v\n%s%s", r.err, r.stdout, r.stderr)
+	}
 }

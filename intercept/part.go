@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/intercept/record"
 	"github.com/kubectl-cz/kubectl-cz/lifecycle"
 	"github.com/kubectl-cz/kubectl-cz/session"
 )
@@ -130,8 +133,13 @@ type Part struct {
 	// Mirror: the cluster keeps answering the matching requests; a copy
 	// reaches LocalAddr and its answer is dropped.
 	Mirror bool
-	Match  wire.Match
-	Agent  AgentSpec
+	// Record, if set, is a file the requests that reach LocalAddr are
+	// written to with their answers (RecordSecrets: with their
+	// Authorization and Cookie headers).
+	Record        string
+	RecordSecrets bool
+	Match         wire.Match
+	Agent         AgentSpec
 	// Developer names this developer to the agent (user@host).
 	Developer string
 	// SessionID is the shared session (default SessionID(Namespace, Service)).
@@ -184,6 +192,14 @@ func (p *Part) Needs() []lifecycle.Right {
 func (p *Part) Prepare(ctx context.Context) error {
 	if err := (wire.Hello{Port: "-", All: p.All, Match: p.Match, Mirror: p.Mirror}).Validate(); err != nil {
 		return err
+	}
+	if p.Record != "" {
+		if st, err := os.Stat(filepath.Dir(p.Record)); err != nil || !st.IsDir() {
+			return fmt.Errorf("--record %s: its folder does not exist", p.Record)
+		}
+		if p.All {
+			return fmt.Errorf("--record writes HTTP requests: not with --all, which relays plain TCP")
+		}
 	}
 	plan, err := Prepare(ctx, p.Clients.Kube, Target{Namespace: p.Namespace, Service: p.Service, Port: p.Port})
 	if err != nil {
@@ -283,6 +299,20 @@ func (p *Part) run(ctx context.Context, s *session.Session, active func()) error
 	r := &Runner{
 		Config: p.Clients.Rest, Kube: p.Clients.Kube, Namespace: p.Namespace, Service: p.Service, LocalAddr: p.LocalAddr, DialLocal: p.DialLocal, Out: p.Out,
 		Hello: wire.Hello{Developer: p.Developer, Port: p.plan.PortKey, All: p.All, Match: p.Match, Mirror: p.Mirror},
+	}
+	if p.Record != "" {
+		rec, err := record.Create(p.Record, p.RecordSecrets)
+		if err != nil {
+			return err
+		}
+		r.Recorder = rec
+		defer func() {
+			n, lost, err := rec.Close()
+			if err != nil {
+				fmt.Fprintf(p.ErrOut, "warning: recording %s: %v\n", p.Record, err)
+			}
+			fmt.Fprintf(p.Out, "recorded %d requests with their answers in %s (%d connections not recorded whole); kubectl cz replay %s --to HOST:PORT sends them again\n", n, p.Record, lost, p.Record)
+		}()
 	}
 	p.tunneled = true
 	remaining, err := r.Run(ctx, func(first bool) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 	"github.com/kubectl-cz/kubectl-cz/agentsecret"
+	"github.com/kubectl-cz/kubectl-cz/intercept/record"
 	"github.com/kubectl-cz/kubectl-cz/pfconn"
 )
 
@@ -33,7 +34,9 @@ type Runner struct {
 	LocalAddr string
 	// DialLocal reaches LocalAddr (nil: this machine's network).
 	DialLocal func(ctx context.Context, addr string) (net.Conn, error)
-	Out       io.Writer
+	// Recorder, if set, records what reaches LocalAddr and its answers.
+	Recorder *record.Recorder
+	Out      io.Writer
 }
 
 // connect finds a ready agent pod, port-forwards to its control port and
@@ -61,7 +64,7 @@ func (r *Runner) connect(ctx context.Context) (*Tunnel, *pfconn.Conn, error) {
 		pf.Close()
 		return nil, nil, err
 	}
-	tun.secret, tun.dial = secret, r.DialLocal
+	tun.secret, tun.dial, tun.rec = secret, r.DialLocal, r.Recorder
 	return tun, pf, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/intercept/record"
 	"github.com/kubectl-cz/kubectl-cz/relay"
 )
 
@@ -31,6 +32,8 @@ type Tunnel struct {
 	// Mirrored and Dropped are a mirror's copies, as the agent counted
 	// them at Leave.
 	Mirrored, Dropped int64
+	// rec, if set, records the requests and the local answers.
+	rec *record.Recorder
 	// dial reaches the local address (nil: this machine's network).
 	dial func(ctx context.Context, addr string) (net.Conn, error)
 
@@ -171,6 +174,9 @@ func (t *Tunnel) serveStream(ctx context.Context, st net.Conn) {
 		local.Close()
 		st.Close()
 		return
+	}
+	if t.rec != nil {
+		st, local = t.rec.Conns(st, local)
 	}
 	relay.Pipe(local, st)
 }

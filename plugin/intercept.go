@@ -48,6 +48,8 @@ type interceptOptions struct {
 	localPort  int
 	remotePort string
 	rule       ruleFlags
+	record     string
+	recordAll  bool
 	sessionID  string
 	agentImage string
 	pullPolicy string
@@ -94,6 +96,10 @@ HTTP/1.1, HTTP/2 cleartext (gRPC) and WebSocket pass through the header path; --
   # A copy of each request with your header, while the cluster keeps answering them
   kubectl cz intercept service core --local-port 3000 --mirror
 
+  # Record what reaches your laptop, then send it again to another build
+  kubectl cz intercept service core --local-port 3000 --record core.jsonl
+  kubectl cz replay core.jsonl --to 127.0.0.1:3001
+
   # Every connection to the Service's port 80
   kubectl cz intercept service core --local-port 3000 --all`,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -130,6 +136,8 @@ HTTP/1.1, HTTP/2 cleartext (gRPC) and WebSocket pass through the header path; --
 	f.IntVar(&o.localPort, "local-port", 0, "Port on this machine that receives the intercepted traffic (required)")
 	f.StringVar(&o.remotePort, "remote-port", "", "Service port to intercept, by number or name (needed when the Service has several)")
 	o.rule.add(f, "")
+	f.StringVar(&o.record, "record", "", "Write the requests that reach the local port, with their answers, to this file (JSON lines; replay them with kubectl cz replay)")
+	f.BoolVar(&o.recordAll, "record-secrets", false, "With --record: keep Authorization, Proxy-Authorization, Cookie and Set-Cookie values (redacted otherwise)")
 	f.StringVar(&o.sessionID, "session", "", "Session to record the interceptor in (default: the Service's shared session, icpt-<namespace>-<service>)")
 	f.StringVar(&o.agentImage, "agent-image", DefaultAgentImage(), "Image of the in-cluster agent")
 	f.StringVar(&o.pullPolicy, "agent-pull-policy", string(corev1.PullIfNotPresent), "Pull policy of the agent image: IfNotPresent, Always or Never")
@@ -190,7 +198,7 @@ func (o *interceptOptions) run(ctx context.Context) error {
 	}
 	part := newInterceptPart(a, user, o.IOStreams, &intercept.Part{
 		Service: o.service, Port: o.remotePort, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.localPort)),
-		All: o.rule.all, Mirror: o.rule.mirror, Match: o.match, SessionID: id,
+		All: o.rule.all, Mirror: o.rule.mirror, Match: o.match, SessionID: id, Record: o.record, RecordSecrets: o.recordAll,
 		Agent: intercept.AgentSpec{Image: o.agentImage, PullPolicy: corev1.PullPolicy(o.pullPolicy)},
 	})
 	return lifecycle.Run(ctx, lifecycleConfig(a, o.flags, id, o.IOStreams, ": kubectl cz session close %[1]s"), part)

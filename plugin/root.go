@@ -63,6 +63,7 @@ It uses the kubeconfig flags kubectl users know (-n, --context, --kubeconfig, ..
 	root.AddCommand(NewEnvCommand(configFlags, streams))
 	root.AddCommand(NewUpCommand(configFlags, streams))
 	root.AddCommand(NewRunCommand(configFlags, streams))
+	root.AddCommand(NewReplayCommand(streams))
 	root.AddCommand(NewGraphCommand(configFlags, streams))
 	root.AddCommand(NewSessionCommand(configFlags, streams))
 	for _, extra := range extraCommands {
