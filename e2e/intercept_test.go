@@ -535,7 +535,8 @@ func TestInterceptMirror(t *testing.T) {
 		t.Fatalf("core answers %s", want)
 	}
 	startLocal(t, "laptop-mirror", 3031)
-	m := startIntercept(t, machine(t), "--local-port", "3031", "--header", "x-cz-intercept=mm", "--mirror")
+	file := filepath.Join(t.TempDir(), "mirror.jsonl")
+	m := startIntercept(t, machine(t), "--local-port", "3031", "--header", "x-cz-intercept=mm", "--mirror", "--record", file)
 	const n = 50
 	for i := 0; i < n; i++ {
 		if got := body(); got != want {
@@ -552,6 +553,30 @@ func TestInterceptMirror(t *testing.T) {
 	var copies, dropped int
 	if _, err := fmt.Sscanf(line, "mirror: %d copies reached 127.0.0.1:3031, %d dropped", &copies, &dropped); err != nil || copies != n || dropped != 0 {
 		t.Errorf("want %d copies, none dropped: %q (%v)\n%s", n, line, err, m.output())
+	}
+	// The recording holds the cluster's answers, as the callers got them.
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != n {
+		t.Fatalf("%d entries recorded, want %d\n%s", len(lines), n, m.output())
+	}
+	for _, l := range lines {
+		var e struct {
+			From   string
+			Answer struct {
+				Status int
+				Body   []byte
+			}
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%d %s", e.Answer.Status, e.Answer.Body); e.From != "cluster" || got != want {
+			t.Fatalf("recorded from %s: %s, want the cluster's %s", e.From, got, want)
+		}
 	}
 	assertRestored(t, cs, "core", before, interceptSession)
 }

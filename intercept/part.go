@@ -298,7 +298,7 @@ func (p *Part) run(ctx context.Context, s *session.Session, active func()) error
 	}
 	r := &Runner{
 		Config: p.Clients.Rest, Kube: p.Clients.Kube, Namespace: p.Namespace, Service: p.Service, LocalAddr: p.LocalAddr, DialLocal: p.DialLocal, Out: p.Out,
-		Hello: wire.Hello{Developer: p.Developer, Port: p.plan.PortKey, All: p.All, Match: p.Match, Mirror: p.Mirror},
+		Hello: wire.Hello{Developer: p.Developer, Port: p.plan.PortKey, All: p.All, Match: p.Match, Mirror: p.Mirror, RecordAnswers: p.Mirror && p.Record != ""},
 	}
 	if p.Record != "" {
 		rec, err := record.Create(p.Record, p.RecordSecrets)

@@ -64,7 +64,7 @@ func (r *Runner) connect(ctx context.Context) (*Tunnel, *pfconn.Conn, error) {
 		pf.Close()
 		return nil, nil, err
 	}
-	tun.secret, tun.dial, tun.rec = secret, r.DialLocal, r.Recorder
+	tun.secret, tun.dial, tun.rec, tun.mirror = secret, r.DialLocal, r.Recorder, r.Hello.Mirror
 	return tun, pf, nil
 }
 

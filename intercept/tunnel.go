@@ -32,8 +32,10 @@ type Tunnel struct {
 	// Mirrored and Dropped are a mirror's copies, as the agent counted
 	// them at Leave.
 	Mirrored, Dropped int64
-	// rec, if set, records the requests and the local answers.
-	rec *record.Recorder
+	// rec, if set, records the requests and the local answers (a mirror's:
+	// the cluster's, which its copies carry).
+	rec    *record.Recorder
+	mirror bool
 	// dial reaches the local address (nil: this machine's network).
 	dial func(ctx context.Context, addr string) (net.Conn, error)
 
@@ -175,7 +177,11 @@ func (t *Tunnel) serveStream(ctx context.Context, st net.Conn) {
 		st.Close()
 		return
 	}
-	if t.rec != nil {
+	switch {
+	case t.rec != nil && t.mirror:
+		t.rec.ServeMirror(st, local)
+		return
+	case t.rec != nil:
 		st, local = t.rec.Conns(st, local)
 	}
 	relay.Pipe(local, st)

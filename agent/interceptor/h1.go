@@ -234,8 +234,21 @@ func (hc *h1Conn) serve(ctx context.Context, req *http.Request) bool {
 		copied, kept = copyOf(req)
 	}
 	resp, up, err := hc.roundTrip(ctx, req, dev, expectContinue)
+	// The copy leaves once the original's body has passed, or, for a
+	// mirror that records the cluster's answers, once the answer has too.
+	var answer *keptBody
 	if len(mirrors) > 0 && err == nil {
-		finish(copied, kept, mirrors) // the original's body has passed
+		if recordsAnswers(mirrors) && resp.StatusCode != http.StatusSwitchingProtocols {
+			answer = &keptBody{ReadCloser: resp.Body}
+			if resp.Body == http.NoBody {
+				answer.done = true
+			} else {
+				resp.Body = answer
+			}
+			defer func() { copied.answer = encodeAnswer(resp, answer); finish(copied, kept, mirrors) }()
+		} else {
+			finish(copied, kept, mirrors)
+		}
 	}
 	defer hc.watch.stop()
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
 // Mirror: a developer with Hello.Mirror gets a copy of each request their
@@ -31,6 +33,9 @@ type mirrorCopy struct {
 	method, uri, host string
 	header            http.Header
 	body              []byte
+	// answer is the cluster's answer (wire.EncodeAnswer), for mirrors that
+	// record it.
+	answer string
 }
 
 // mirror is a developer's copies: queued, sent, dropped.
@@ -101,7 +106,7 @@ func (m *mirror) send(ctx context.Context, dev *developer) {
 				br = bufio.NewReader(conn)
 			}
 			var reusable bool
-			ok, reusable = deliver(conn, br, c)
+			ok, reusable = deliver(conn, br, c, dev.hello.RecordAnswers)
 			if !reusable {
 				conn.Close() // closed by the local server (while idle: once more on a new one)
 				conn = nil
@@ -118,13 +123,17 @@ func (m *mirror) send(ctx context.Context, dev *developer) {
 
 // deliver writes one copy on conn and reads its answer: delivered once
 // an answer came; reusable while the connection may carry the next.
-func deliver(conn net.Conn, br *bufio.Reader, c *mirrorCopy) (delivered, reusable bool) {
+func deliver(conn net.Conn, br *bufio.Reader, c *mirrorCopy, withAnswer bool) (delivered, reusable bool) {
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	req, err := http.NewRequest(c.method, c.uri, bytes.NewReader(c.body))
 	if err != nil {
 		return false, true
 	}
 	req.Header, req.Host, req.RequestURI = c.header, c.host, ""
+	if withAnswer && c.answer != "" {
+		req.Header = c.header.Clone()
+		req.Header.Set(wire.MirrorAnswerHeader, c.answer)
+	}
 	if err := req.Write(conn); err != nil {
 		return false, false
 	}
@@ -160,6 +169,22 @@ func (k *keptBody) Read(p []byte) (int, error) {
 		k.done = true
 	}
 	return n, err
+}
+
+// recordsAnswers: one of the mirrors records the cluster's answers.
+func recordsAnswers(mirrors []*developer) bool {
+	for _, dev := range mirrors {
+		if dev.hello.RecordAnswers {
+			return true
+		}
+	}
+	return false
+}
+
+// encodeAnswer is the cluster's answer as it passed (its body as far as
+// it was kept).
+func encodeAnswer(resp *http.Response, body *keptBody) string {
+	return wire.EncodeAnswer(wire.MirrorAnswer{Status: resp.StatusCode, Header: resp.Header, Body: body.buf.Bytes(), Truncated: body.tooBig || !body.done})
 }
 
 // copyOf starts the copy of a request for its mirrors; the body is kept

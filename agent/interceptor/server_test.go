@@ -517,3 +517,28 @@ func TestMirrorGetsACopy(t *testing.T) {
 		t.Errorf("leave: %v, %d copies, %d dropped", err, m.Mirrored, m.Dropped)
 	}
 }
+
+// A mirror that records gets the cluster's answer with each copy.
+func TestMirrorCopyCarriesTheClustersAnswer(t *testing.T) {
+	decoy := named("decoy")
+	defer decoy.Close()
+	answers := make(chan string, 4)
+	mirrorSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answers <- r.Header.Get(wire.MirrorAnswerHeader)
+	}))
+	defer mirrorSrv.Close()
+	r := startAgent(t, decoy)
+	join(t, r, wire.Hello{Developer: "alice", Port: "http", Mirror: true, RecordAnswers: true, Match: wire.Match{Header: "x-cz-intercept", Value: "m"}}, mirrorSrv.Listener.Addr().String())
+	if _, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", r.listen), "x-cz-intercept", "m"); body != "decoy HTTP/1.1" {
+		t.Fatalf("answered %q", body)
+	}
+	select {
+	case raw := <-answers:
+		a, err := wire.DecodeAnswer(raw)
+		if err != nil || a.Status != 200 || string(a.Body) != "decoy HTTP/1.1" || a.Truncated {
+			t.Errorf("the cluster's answer on the copy: %+v %v", a, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no copy")
+	}
+}

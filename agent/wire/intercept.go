@@ -9,7 +9,10 @@
 package wire
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -35,6 +38,9 @@ type Hello struct {
 	// Mirror: the matching requests keep going to the cluster, which
 	// answers them; the laptop gets a copy, and its answer is dropped.
 	Mirror bool `json:"mirror,omitempty"`
+	// RecordAnswers: each copy also carries the cluster's answer to the
+	// original (MirrorAnswerHeader), for the laptop's recording.
+	RecordAnswers bool `json:"recordAnswers,omitempty"`
 }
 
 // Reply answers a Hello or a Leave.
@@ -109,4 +115,34 @@ func YamuxConfig() *yamux.Config {
 	c.StreamOpenTimeout = 30 * time.Second
 	c.LogOutput = io.Discard
 	return c
+}
+
+// MirrorAnswerHeader carries, on a mirror's copy for a developer who
+// records (Hello.RecordAnswers), the cluster's answer to the original
+// request: EncodeAnswer's text. The laptop takes it off before the copy
+// reaches its local server.
+const MirrorAnswerHeader = "X-Cz-Cluster-Answer"
+
+// MirrorAnswer is the cluster's answer to a mirrored request.
+type MirrorAnswer struct {
+	Status    int         `json:"status"`
+	Header    http.Header `json:"header"`
+	Body      []byte      `json:"body,omitempty"`
+	Truncated bool        `json:"truncated,omitempty"`
+}
+
+// EncodeAnswer makes an answer a header value.
+func EncodeAnswer(a MirrorAnswer) string {
+	b, _ := json.Marshal(a)
+	return base64.RawStdEncoding.EncodeToString(b)
+}
+
+// DecodeAnswer reads a header value of EncodeAnswer's.
+func DecodeAnswer(s string) (MirrorAnswer, error) {
+	var a MirrorAnswer
+	b, err := base64.RawStdEncoding.DecodeString(s)
+	if err != nil {
+		return a, err
+	}
+	return a, json.Unmarshal(b, &a)
 }

@@ -249,6 +249,9 @@ func (h Hello) Validate() error {
 	if h.Port == "" {
 		return errors.New("no Service port")
 	}
+	if h.RecordAnswers && !h.Mirror {
+		return errors.New("the cluster's answers come with a mirror's copies only")
+	}
 	if h.All {
 		if h.Match != (Match{}) || h.Mirror {
 			return errors.New("--all takes every connection: no rule and no mirror go with it")

@@ -7,6 +7,7 @@ package record
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
 // maxBody is what a record keeps of a body; a longer one is cut and marked.
@@ -26,6 +29,9 @@ type Entry struct {
 	Time    time.Time `json:"time"`
 	Request Message   `json:"request"`
 	Answer  Message   `json:"answer"`
+	// From says whose answer it is: "laptop", or "cluster" for a mirror's
+	// copy (the laptop's answer to it was dropped).
+	From string `json:"from"`
 }
 
 // Message is a request (Method, URI, Host) or an answer (Status).
@@ -122,7 +128,7 @@ func (r *Recorder) parse(reqs, answers *chunks) {
 			}
 			return
 		}
-		e := Entry{Time: time.Now().UTC(), Request: Message{Method: req.Method, URI: req.RequestURI, Host: req.Host, Header: req.Header}}
+		e := Entry{Time: time.Now().UTC(), From: "laptop", Request: Message{Method: req.Method, URI: req.RequestURI, Host: req.Host, Header: req.Header}}
 		e.Request.Body, e.Request.Truncated = readBody(req.Body)
 		resp, err := http.ReadResponse(ab, req)
 		if err != nil {
@@ -143,6 +149,54 @@ func readBody(body io.ReadCloser) ([]byte, bool) {
 	b, _ := io.ReadAll(io.LimitReader(body, maxBody))
 	n, _ := io.Copy(io.Discard, body)
 	return b, n > 0
+}
+
+// ServeMirror serves a mirror's copies arriving on agent (each carrying
+// the cluster's answer in wire.MirrorAnswerHeader) to local, records each
+// with the cluster's answer, and takes the header off before the local
+// server sees the copy.
+func (r *Recorder) ServeMirror(agent, local net.Conn) {
+	defer agent.Close()
+	defer local.Close()
+	ab, lb := bufio.NewReader(agent), bufio.NewReader(local)
+	for {
+		req, err := http.ReadRequest(ab)
+		if err != nil {
+			return
+		}
+		e := Entry{Time: time.Now().UTC(), From: "cluster", Request: Message{Method: req.Method, URI: req.RequestURI, Host: req.Host}}
+		raw := req.Header.Get(wire.MirrorAnswerHeader)
+		req.Header.Del(wire.MirrorAnswerHeader)
+		e.Request.Header = req.Header.Clone()
+		var body []byte
+		body, e.Request.Truncated = readBody(req.Body)
+		e.Request.Body = body
+		if a, err := wire.DecodeAnswer(raw); err == nil && raw != "" {
+			e.Answer = Message{Status: a.Status, Header: a.Header, Body: a.Body, Truncated: a.Truncated}
+		} else {
+			r.loseOne()
+		}
+		out, err := http.NewRequest(req.Method, req.RequestURI, bytes.NewReader(body))
+		if err != nil {
+			return
+		}
+		out.Header, out.Host = req.Header, req.Host
+		if err := out.Write(local); err != nil {
+			return
+		}
+		resp, err := http.ReadResponse(lb, out)
+		if err != nil {
+			return
+		}
+		err = resp.Write(agent)
+		resp.Body.Close()
+		if e.Answer.Status != 0 {
+			r.add(e)
+		}
+		if err != nil || resp.Close {
+			return
+		}
+	}
 }
 
 // teeConn passes what it reads on to a parser as well.
