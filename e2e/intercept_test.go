@@ -500,6 +500,25 @@ func TestInterceptPathRules(t *testing.T) {
 	if total != 1000 || misroutes != 0 || errs != 0 {
 		t.Errorf("%d requests: %d misroutes, %d errors", total, misroutes, errs)
 	}
+	// dave's rule: two headers and bob's path; his header value parts him
+	// from bob, his path from alice.
+	startLocal(t, "laptop-dave", 3014)
+	dave := startIntercept(t, machine(t), "--local-port", "3014", "--header", "x-cz-intercept=dave", "--header", "x-team=red", "--path", "/healthz")
+	waitUntil(t, 15*time.Second, func() bool {
+		got, err := directServedBy(base+"/healthz", "x-cz-intercept", "dave", "x-team", "red")
+		return err == nil && got == "laptop-dave"
+	})
+	for i := 0; i < 20; i++ {
+		for _, c := range []struct {
+			header []string
+			want   string
+		}{{[]string{"x-cz-intercept", "dave", "x-team", "red"}, "laptop-dave"}, {[]string{"x-cz-intercept", "dave"}, "cluster"}, {[]string{"x-cz-intercept", "bob", "x-team", "red"}, "laptop-bob"}} {
+			if got, err := directServedBy(base+"/healthz", c.header...); err != nil || got != c.want {
+				t.Fatalf("/healthz with %v reached %q (%v), want %s", c.header, got, err, c.want)
+			}
+		}
+	}
+	stopIntercept(t, dave)
 	stopIntercept(t, bob)
 	stopIntercept(t, alice)
 	assertRestored(t, cs, "core", before, interceptSession)

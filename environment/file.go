@@ -151,7 +151,7 @@ func (ic Intercept) match() (wire.Match, string, error) {
 		m.Path, m.PathRegex = ic.PathRegex, true
 	}
 	m.Method = ic.Method
-	if m == (wire.Match{}) {
+	if m.IsZero() {
 		return m, "", nil
 	}
 	err := m.Check()

@@ -214,7 +214,7 @@ func newInterceptPart(a *clusterAccess, user string, streams genericiooptions.IO
 		p.Namespace = a.Namespace
 	}
 	p.Developer = fmt.Sprintf("%s@%s", user, host)
-	if !p.All && p.Match == (wire.Match{}) {
+	if !p.All && p.Match.IsZero() {
 		p.Match = wire.Match{Header: defaultHeader, Value: headerValue(user)}
 	}
 	return p

@@ -332,7 +332,7 @@ func (s *Server) register(dev *developer) error {
 	s.mu.RLock()
 	var same *developer
 	for other := range s.devs {
-		if other.hello == dev.hello {
+		if sameHello(other.hello, dev.hello) {
 			same = other
 		}
 	}
@@ -361,7 +361,7 @@ func (s *Server) register(dev *developer) error {
 			return fmt.Errorf("port %s is intercepted with --all by %s", dev.hello.Port, other.hello.Developer)
 		case dev.hello.All:
 			return fmt.Errorf("port %s is already intercepted by %s (%s); --all would take their requests", dev.hello.Port, other.hello.Developer, other.hello.Match)
-		case other.hello.Match == dev.hello.Match:
+		case other.hello.Match.Equal(dev.hello.Match):
 			return fmt.Errorf("%s already intercepts port %s with %s: choose another value", other.hello.Developer, dev.hello.Port, dev.hello.Match)
 		case !wire.Disjoint(other.hello.Match, dev.hello.Match):
 			return fmt.Errorf("your rule (%s) can match the same requests as %s's on port %s (%s): make them differ in a header's value, a path prefix or the method", dev.hello.Match, other.hello.Developer, dev.hello.Port, other.hello.Match)
@@ -372,6 +372,12 @@ func (s *Server) register(dev *developer) error {
 	}
 	s.devs[dev] = true
 	return nil
+}
+
+// sameHello: the same developer with the same rule.
+func sameHello(a, b wire.Hello) bool {
+	return a.Developer == b.Developer && a.Port == b.Port && a.All == b.All && a.Mirror == b.Mirror &&
+		a.RecordAnswers == b.RecordAnswers && a.Match.Equal(b.Match)
 }
 
 // alive pings a tunnel, giving it two seconds to answer.

@@ -97,3 +97,29 @@ func TestRuleCheck(t *testing.T) {
 		}
 	}
 }
+
+// Several header conditions must all hold; two rules are apart when any
+// key of theirs takes values that cannot be equal, and a rule on another
+// key alone is not apart.
+func TestSeveralHeaderConditions(t *testing.T) {
+	m := Match{Header: "x-team", Value: "red", And: []HeaderCond{{Header: "x-dev", Value: "ali.*", Regex: true}}}
+	r, err := m.Compile()
+	if err != nil || m.Check() != nil {
+		t.Fatal(err, m.Check())
+	}
+	if !r.Matches(request("GET", "/", "X-Team", "red", "X-Dev", "alice")) || r.Matches(request("GET", "/", "X-Team", "red")) || r.Matches(request("GET", "/", "X-Dev", "alice")) {
+		t.Error("a condition was skipped")
+	}
+	if !Disjoint(m, Match{Header: "x-dev", Value: "bob"}) {
+		t.Error("x-dev alice.* and bob cannot meet")
+	}
+	if Disjoint(m, Match{Header: "x-other", Value: "bob"}) {
+		t.Error("a rule on another header alone can meet this one")
+	}
+	if !m.Equal(Match{Header: "x-team", Value: "red", And: []HeaderCond{{Header: "x-dev", Value: "ali.*", Regex: true}}}) || m.Equal(Match{Header: "x-team", Value: "red"}) {
+		t.Error("Equal")
+	}
+	if err := (Match{Header: "x", Value: "1", And: []HeaderCond{{Header: "y z", Value: "1"}}}).Check(); err == nil {
+		t.Error("a bad second header accepted")
+	}
+}
