@@ -520,9 +520,7 @@ var (
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if !h.readOnly {
-		if err := h.node.writes.settle(); err != nil {
-			return nil, errno(err)
-		}
+		h.node.writes.wait() // an error stays for the writer's flush
 	}
 	n, err := h.f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {

@@ -22,10 +22,14 @@ type pending struct {
 	cond   *sync.Cond
 	bytes  int
 	ranges map[*span]bool
-	err    error // the first error of a write behind, until reported
+	next   uint64 // the sequence number of the next write
+	err    error  // the first error of a write behind, until a writer is told
 }
 
-type span struct{ off, end int64 }
+type span struct {
+	off, end int64
+	seq      uint64
+}
 
 func (p *pending) init() {
 	if p.cond == nil {
@@ -50,6 +54,8 @@ func (p *pending) write(f File, data []byte, off int64) error {
 		return err
 	}
 	p.bytes += len(data)
+	s.seq = p.next
+	p.next++
 	p.ranges[s] = true
 	p.mu.Unlock()
 	buf := append([]byte(nil), data...) // the FUSE server reuses data
@@ -76,26 +82,41 @@ func (p *pending) overlaps(s *span) bool {
 	return false
 }
 
-// settle waits for every write in flight and returns (and forgets) the
-// first error among them.
+// settle waits for the writes queued before it and returns (and forgets)
+// the first error among the writes behind: a writer's flush or fsync.
 func (p *pending) settle() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.init()
-	for p.bytes > 0 {
-		p.cond.Wait()
-	}
+	p.waitBefore(p.next)
 	err := p.err
 	p.err = nil
 	return err
 }
 
-// wait waits for every write in flight, leaving an error for the writer.
+// waitBefore waits until no write numbered below seq is in flight; writes
+// queued meanwhile (a copy going on) do not keep the caller waiting.
+// Called with p.mu held.
+func (p *pending) waitBefore(seq uint64) {
+	p.init()
+	for {
+		older := false
+		for r := range p.ranges {
+			if r.seq < seq {
+				older = true
+				break
+			}
+		}
+		if !older {
+			return
+		}
+		p.cond.Wait()
+	}
+}
+
+// wait waits for the writes queued before it, leaving an error for the
+// writer (a stat, an open, a rename, a read).
 func (p *pending) wait() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.init()
-	for p.bytes > 0 {
-		p.cond.Wait()
-	}
+	p.waitBefore(p.next)
 }

@@ -26,6 +26,9 @@ const (
 	mirrorQueue = 1024
 	// mirrorWorkers send one developer's copies at once.
 	mirrorWorkers = 8
+	// mirrorBytes bounds the bytes of one developer's queued copies: a
+	// slow laptop must not take the agent's memory from the real traffic.
+	mirrorBytes = 64 << 20
 )
 
 // mirrorCopy is a request to send again to a mirror's laptop.
@@ -42,7 +45,8 @@ type mirrorCopy struct {
 type mirror struct {
 	queue         chan *mirrorCopy
 	sent, dropped atomic.Int64
-	busy          atomic.Int32 // copies being sent
+	busy          atomic.Int32 // copies queued or being sent
+	bytes         atomic.Int64 // their size
 	stop          context.CancelFunc
 }
 
@@ -59,19 +63,30 @@ func newMirror(dev *developer) *mirror {
 // counts a Leave reports are final.
 func (m *mirror) drain(limit time.Duration) {
 	deadline := time.Now().Add(limit)
-	for (len(m.queue) > 0 || m.busy.Load() > 0) && time.Now().Before(deadline) {
+	for m.busy.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
 // offer queues a copy, or drops it when the queue is full.
 func (m *mirror) offer(c *mirrorCopy) {
+	size := c.size()
+	if m.bytes.Add(size) > mirrorBytes {
+		m.bytes.Add(-size)
+		m.dropped.Add(1)
+		return
+	}
+	m.busy.Add(1)
 	select {
 	case m.queue <- c:
 	default:
+		m.busy.Add(-1)
+		m.bytes.Add(-size)
 		m.dropped.Add(1)
 	}
 }
+
+func (c *mirrorCopy) size() int64 { return int64(len(c.body) + len(c.answer) + len(c.uri) + 1024) }
 
 // send writes each copy to the laptop and reads (and drops) its answer,
 // on a connection kept from one copy to the next (a new stream per copy
@@ -90,7 +105,6 @@ func (m *mirror) send(ctx context.Context, dev *developer) {
 		case <-ctx.Done():
 			return
 		case c = <-m.queue:
-			m.busy.Add(1)
 		}
 		ok := false
 		for attempt := 0; attempt < 2 && !ok; attempt++ {
@@ -117,6 +131,7 @@ func (m *mirror) send(ctx context.Context, dev *developer) {
 		} else {
 			m.dropped.Add(1)
 		}
+		m.bytes.Add(-c.size())
 		m.busy.Add(-1)
 	}
 }
@@ -141,9 +156,11 @@ func deliver(conn net.Conn, br *bufio.Reader, c *mirrorCopy, withAnswer bool) (d
 	if err != nil {
 		return false, false
 	}
-	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<20))
+	// An answer longer than this is not read to its end: then the
+	// connection cannot carry the next copy.
+	n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<20+1))
 	resp.Body.Close()
-	return true, err == nil && !resp.Close
+	return true, err == nil && n <= 64<<20 && !resp.Close
 }
 
 // keptBody passes a request's body on and keeps a copy of it, up to

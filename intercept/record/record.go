@@ -181,6 +181,8 @@ func (r *Recorder) ServeMirror(agent, local net.Conn) {
 			return
 		}
 		out.Header, out.Host = req.Header, req.Host
+		// The agent gives up on a copy after 30 s: so does this.
+		_ = local.SetDeadline(time.Now().Add(30 * time.Second))
 		if err := out.Write(local); err != nil {
 			return
 		}

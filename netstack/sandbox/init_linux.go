@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -174,6 +176,13 @@ func (in *initState) handle(req request) (int, reply) {
 		cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
 		cmd.Env, cmd.Dir = req.Env, req.Dir
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		// The command gets none of the init's capabilities: the fork happens
+		// on this thread, whose ambient set is cleared first (setup cleared
+		// every thread's where the runtime allows it: not with cgo).
+		runtime.LockOSThread() // kept: the thread's capability state changed
+		if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
+			return fail(fmt.Errorf("drop the command's capabilities: %w", e))
+		}
 		if err := cmd.Start(); err != nil {
 			return fail(err)
 		}
@@ -202,7 +211,8 @@ func socketFor(op, addr string) (int, error) {
 		}
 		f, c = pc.(*net.UDPConn), pc
 	case "dial":
-		conn, err := net.Dial("tcp", addr)
+		// Bounded: requests are answered one at a time.
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			return -1, err
 		}

@@ -287,5 +287,7 @@ func (s *Sandbox) Signal(sig os.Signal) error { return s.init.Process.Signal(sig
 func (s *Sandbox) Close() error {
 	_ = s.init.Process.Kill()
 	<-s.exited
+	s.mu.Lock() // no request reads the socket as it closes
+	defer s.mu.Unlock()
 	return s.ctl.Close()
 }
