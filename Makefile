@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/bin:$(CURDIR)/$(CZBIN):$(PATH)
 
 LDFLAGS := -s -w -X github.com/kubectl-cz/kubectl-cz/plugin.Version=$(VERSION) -X github.com/kubectl-cz/kubectl-cz/plugin.GitCommit=$(COMMIT)
 KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=37)
-APT_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2 fuse3 busybox-static util-linux git curl graphviz
+APT_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack iproute2 fuse3 busybox-static util-linux git curl graphviz procps
 GO_SOURCES := $(shell find . -name '*.go' -not -path './hack/kube/*' -not -path './$(STATE)/*') go.mod go.sum
 
 .PHONY: all build install dist krew deps kube coredns images agent-image cluster-up cluster-down cluster-purge cluster-status \
