@@ -199,23 +199,7 @@ func (b *bench) interceptMirror(ctx context.Context, base string) ([]*row, error
 	hdr := http.Header{"X-Cz-Intercept": {"mirror"}}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	defer client.CloseIdleConnections()
-	ping := func(url string, h http.Header) (time.Duration, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/ping", nil)
-		for k, v := range h {
-			req.Header[k] = v
-		}
-		start := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return 0, fmt.Errorf("ping: %s", resp.Status)
-		}
-		return time.Since(start), nil
-	}
+	ping := func(url string, h http.Header) (time.Duration, error) { return pingOnce(ctx, client, url, h) }
 	// The pings wait until the agent routes the Service's address.
 	sent, err := waitRouted(ctx, base+"/ping", hdr)
 	if err != nil {
@@ -274,6 +258,25 @@ func (b *bench) interceptMirror(ctx context.Context, base string) ([]*row, error
 	return []*row{direct, mirrored, delivered}, nil
 }
 
+// pingOnce asks url's /ping with the header and times the answer.
+func pingOnce(ctx context.Context, client *http.Client, url string, h http.Header) (time.Duration, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/ping", nil)
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("ping: %s", resp.Status)
+	}
+	return time.Since(start), nil
+}
+
 // waitRouted waits until a request with the header gets an answer through
 // the Service's address, and says how many it sent.
 func waitRouted(ctx context.Context, url string, header http.Header) (int, error) {
@@ -330,23 +333,7 @@ func (b *bench) interceptLatency(ctx context.Context, base string, direct, floor
 		return err
 	}
 	defer pf.stop()
-	ping := func(url string, h http.Header) (time.Duration, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/ping", nil)
-		for k, v := range h {
-			req.Header[k] = v
-		}
-		start := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return 0, fmt.Errorf("ping: %s", resp.Status)
-		}
-		return time.Since(start), nil
-	}
+	ping := func(url string, h http.Header) (time.Duration, error) { return pingOnce(ctx, client, url, h) }
 	for i := 0; i < b.pings; i++ {
 		for _, p := range []struct {
 			r   *row

@@ -82,6 +82,16 @@ func coreServedBy(t testing.TB, frontendIP string, header ...string) (string, er
 	return hop.Calls[0].Pod, nil
 }
 
+// serviceURL is a demo Service's address, as callers in the cluster reach it.
+func serviceURL(t testing.TB, cs kubernetes.Interface, name string) string {
+	t.Helper()
+	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "http://" + svc.Spec.ClusterIP
+}
+
 func frontendIP(t testing.TB, cs kubernetes.Interface) string {
 	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), "frontend", metav1.GetOptions{})
 	if err != nil {
@@ -435,11 +445,7 @@ func directServedBy(url string, header ...string) (string, error) {
 func TestInterceptPathRules(t *testing.T) {
 	cs := clientset(t)
 	before := guardService(t, cs, "core")
-	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), "core", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + svc.Spec.ClusterIP
+	base := serviceURL(t, cs, "core")
 	r := onLaptop(t, 30*time.Second, "kubectl", "cz", "-n", demoNamespace, "intercept", "service", "core", "--local-port", "3013", "--path-regex", "(")
 	if r.err == nil || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "not a regular expression") {
 		t.Errorf("a path that is no regular expression: %v\n%s", r.err, r.stderr)
@@ -530,11 +536,7 @@ func TestInterceptPathRules(t *testing.T) {
 func TestInterceptMirror(t *testing.T) {
 	cs := clientset(t)
 	before := guardService(t, cs, "core")
-	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), "core", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + svc.Spec.ClusterIP + "/"
+	url := serviceURL(t, cs, "core") + "/"
 	body := func() string {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		req.Header.Set("x-cz-intercept", "mm")
@@ -606,11 +608,7 @@ func TestInterceptMirror(t *testing.T) {
 func TestInterceptRecordAndReplay(t *testing.T) {
 	cs := clientset(t)
 	before := guardService(t, cs, "core")
-	svc, err := cs.CoreV1().Services(demoNamespace).Get(context.Background(), "core", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + svc.Spec.ClusterIP + "/"
+	url := serviceURL(t, cs, "core") + "/"
 	startLocal(t, "laptop-rec-a", 3041)
 	startLocal(t, "laptop-rec-b", 3042)
 	file := filepath.Join(t.TempDir(), "core.jsonl")

@@ -111,46 +111,73 @@ type Intercept struct {
 // Match is the intercept's rule, checked as the agent checks it; the zero
 // Match when none is given (the default header) or with all.
 func (ic Intercept) Match() (wire.Match, error) {
-	m, _, err := ic.match()
+	m, _, err := ic.rule().Match()
 	return m, err
 }
 
-// match also names the field an error is about.
-func (ic Intercept) match() (wire.Match, string, error) {
+func (ic Intercept) rule() Rule {
+	r := Rule{Path: ic.Path, PathRegex: ic.PathRegex, Method: ic.Method, All: ic.All, Mirror: ic.Mirror}
+	if ic.Header != "" {
+		r.Headers = []string{ic.Header}
+	}
+	if ic.HeaderRegex != "" {
+		r.HeaderRegexes = []string{ic.HeaderRegex}
+	}
+	return r
+}
+
+// Rule is an intercept's rule as written, in a file or on the command
+// line: headers as K=V (or baggage:K=V), every one of which must hold.
+type Rule struct {
+	Headers, HeaderRegexes  []string
+	Path, PathRegex, Method string
+	All, Mirror             bool
+}
+
+// Match builds the rule and checks it as the agent will, so a rule no
+// request can match is refused before anything changes; an error comes
+// with the field it is about (header, headerRegex, path, pathRegex,
+// method, all, mirror). No condition at all is the zero Match.
+func (r Rule) Match() (wire.Match, string, error) {
 	var m wire.Match
-	if ic.All && ic.Mirror {
+	if r.All && r.Mirror {
 		return m, "mirror", errors.New("all takes every connection as plain TCP: there is nothing to mirror")
 	}
-	if ic.All {
-		if ic.Header != "" || ic.HeaderRegex != "" || ic.Path != "" || ic.PathRegex != "" || ic.Method != "" {
+	if r.All {
+		if len(r.Headers) > 0 || len(r.HeaderRegexes) > 0 || r.Path != "" || r.PathRegex != "" || r.Method != "" {
 			return m, "all", errors.New("all takes every connection: it cannot be combined with a header, a path or a method")
 		}
 		return m, "", nil
 	}
-	if ic.Header != "" && ic.HeaderRegex != "" {
-		return m, "headerRegex", errors.New("give one of header and headerRegex")
-	}
-	if ic.Path != "" && ic.PathRegex != "" {
+	if r.Path != "" && r.PathRegex != "" {
 		return m, "pathRegex", errors.New("give one of path and pathRegex")
 	}
+	var conds []wire.HeaderCond
 	for _, h := range []struct {
-		field, value string
-		regex        bool
-	}{{"header", ic.Header, false}, {"headerRegex", ic.HeaderRegex, true}} {
-		if h.value == "" {
-			continue
+		field  string
+		values []string
+		regex  bool
+	}{{"header", r.Headers, false}, {"headerRegex", r.HeaderRegexes, true}} {
+		for _, v := range h.values {
+			parsed, err := ParseHeader(v)
+			if err != nil {
+				return m, h.field, err
+			}
+			conds = append(conds, wire.HeaderCond{Header: parsed.Name, Value: parsed.Value, Baggage: parsed.Baggage, Regex: h.regex})
 		}
-		parsed, err := ParseHeader(h.value)
-		if err != nil {
-			return m, h.field, err
+	}
+	if len(conds) > 0 {
+		c := conds[0]
+		m.Header, m.Value, m.Baggage, m.HeaderRegex = c.Header, c.Value, c.Baggage, c.Regex
+		if len(conds) > 1 {
+			m.And = conds[1:]
 		}
-		m.Header, m.Value, m.Baggage, m.HeaderRegex = parsed.Name, parsed.Value, parsed.Baggage, h.regex
 	}
-	m.Path = ic.Path
-	if ic.PathRegex != "" {
-		m.Path, m.PathRegex = ic.PathRegex, true
+	m.Path = r.Path
+	if r.PathRegex != "" {
+		m.Path, m.PathRegex = r.PathRegex, true
 	}
-	m.Method = ic.Method
+	m.Method = r.Method
 	if m.IsZero() {
 		return m, "", nil
 	}
@@ -437,7 +464,7 @@ func (f *File) check() error {
 			return bad(p+".localPort", "%d is also the local port of %s", ic.LocalPort, other)
 		}
 		ports[ic.LocalPort] = p
-		if _, field, err := ic.match(); err != nil {
+		if _, field, err := ic.rule().Match(); err != nil {
 			if field != "" {
 				p += "." + field
 			}

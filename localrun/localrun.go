@@ -92,8 +92,6 @@ type Part struct {
 	// ready; the part is active when it accepts a connection. Else the
 	// part is active once the process started.
 	Ready string
-	// Dial reaches Ready (default: this machine's network).
-	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// StandsFor is the Service whose intercepted requests this process
 	// answers, if any (for session show and graph).
 	StandsFor string
@@ -267,7 +265,8 @@ func (p *Part) waitReady(ctx context.Context, exited chan error) error {
 			return false, ended
 		default:
 		}
-		c, err := p.dial(ctx, p.Ready)
+		d := net.Dialer{Timeout: time.Second}
+		c, err := d.DialContext(ctx, "tcp", p.Ready)
 		if err != nil {
 			return false, nil
 		}
@@ -278,14 +277,6 @@ func (p *Part) waitReady(ctx context.Context, exited chan error) error {
 		return ended
 	}
 	return err
-}
-
-func (p *Part) dial(ctx context.Context, addr string) (net.Conn, error) {
-	if p.Dial != nil {
-		return p.Dial(ctx, addr)
-	}
-	d := net.Dialer{Timeout: time.Second}
-	return d.DialContext(ctx, "tcp", addr)
 }
 
 // stop ends the process group: SIGTERM, then SIGKILL after stopGrace.

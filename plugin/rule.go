@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
@@ -34,55 +33,18 @@ func (r *ruleFlags) given() bool {
 	return r.all || len(r.header) > 0 || len(r.headerRegex) > 0 || r.path != "" || r.pathRegex != "" || r.method != ""
 }
 
-// match turns the flags into a rule, checked as the agent will check it,
-// so a rule no request can match is refused before anything changes. No
+// match turns the flags into a rule (environment.Rule, as a file's), so a
+// rule no request can match is refused before anything changes. No
 // condition at all is the zero Match: the default header, added later.
 func (r *ruleFlags) match() (wire.Match, error) {
-	var m wire.Match
-	if r.all && r.mirror {
-		return m, errors.New("--all takes every connection as plain TCP: there is nothing to mirror; give --mirror a rule (or none: the default header)")
+	m, field, err := environment.Rule{Headers: r.header, HeaderRegexes: r.headerRegex, Path: r.path, PathRegex: r.pathRegex,
+		Method: r.method, All: r.all, Mirror: r.mirror}.Match()
+	if err != nil && field != "" {
+		return m, fmt.Errorf("%s: %w", flagOf[field], err)
 	}
-	if r.all {
-		if len(r.header) > 0 || len(r.headerRegex) > 0 || r.path != "" || r.pathRegex != "" || r.method != "" {
-			return m, errors.New("--all takes every connection: it cannot be combined with --header, --path or --method")
-		}
-		return m, nil
-	}
-	if r.path != "" && r.pathRegex != "" {
-		return m, errors.New("give one of --path and --path-regex")
-	}
-	var conds []wire.HeaderCond
-	for _, h := range []struct {
-		flag   string
-		values []string
-		regex  bool
-	}{{"--header", r.header, false}, {"--header-regex", r.headerRegex, true}} {
-		for _, v := range h.values {
-			parsed, err := environment.ParseHeader(v)
-			if err != nil {
-				return m, fmt.Errorf("%s: %v", h.flag, err)
-			}
-			conds = append(conds, wire.HeaderCond{Header: parsed.Name, Value: parsed.Value, Baggage: parsed.Baggage, Regex: h.regex})
-		}
-	}
-	if len(conds) > 0 {
-		c := conds[0]
-		m.Header, m.Value, m.Baggage, m.HeaderRegex = c.Header, c.Value, c.Baggage, c.Regex
-		m.And = conds[1:]
-		if len(m.And) == 0 {
-			m.And = nil
-		}
-	}
-	m.Path, m.PathRegex = r.path, false
-	if r.pathRegex != "" {
-		m.Path, m.PathRegex = r.pathRegex, true
-	}
-	m.Method = r.method
-	if m.IsZero() {
-		return m, nil
-	}
-	if err := m.Check(); err != nil {
-		return m, err
-	}
-	return m, nil
+	return m, err
 }
+
+// flagOf names the flag of a rule's field.
+var flagOf = map[string]string{"header": "--header", "headerRegex": "--header-regex", "path": "--path", "pathRegex": "--path-regex",
+	"method": "--method", "all": "--all", "mirror": "--mirror"}

@@ -208,7 +208,7 @@ func (o *runOptions) run(ctx context.Context) error {
 	parts = append(parts, cmd)
 	hint := ": nothing on this machine needs putting back"
 	if o.intercept != "" {
-		hint = ": nothing on this machine needs putting back; the intercept's session icpt-" + a.Namespace + "-" + o.intercept + " closes from any machine"
+		hint = ": nothing on this machine needs putting back; the intercept's session " + intercept.SessionID(a.Namespace, o.intercept) + " closes from any machine"
 	}
 	cfg := lifecycleConfig(a, o.flags, o.sessionID, genericiooptions.IOStreams{In: o.In, Out: log, ErrOut: o.ErrOut}, hint)
 	cfg.NoSignals = true

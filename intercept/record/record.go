@@ -67,6 +67,10 @@ func Create(path string, keepSecrets bool) (*Recorder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record: %w", err)
 	}
+	if err := f.Chmod(0o600); err != nil { // a file that was there keeps its mode otherwise
+		f.Close()
+		return nil, fmt.Errorf("record: %w", err)
+	}
 	return &Recorder{f: f, secrets: keepSecrets}, nil
 }
 

@@ -146,6 +146,11 @@ func writeInPlace(path string, content []byte, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
+	return finish(f, content)
+}
+
+// finish writes content to f, syncs and closes it.
+func finish(f *os.File, content []byte) error {
 	if _, err := f.Write(content); err != nil {
 		f.Close()
 		return err

@@ -288,15 +288,7 @@ func create(path string, content []byte, mode os.FileMode, owner *FileOwner) err
 		f.Close()
 		return err
 	}
-	if _, err := f.Write(content); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return finish(f, content)
 }
 
 func undoFile(_ context.Context, u *session.UndoContext, e session.Entry) error {

@@ -14,7 +14,6 @@ package sandbox
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 )
 
@@ -68,12 +67,3 @@ func (e *ErrExit) Error() string { return fmt.Sprintf("the command exited with c
 
 // ExitStatus is the code to exit with.
 func (e *ErrExit) ExitStatus() int { return e.Code }
-
-// ExitCode is err's exit code when it is (or wraps) an ErrExit.
-func ExitCode(err error) (int, bool) {
-	var e *ErrExit
-	if errors.As(err, &e) {
-		return e.Code, true
-	}
-	return 0, false
-}

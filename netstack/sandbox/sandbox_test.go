@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,8 +23,39 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// start starts a sandbox whose command writes into the returned buffer.
-func start(t *testing.T) (*Sandbox, func() string) {
+// output is what a sandbox's command wrote.
+type output struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	done chan struct{}
+}
+
+// all waits for the command's end and returns what it wrote.
+func (o *output) all() string {
+	<-o.done
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// waitFor waits until the command wrote s.
+func (o *output) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		o.mu.Lock()
+		ok := strings.Contains(o.buf.String(), s)
+		o.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the command did not write %q", s)
+}
+
+// start starts a sandbox whose command writes into the returned output.
+func start(t *testing.T) (*Sandbox, *output) {
 	t.Helper()
 	if err := Supported(); err != nil {
 		t.Skip(err)
@@ -37,10 +69,21 @@ func start(t *testing.T) (*Sandbox, func() string) {
 		t.Skip("no namespaces here:", err)
 	}
 	t.Cleanup(func() { s.Close() })
-	var out bytes.Buffer
-	done := make(chan struct{})
-	go func() { io.Copy(&out, r); close(done) }()
-	return s, func() string { <-done; return out.String() }
+	o := &output{done: make(chan struct{})}
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := r.Read(b)
+			o.mu.Lock()
+			o.buf.Write(b[:n])
+			o.mu.Unlock()
+			if err != nil {
+				close(o.done)
+				return
+			}
+		}
+	}()
+	return s, o
 }
 
 // The command has its own resolv.conf and its own network: an address put
@@ -48,7 +91,7 @@ func start(t *testing.T) (*Sandbox, func() string) {
 // code comes back.
 func TestSandboxNetworkAndResolver(t *testing.T) {
 	hostResolv, _ := os.ReadFile("/etc/resolv.conf")
-	s, output := start(t)
+	s, out := start(t)
 	ip := net.ParseIP("10.255.77.1")
 	if err := s.AddAddress(ip); err != nil {
 		t.Fatal(err)
@@ -117,8 +160,8 @@ func TestSandboxNetworkAndResolver(t *testing.T) {
 	if err != nil || code != 5 {
 		t.Errorf("exit code %d %v, want 5", code, err)
 	}
-	if out := output(); out != "nameserver 127.0.21.53\n" {
-		t.Errorf("the command's resolv.conf: %q", out)
+	if got := out.all(); got != "nameserver 127.0.21.53\n" {
+		t.Errorf("the command's resolv.conf: %q", got)
 	}
 	if after, _ := os.ReadFile("/etc/resolv.conf"); !bytes.Equal(after, hostResolv) {
 		t.Error("this machine's resolv.conf changed")
@@ -128,11 +171,11 @@ func TestSandboxNetworkAndResolver(t *testing.T) {
 // A signal sent to the sandbox reaches the command; the command and what
 // it started end with the sandbox.
 func TestSandboxSignalsAndEnd(t *testing.T) {
-	s, output := start(t)
+	s, out := start(t)
 	if err := s.Run([]string{"sh", "-c", "trap 'echo termed; exit 42' TERM; echo ready; while :; do sleep 0.05; done"}, os.Environ(), ""); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the trap is set once sh runs
+	out.waitFor(t, "ready") // the trap is set
 	if err := s.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +184,7 @@ func TestSandboxSignalsAndEnd(t *testing.T) {
 	if code, err := s.Wait(ctx); err != nil || code != 42 {
 		t.Errorf("exit code %d %v, want the trap's 42", code, err)
 	}
-	if out := output(); !strings.Contains(out, "termed") {
-		t.Errorf("output %q", out)
+	if got := out.all(); !strings.Contains(got, "termed") {
+		t.Errorf("output %q", got)
 	}
 }

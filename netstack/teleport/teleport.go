@@ -271,12 +271,7 @@ func (t *teleport) startDNS(ctx context.Context) error {
 		return err
 	}
 	host, _, _ := net.SplitHostPort(addr)
-	var search []string
-	for _, ns := range t.cfg.Namespaces {
-		search = append(search, ns+".svc."+t.cfg.Domain)
-	}
-	search = append(search, "svc."+t.cfg.Domain, t.cfg.Domain)
-	nameserver, searchLine, upstreams := localnet.ResolverLines(cur, host, search)
+	nameserver, searchLine, upstreams := localnet.ResolverLines(cur, host, t.searchDomains())
 	t.dns.SetUpstreams(upstreams)
 	if err := localnet.SetBlock(ctx, t.cfg.Session, t.cfg.ResolvConf, "nameserver", true, nameserver); err != nil {
 		return err
@@ -286,6 +281,15 @@ func (t *teleport) startDNS(ctx context.Context) error {
 	}
 	fmt.Fprintf(t.cfg.Log, "DNS: %s now asks the shim at %s for cluster names (others go to %s)\n", t.cfg.ResolvConf, host, strings.Join(upstreams, ", "))
 	return nil
+}
+
+// searchDomains are the cluster's search domains, the namespaces' first.
+func (t *teleport) searchDomains() []string {
+	var search []string
+	for _, ns := range t.cfg.Namespaces {
+		search = append(search, ns+".svc."+t.cfg.Domain)
+	}
+	return append(search, "svc."+t.cfg.Domain, t.cfg.Domain)
 }
 
 // startSandboxDNS serves the shim inside the sandbox, on the first of
@@ -305,12 +309,7 @@ func (t *teleport) startSandboxDNS(ctx context.Context) error {
 		return fmt.Errorf("the DNS shim in the sandbox: %w", err)
 	}
 	cur, _ := os.ReadFile(t.cfg.ResolvConf)
-	var search []string
-	for _, ns := range t.cfg.Namespaces {
-		search = append(search, ns+".svc."+t.cfg.Domain)
-	}
-	search = append(search, "svc."+t.cfg.Domain, t.cfg.Domain)
-	nameserver, searchLine, upstreams := localnet.ResolverLines(cur, host, search)
+	nameserver, searchLine, upstreams := localnet.ResolverLines(cur, host, t.searchDomains())
 	t.dns.SetUpstreams(upstreams)
 	go func() { _ = t.dns.Serve(ctx, pc, l, nil) }()
 	content := "# kubectl cz run: cluster names from the shim of this sandbox\n" + strings.Join(append(nameserver, searchLine...), "\n") + "\n"
