@@ -79,9 +79,25 @@ func (b *bench) httpRows(ctx context.Context, path, base, baseline string, dial 
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
+	// The same, 20 ms apart: an application's occasional calls, which
+	// leave a tunnel time to make its next stream ready.
+	spaced := &row{name: "new connection 20 ms after the last + request + first byte, " + path, unit: "ms",
+		baseline: baselineName("new connection 20 ms after the last + request + first byte", baseline)}
+	for i := 0; i < b.pings/4; i++ {
+		time.Sleep(20 * time.Millisecond)
+		start := time.Now()
+		resp, err := noKeep.Get(base + "/ping")
+		if err != nil {
+			return err
+		}
+		spaced.samples = append(spaced.samples, ms(time.Since(start)))
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
 	b.table.add(thr)
 	b.table.add(keep)
 	b.table.add(fresh)
+	b.table.add(spaced)
 	return nil
 }
 

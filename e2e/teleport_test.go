@@ -5,6 +5,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -84,6 +87,12 @@ func TestTeleportNamespace(t *testing.T) {
 		if err != nil || !strings.HasPrefix(got, want) {
 			t.Errorf("%s: %q %v, want %q...\n%s", url, got, err, want, p.output())
 		}
+	}
+
+	// A client that half-closes after its request (nc -N, HTTP/1.0 tools)
+	// still gets its answer: the half-close crosses the tunnel as one.
+	if r := onLaptop(t, 15*time.Second, "env", "CZ_E2E_HALF_CLOSE=leaf."+demoNamespace+":80", os.Args[0], "-test.run=^TestHelperHalfClose$"); r.err != nil || !strings.Contains(r.stdout, "pong") {
+		t.Errorf("half-closed request through teleport: %v %s\n%s", r.err, r.stdout, r.stderr)
 	}
 
 	// A pod that goes away is replaced without restarting teleport.
@@ -224,4 +233,31 @@ func TestTeleportClusterDomain(t *testing.T) {
 		t.Errorf("a bad domain: %v %q", r.err, r.stderr)
 	}
 	assertLaptopRestored(t, before)
+}
+
+// TestHelperHalfClose is run by other tests inside the laptop namespace:
+// it sends a request to $CZ_E2E_HALF_CLOSE, half-closes, and prints the
+// answer.
+func TestHelperHalfClose(t *testing.T) {
+	addr := os.Getenv("CZ_E2E_HALF_CLOSE")
+	if addr == "" {
+		t.Skip("run by the teleport tests")
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /ping HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("%s\n", answer)
 }

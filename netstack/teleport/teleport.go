@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Domain == "" {
 		cfg.Domain = ClusterDomain(ctx, cfg.Kube)
 	}
-	t := &teleport{cfg: cfg, dns: &dnsshim.Server{Domain: cfg.Domain}, fwd: &forwarder{rest: cfg.Rest, kube: cfg.Kube, conns: map[string]*pfconn.Conn{}, spares: map[string][]*spareStream{}},
+	t := &teleport{cfg: cfg, dns: &dnsshim.Server{Domain: cfg.Domain}, fwd: &forwarder{rest: cfg.Rest, kube: cfg.Kube, conns: map[string]*pfconn.Conn{}, spares: map[string]*sparePool{}},
 		svcs: map[string]listersv1.ServiceLister{}, slices: map[string]discoverylisters.EndpointSliceLister{}, bySvc: map[string]cache.Indexer{},
 		exposed: map[string]*exposure{}, ips: map[string]net.IP{}}
 	defer t.fwd.closeAll()
@@ -722,33 +722,33 @@ type forwarder struct {
 	conns map[string]*pfconn.Conn
 	// spares are opened streams waiting for the next connection, by
 	// "ns/pod:port" (spares.go).
-	spares map[string][]*spareStream
+	spares map[string]*sparePool
 }
 
 func (f *forwarder) dial(ctx context.Context, ns, pod string, port int) (net.Conn, error) {
 	key := fmt.Sprintf("%s/%s:%d", ns, pod, port)
-	if s := f.takeSpare(key); s != nil {
-		if c, err := f.conn(ctx, ns, pod); err == nil {
-			f.refill(c, key, port)
-		}
-		return s, nil
-	}
+	spare, pool, want := f.takeSpare(key)
 	for attempt := 0; ; attempt++ {
 		c, err := f.conn(ctx, ns, pod)
 		if err != nil {
+			f.release(pool, want)
 			return nil, err
 		}
-		s, err := c.DialPort(ctx, port)
-		if err == nil {
-			for i := 0; i < sparesPerPort; i++ {
-				f.refill(c, key, port)
+		s := spare
+		if s == nil {
+			st, err := c.DialPort(ctx, port)
+			if err != nil {
+				f.drop(ns+"/"+pod, c)
+				if attempt > 0 {
+					f.release(pool, want)
+					return nil, err
+				}
+				continue
 			}
-			return s, nil
+			s = newSpare(st) // to know when its first answer came
 		}
-		f.drop(ns+"/"+pod, c)
-		if attempt > 0 {
-			return nil, err
-		}
+		f.refillAfterAnswer(c, s, key, pool, port, want)
+		return s, nil
 	}
 }
 
