@@ -126,7 +126,7 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				c.Close()
 				return
 			}
-			srv, err := sftp.NewServer(withFsync(bufferedConn{c, br}), sftp.WithMaxTxPacket(MaxPacket))
+			srv, err := sftp.NewServer(withFsync(bufferedConn{c, br}), sftp.WithMaxTxPacket(MaxPacket), sftp.WithAllocator())
 			if err != nil {
 				c.Close()
 				return
