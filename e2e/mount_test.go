@@ -388,16 +388,23 @@ func TestMountWithoutRoot(t *testing.T) {
 	}
 }
 
-// Many readers at once (xargs -P 8 over 300 small files and a 4 MiB one,
-// racing the folder fetch) see exactly the bytes the pod has.
+// Many readers at once (xargs -P 8 over 300 small files and a 20 MiB one,
+// racing the folder fetch; the big one read through read streams, in
+// windows) see exactly the bytes the pod has; so does a read of the big
+// one's middle and end (tail -c: a seek, read by SFTP).
 func TestMountManyReadersSeeConsistentData(t *testing.T) {
 	cs := clientset(t)
 	pod := filesTarget(t, cs)
-	inPod(t, pod, "sh", "-c", `rm -rf /work/many && mkdir -p /work/many/a /work/many/b && for i in $(seq 1 150); do echo "file $i $(head -c 300 /dev/urandom | md5sum)" > /work/many/a/f$i; head -c $((i * 97)) /dev/urandom > /work/many/b/g$i; done && head -c 4194304 /dev/urandom > /work/many/big`)
+	inPod(t, pod, "sh", "-c", `rm -rf /work/many && mkdir -p /work/many/a /work/many/b && for i in $(seq 1 150); do echo "file $i $(head -c 300 /dev/urandom | md5sum)" > /work/many/a/f$i; head -c $((i * 97)) /dev/urandom > /work/many/b/g$i; done && head -c 20971520 /dev/urandom > /work/many/big`)
 	want := inPod(t, pod, "sh", "-c", "cd /work && find many -type f | sort | xargs md5sum")
 	dir := t.TempDir()
 	p := startInLaptopNet(t, machine(t), "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
 	p.waitFor("mounted after", 90*time.Second)
+	// The big file's end first, cold: a read that seeks.
+	wantTail := inPod(t, pod, "sh", "-c", "tail -c 3000000 /work/many/big | md5sum")
+	if out, err := exec.Command("sh", "-c", "tail -c 3000000 "+filepath.Join(dir, "work", "many", "big")+" | md5sum").CombinedOutput(); err != nil || string(out) != wantTail {
+		t.Fatalf("tail -c of the big file: %v %s, want %s", err, out, wantTail)
+	}
 	for round := 0; round < 2; round++ { // cold, then from the kernel's pages
 		cmd := exec.Command("sh", "-c", "cd "+filepath.Join(dir, "work")+" && find many -type f | sort | xargs -P 8 -n 10 md5sum | sort -k 2")
 		out, err := cmd.CombinedOutput()

@@ -403,7 +403,14 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 		n.dropCache()
 		return &handle{f: f, node: n, appends: flags&syscall.O_APPEND != 0}, 0, 0
 	}
-	return &handle{f: f, node: n, readOnly: true}, readOnlyOpen, 0
+	h := &handle{f: f, node: n, readOnly: true}
+	n.mu.Lock()
+	size, known := n.latest.size, n.latestKnown
+	n.mu.Unlock()
+	if known {
+		h.seq = newSequential(n.remote, n.path(), size)
+	}
+	return h, readOnlyOpen, 0
 }
 
 // readOnlyOpen: a read-only file has nothing to flush at close, so the
@@ -508,6 +515,9 @@ type handle struct {
 	// appends are written at once (the pod picks their offset); other
 	// writes behind (writebehind.go).
 	appends bool
+	// seq, if set, reads a big read-only file in order through read
+	// streams (stream.go).
+	seq *sequential
 }
 
 var (
@@ -521,6 +531,11 @@ var (
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if !h.readOnly {
 		h.node.writes.wait() // an error stays for the writer's flush
+	}
+	if h.seq != nil {
+		if n, ok := h.seq.read(dest, off); ok {
+			return fuse.ReadResultData(dest[:n]), 0
+		}
 	}
 	n, err := h.f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -574,6 +589,9 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 // small files (cp -r) saves a round trip per file.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.readOnly {
+		if h.seq != nil {
+			h.seq.release()
+		}
 		go h.f.Close()
 		return 0
 	}

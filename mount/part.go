@@ -118,9 +118,9 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 		return err
 	}
 	defer remote.Close()
-	trees := &TreeStreams{Rest: p.Clients.Rest, Kube: p.Clients.Kube, NS: p.Namespace, Pod: p.pod.Name, Agent: agent}
-	defer trees.Close()
-	remote.Trees = trees.Open
+	streams := &Streams{Rest: p.Clients.Rest, Kube: p.Clients.Kube, NS: p.Namespace, Pod: p.pod.Name, Agent: agent}
+	defer streams.Close()
+	remote.Trees, remote.Reads = streams.Tree, streams.Read
 	var roots []string
 	for _, m := range p.mounts {
 		roots = append(roots, m.MountPath)

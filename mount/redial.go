@@ -23,6 +23,8 @@ type Redialer struct {
 	Dial func() (*sftp.Client, func(), error)
 	// Trees, if set, opens the file server's tree streams.
 	Trees func(context.Context, wire.TreeRequest) (io.ReadCloser, error)
+	// Reads, if set, opens the file server's read streams.
+	Reads func(context.Context, wire.ReadRequest) (io.ReadCloser, error)
 
 	mu     sync.Mutex
 	client *sftp.Client
@@ -45,6 +47,14 @@ func (r *Redialer) Tree(ctx context.Context, req wire.TreeRequest) (io.ReadClose
 		return nil, wire.ErrTreeUnsupported
 	}
 	return r.Trees(ctx, req)
+}
+
+// ReadRange opens a read stream (fusefs.RangeReader).
+func (r *Redialer) ReadRange(ctx context.Context, p string, off, n int64) (io.ReadCloser, error) {
+	if r.Reads == nil {
+		return nil, wire.ErrReadUnsupported
+	}
+	return r.Reads(ctx, wire.ReadRequest{Path: p, Offset: off, Length: n})
 }
 
 // Close ends the current session.

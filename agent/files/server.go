@@ -108,7 +108,7 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				idleSince = time.Now()
 				mu.Unlock()
 			}()
-			// A watch stream, a tree, or SFTP.
+			// A watch stream, a tree, a read, or SFTP.
 			br := bufio.NewReaderSize(c, 64<<10)
 			first, err := br.Peek(1)
 			switch {
@@ -117,6 +117,13 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				if err := serveWatch(c, br); err != nil {
 					s.Log.Warn("watch ended", "err", err)
 				}
+				return
+			case err == nil && first[0] == wire.ReadMagic:
+				_, _ = br.ReadByte()
+				if err := ServeRead(br, c); err != nil {
+					s.Log.Warn("read stream ended", "err", err)
+				}
+				c.Close()
 				return
 			case err == nil && first[0] == wire.TreeMagic:
 				_, _ = br.ReadByte()

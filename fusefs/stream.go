@@ -1,0 +1,361 @@
+package fusefs
+
+import (
+	"context"
+	"io"
+	"sync"
+	"time"
+)
+
+// RangeReader is a Remote that can send a range of a file in one stream
+// (the agent's read stream: sendfile in the pod, no per-packet work on
+// either side). A file read in order is read through it in windows; any
+// other read, and any read a stream fails, goes through File.ReadAt.
+type RangeReader interface {
+	ReadRange(ctx context.Context, p string, off, n int64) (io.ReadCloser, error)
+}
+
+const (
+	// streamMin: smaller files are read whole at open or in a few ReadAts.
+	streamMin = 1 << 20
+	// streamWindow is what one stream asks for: big enough that opening a
+	// stream (one round trip, and a stream pair the cluster pays ~5 ms of
+	// CPU for) is rare, small enough to hold a few in memory.
+	streamWindow = 8 << 20
+	// windowsPerFile are fetched ahead of a reader, at most; the kernel
+	// reads ahead 16 MiB (readahead_linux.go).
+	windowsPerFile = 3
+	// windowFresh: a window older than this is not served from (the file
+	// may have changed in the pod; a new window is asked for instead).
+	windowFresh = time.Second
+)
+
+// windowSlots bounds the windows held by all files at once (memory), and
+// windowBufs keeps their buffers for the next windows: a fresh 8 MiB is
+// 2,048 page faults, which cost more here than the bytes' whole trip.
+var (
+	windowSlots = make(chan struct{}, 16)
+	windowBufs  = make(chan []byte, cap(windowSlots))
+)
+
+// window is one range of a file being read from a stream.
+type window struct {
+	start int64
+	at    time.Time
+	buf   []byte
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	filled    int   // bytes of buf here so far
+	done      bool  // the stream ended: filled is all there is (EOF)
+	err       error // the stream failed: serve nothing from here
+	cancel    context.CancelFunc
+	closed    sync.Once
+	cancelled bool // closed by its file
+	users     int  // its fetch and the reads copying from it: buf is theirs
+	served    int  // bytes copied out of it
+}
+
+// sequential reads one open file's ranges through read streams.
+type sequential struct {
+	remote RangeReader
+	path   string
+	size   int64
+
+	mu      sync.Mutex
+	windows []*window
+	lastEnd int64
+	ahead   int64 // the furthest window opened
+	failed  bool  // a stream failed: this file reads by ReadAt from now on
+}
+
+func newSequential(r Remote, path string, size int64) *sequential {
+	rr := rangeOf(r)
+	if rr == nil || size < streamMin {
+		return nil
+	}
+	return &sequential{remote: rr, path: path, size: size}
+}
+
+// rangeOf finds the read streams behind a remote (under its owner mapping).
+func rangeOf(r Remote) RangeReader {
+	switch r := r.(type) {
+	case RangeReader:
+		return r
+	case ownedRemote:
+		return rangeOf(r.Remote)
+	}
+	return nil
+}
+
+// read serves dest at off from the windows, opening the windows it needs
+// when the read is in order. ok false: nothing was served, read it another
+// way; a short read is the file's end.
+func (s *sequential) read(dest []byte, off int64) (n int, ok bool) {
+	for n < len(dest) {
+		at := off + int64(n)
+		if at >= s.size {
+			break // the end of the file as it was at open
+		}
+		w := s.windowFor(at, n == 0)
+		if w == nil {
+			return 0, false
+		}
+		got, eof, ok := w.copyAt(dest[n:], at)
+		if !ok {
+			if !w.dropped() {
+				s.fail() // not one this file let go of: streams fail here
+			}
+			return 0, false
+		}
+		n += got
+		if w.consumed(got) {
+			s.drop(w)
+		}
+		if eof {
+			break // the file is shorter than it was at open
+		}
+	}
+	s.mu.Lock()
+	s.lastEnd = off + int64(n)
+	s.mu.Unlock()
+	return n, true
+}
+
+// windowFor is the fresh window holding off, opened if the read is in
+// order (first: where the read starts) or continues one. Windows ahead of
+// it are opened too, up to windowsPerFile.
+func (s *sequential) windowFor(off int64, first bool) *window {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed || off >= s.size {
+		return nil
+	}
+	start := off - off%streamWindow
+	var found *window
+	keep := s.windows[:0]
+	for _, w := range s.windows {
+		switch {
+		case w.stale():
+			w.close()
+		default:
+			keep = append(keep, w)
+			if w.start == start {
+				found = w
+			}
+		}
+	}
+	s.windows = keep
+	if found == nil {
+		inOrder := !first || off == 0 || off == s.lastEnd || len(s.windows) > 0
+		if !inOrder {
+			return nil
+		}
+		if found = s.open(start); found == nil {
+			return nil
+		}
+	}
+	// Ahead of the reader, past what was opened already (a window read
+	// and let go is not asked for again).
+	for next := max(start, s.ahead) + streamWindow; next < s.size && next < start+windowsPerFile*streamWindow; next += streamWindow {
+		if !s.has(next) && s.open(next) == nil {
+			break
+		}
+	}
+	return found
+}
+
+func (s *sequential) has(start int64) bool {
+	for _, w := range s.windows {
+		if w.start == start {
+			return true
+		}
+	}
+	return false
+}
+
+// open starts fetching the window at start, if a slot is free.
+func (s *sequential) open(start int64) *window {
+	select {
+	case windowSlots <- struct{}{}:
+	default:
+		return nil
+	}
+	n := min(int64(streamWindow), s.size-start)
+	ctx, cancel := context.WithCancel(context.Background())
+	var buf []byte
+	select {
+	case buf = <-windowBufs:
+	default:
+		buf = make([]byte, streamWindow)
+	}
+	w := &window{start: start, at: time.Now(), buf: buf[:n], users: 1}
+	w.cancel = func() {
+		w.mu.Lock()
+		w.cancelled = true
+		w.mu.Unlock()
+		cancel()
+	}
+	w.cond = sync.NewCond(&w.mu)
+	s.windows = append(s.windows, w)
+	s.ahead = max(s.ahead, start)
+	go w.fetch(ctx, s.remote, s.path)
+	return w
+}
+
+// fetch reads the window's range from a stream, waking readers as bytes
+// come.
+func (w *window) fetch(ctx context.Context, r RangeReader, path string) {
+	defer w.leave()
+	rc, err := r.ReadRange(ctx, path, w.start, int64(len(w.buf)))
+	if err != nil {
+		w.finish(0, err)
+		return
+	}
+	defer rc.Close()
+	for {
+		w.mu.Lock()
+		filled := w.filled
+		w.mu.Unlock()
+		if filled == len(w.buf) {
+			w.finish(0, nil)
+			return
+		}
+		n, err := rc.Read(w.buf[filled:])
+		if ctx.Err() != nil {
+			w.finish(0, ctx.Err()) // closed by its file: not the file's end
+			return
+		}
+		if err == io.EOF {
+			w.finish(n, nil) // the file is shorter than when it was opened
+			return
+		}
+		if err != nil {
+			w.finish(n, err)
+			return
+		}
+		w.mu.Lock()
+		w.filled += n
+		w.mu.Unlock()
+		w.cond.Broadcast()
+	}
+}
+
+func (w *window) finish(n int, err error) {
+	w.mu.Lock()
+	w.filled += n
+	w.done, w.err = true, err
+	w.mu.Unlock()
+	w.cond.Broadcast()
+}
+
+// copyAt copies what dest needs at off once it is here: got bytes, eof
+// when the window ended before dest was full, ok false when it failed.
+func (w *window) copyAt(dest []byte, off int64) (got int, eof, ok bool) {
+	from := int(off - w.start)
+	w.mu.Lock()
+	if w.cancelled {
+		w.mu.Unlock()
+		return 0, false, false
+	}
+	w.users++
+	want := min(from+len(dest), len(w.buf))
+	for w.filled < want && !w.done {
+		w.cond.Wait()
+	}
+	filled, done, err := w.filled, w.done, w.err
+	w.mu.Unlock()
+	defer w.leave()
+	if err != nil {
+		return 0, false, false
+	}
+	if from >= filled {
+		return 0, true, true
+	}
+	got = copy(dest, w.buf[from:min(want, filled)])
+	return got, done && filled < want, true
+}
+
+// consumed counts got bytes copied out of the window, and says when all
+// of it was: the kernel reads each range once, so it is not needed again.
+func (w *window) consumed(got int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.served += got
+	return w.done && w.served >= w.filled
+}
+
+// stale says a window is done and older than windowFresh: the file may have
+// changed in the pod since.
+func (w *window) stale() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done && time.Since(w.at) > windowFresh
+}
+
+// drop closes a window and takes it out of the file's list.
+func (s *sequential) drop(w *window) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, other := range s.windows {
+		if other == w {
+			s.windows = append(s.windows[:i:i], s.windows[i+1:]...)
+			break
+		}
+	}
+	w.close()
+}
+
+// leave ends a use of the buffer; the last one after close gives it back.
+func (w *window) leave() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.users--
+	w.free()
+}
+
+// free gives the buffer back once the window is closed and unused.
+func (w *window) free() {
+	if w.cancelled && w.users == 0 && w.buf != nil {
+		select {
+		case windowBufs <- w.buf[:cap(w.buf)]:
+		default:
+		}
+		w.buf = nil
+	}
+}
+
+// close stops the window's stream and frees its slot; its memory goes
+// with its last reader.
+func (w *window) close() {
+	w.closed.Do(func() {
+		w.cancel()
+		<-windowSlots
+		w.mu.Lock()
+		w.free()
+		w.mu.Unlock()
+	})
+}
+
+// dropped says the window was closed by its file (not failed by itself).
+func (w *window) dropped() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cancelled
+}
+
+func (s *sequential) fail() {
+	s.mu.Lock()
+	s.failed = true
+	s.mu.Unlock()
+}
+
+// release ends every window (the file was closed).
+func (s *sequential) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range s.windows {
+		w.close()
+	}
+	s.windows = nil
+}

@@ -1,0 +1,150 @@
+package fusefs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// rangeFile is a RangeReader over bytes, counting the ranges asked for;
+// failAt, if set, makes the stream of the window at that offset fail.
+type rangeFile struct {
+	data   []byte
+	asked  atomic.Int64
+	failAt int64
+	fail   bool
+}
+
+func (r *rangeFile) ReadRange(_ context.Context, _ string, off, n int64) (io.ReadCloser, error) {
+	r.asked.Add(1)
+	if r.fail && off == r.failAt {
+		return io.NopCloser(io.MultiReader(bytes.NewReader(r.data[off:off+100]), errReader{})), nil
+	}
+	end := min(off+n, int64(len(r.data)))
+	if off > end {
+		off = end
+	}
+	return io.NopCloser(bytes.NewReader(r.data[off:end])), nil
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("stream broke") }
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(1)).Read(b)
+	return b
+}
+
+// A file read in order, the kernel's way (1 MiB reads, several at once and
+// out of order), gets exactly its bytes, each window asked for once.
+func TestSequentialReadsInWindows(t *testing.T) {
+	data := randomBytes(3*streamWindow + 12345)
+	r := &rangeFile{data: data}
+	s := &sequential{remote: r, path: "/f", size: int64(len(data))}
+	defer s.release()
+	got := make([]byte, len(data))
+	const chunk = 1 << 20
+	// The kernel's first read of a file is its start, alone.
+	if n, ok := s.read(got[:chunk], 0); !ok || n != chunk {
+		t.Fatalf("first read: %d %v", n, ok)
+	}
+	for base := chunk; base < len(data); base += 4 * chunk {
+		var wg sync.WaitGroup
+		for i := 3; i >= 0; i-- { // the last of four first
+			off := base + i*chunk
+			if off >= len(data) {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				end := min(off+chunk, len(data))
+				n, ok := s.read(got[off:end], int64(off))
+				if !ok || n != end-off {
+					t.Errorf("read at %d: %d bytes, ok %v", off, n, ok)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the bytes read differ from the file's")
+	}
+	if n := r.asked.Load(); n != 4 {
+		t.Errorf("%d ranges asked for, want 4 (one per window)", n)
+	}
+	// Past the end: nothing, and no stream.
+	if n, ok := s.read(make([]byte, 10), int64(len(data))); !ok || n != 0 {
+		t.Errorf("read at the end: %d %v", n, ok)
+	}
+}
+
+// A read that does not continue one (a seek) is left to ReadAt; a file
+// that shrank since its open reads short (its end); a stream that breaks
+// sends this file's reads to ReadAt from then on.
+func TestSequentialLeavesTheRestToReadAt(t *testing.T) {
+	data := randomBytes(2 * streamWindow)
+	s := &sequential{remote: &rangeFile{data: data}, path: "/f", size: int64(len(data))}
+	if _, ok := s.read(make([]byte, 4096), 5<<20+4096); ok {
+		t.Error("a first read in the middle was served by a stream")
+	}
+	s.release()
+
+	shrunk := &sequential{remote: &rangeFile{data: data[:streamWindow+10]}, path: "/f", size: int64(len(data))}
+	buf := make([]byte, 1<<20)
+	total := 0
+	for off := 0; ; off += len(buf) {
+		n, ok := shrunk.read(buf, int64(off))
+		if !ok {
+			t.Fatalf("read at %d not served", off)
+		}
+		total += n
+		if n < len(buf) {
+			break
+		}
+	}
+	shrunk.release()
+	if total != streamWindow+10 {
+		t.Errorf("read %d bytes of a file that shrank to %d", total, streamWindow+10)
+	}
+
+	broken := &sequential{remote: &rangeFile{data: data, fail: true, failAt: 0}, path: "/f", size: int64(len(data))}
+	defer broken.release()
+	if _, ok := broken.read(make([]byte, 1<<20), 0); ok {
+		t.Fatal("a read from a broken stream was served")
+	}
+	if _, ok := broken.read(make([]byte, 1<<20), 1<<20); ok {
+		t.Error("after a broken stream, reads still go to streams")
+	}
+}
+
+// Small files are not streamed, and a remote without read streams is
+// read as before.
+func TestSequentialOnlyForBigFilesOfRangeReaders(t *testing.T) {
+	if newSequential(&rangeRemote{}, "/f", streamMin-1) != nil {
+		t.Error("a small file is streamed")
+	}
+	if newSequential(&rangeRemote{}, "/f", streamMin) == nil {
+		t.Error("a big file of a range reader is not streamed")
+	}
+	if newSequential(ownedRemote{Remote: &rangeRemote{}}, "/f", streamMin) == nil {
+		t.Error("a range reader under the owner mapping is not found")
+	}
+	if newSequential(plainRemote{}, "/f", streamMin) != nil {
+		t.Error("a remote without read streams is streamed")
+	}
+}
+
+type rangeRemote struct {
+	plainRemote
+	rangeFile
+}
+
+type plainRemote struct{ Remote }

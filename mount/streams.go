@@ -1,0 +1,157 @@
+package mount
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+	"github.com/kubectl-cz/kubectl-cz/pfconn"
+)
+
+// Streams opens the file server's tree and read streams (package wire),
+// each a stream of its own on one port-forward connection kept for them (a
+// new one costs 20-60 ms here, a stream on it one round trip), apart from
+// SFTP's. Close ends it.
+type Streams struct {
+	Rest  *rest.Config
+	Kube  kubernetes.Interface
+	NS    string
+	Pod   string
+	Agent Agent
+
+	mu sync.Mutex
+	pf *pfconn.Conn
+}
+
+// Tree asks for one tree.
+func (t *Streams) Tree(ctx context.Context, req wire.TreeRequest) (io.ReadCloser, error) {
+	c, err := t.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tree stream: %w", err)
+	}
+	s := &stream{Conn: c}
+	s.stop = context.AfterFunc(ctx, func() { s.Close() })
+	if err := request(ctx, c, t.Agent.Secret, wire.TreeMagic, req); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("tree stream: %w", err)
+	}
+	return s, nil
+}
+
+// Read asks for a range of a file, and returns its bytes once the file
+// server answered; an error it answers is returned as is, and a server that
+// closes unanswered (older than the read stream) gives
+// wire.ErrReadUnsupported.
+func (t *Streams) Read(ctx context.Context, req wire.ReadRequest) (io.ReadCloser, error) {
+	c, err := t.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read stream: %w", err)
+	}
+	s := &stream{Conn: c}
+	s.stop = context.AfterFunc(ctx, func() { s.Close() })
+	if err := request(ctx, c, t.Agent.Secret, wire.ReadMagic, req); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("read stream: %w", err)
+	}
+	// A big read into an empty bufio.Reader goes straight to its caller's
+	// buffer: the body is not copied twice.
+	br := bufio.NewReaderSize(c, 64<<10)
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		s.Close()
+		if errors.Is(err, io.EOF) {
+			return nil, wire.ErrReadUnsupported
+		}
+		return nil, fmt.Errorf("read stream: %w", err)
+	}
+	var a wire.ReadAnswer
+	if err := json.Unmarshal(line, &a); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("read stream answer: %w", err)
+	}
+	if a.Error != "" {
+		s.Close()
+		return nil, fmt.Errorf("read stream: %s", a.Error)
+	}
+	s.r = br
+	return s, nil
+}
+
+// request starts a stream other than SFTP on a file server connection: the
+// secret, the stream's magic byte, its request as one JSON line.
+func request(ctx context.Context, c net.Conn, secret string, magic byte, req any) error {
+	if err := present(ctx, c, secret); err != nil {
+		return err
+	}
+	line, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(append(append([]byte{magic}, line...), '\n'))
+	return err
+}
+
+// dial opens a stream to the file server, on a new port-forward
+// connection if the kept one is gone.
+func (t *Streams) dial(ctx context.Context) (net.Conn, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pf != nil {
+		if c, err := t.pf.DialPort(ctx, t.Agent.Port); err == nil {
+			return c, nil
+		}
+		t.pf.Close()
+		t.pf = nil
+	}
+	pf, err := pfconn.Dial(ctx, t.Rest, t.Kube, t.NS, t.Pod)
+	if err != nil {
+		return nil, err
+	}
+	c, err := pf.DialPort(ctx, t.Agent.Port)
+	if err != nil {
+		pf.Close()
+		return nil, err
+	}
+	t.pf = pf
+	return c, nil
+}
+
+// Close ends the kept port-forward connection.
+func (t *Streams) Close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pf != nil {
+		t.pf.Close()
+		t.pf = nil
+	}
+}
+
+// stream is one tree or read stream's connection.
+type stream struct {
+	net.Conn
+	r    io.Reader // the answer's reader, past its first line (read streams)
+	stop func() bool
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	if s.r != nil {
+		return s.r.Read(p)
+	}
+	return s.Conn.Read(p)
+}
+
+func (s *stream) Close() error {
+	if s.stop != nil {
+		s.stop()
+	}
+	return s.Conn.Close()
+}
