@@ -31,11 +31,11 @@ const (
 )
 
 // windowSlots bounds the windows held by all files at once (memory), and
-// windowBufs keeps their buffers for the next windows: a fresh 8 MiB is
-// 2,048 page faults, which cost more here than the bytes' whole trip.
+// windowBufs keeps a few of their buffers for the next windows: a fresh
+// 8 MiB is 2,048 page faults, which cost more here than the bytes' trip.
 var (
 	windowSlots = make(chan struct{}, 16)
-	windowBufs  = make(chan []byte, cap(windowSlots))
+	windowBufs  = make(chan []byte, 4)
 )
 
 // window is one range of a file being read from a stream.
@@ -197,6 +197,18 @@ func (s *sequential) open(start int64) *window {
 		cancel()
 	}
 	w.cond = sync.NewCond(&w.mu)
+	// A file kept open but no longer read lets its windows go.
+	var expire func()
+	expire = func() {
+		switch {
+		case w.dropped():
+		case w.stale():
+			s.drop(w)
+		default:
+			time.AfterFunc(windowFresh, expire)
+		}
+	}
+	time.AfterFunc(windowFresh, expire)
 	s.windows = append(s.windows, w)
 	s.ahead = max(s.ahead, start)
 	go w.fetch(ctx, s.remote, s.path)

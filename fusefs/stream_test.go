@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // rangeFile is a RangeReader over bytes, counting the ranges asked for;
@@ -148,3 +149,30 @@ type rangeRemote struct {
 }
 
 type plainRemote struct{ Remote }
+
+// A file kept open but no longer read lets its windows (memory, and slots
+// other files need) go once they are stale.
+func TestSequentialWindowsExpire(t *testing.T) {
+	data := randomBytes(3 * streamWindow)
+	s := &sequential{remote: &rangeFile{data: data}, path: "/f", size: int64(len(data))}
+	defer s.release()
+	before := len(windowSlots)
+	if _, ok := s.read(make([]byte, 1<<20), 0); !ok {
+		t.Fatal("first read not served")
+	}
+	if len(windowSlots) == before {
+		t.Fatal("no window holds a slot")
+	}
+	deadline := time.Now().Add(5 * windowFresh)
+	for len(windowSlots) != before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(windowSlots); n != before {
+		t.Fatalf("%d slots still held after the windows went stale", n-before)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.windows) != 0 {
+		t.Errorf("%d windows kept", len(s.windows))
+	}
+}
