@@ -86,12 +86,15 @@ func (p *Sandboxed) Run(ctx context.Context, s *session.Session, active func()) 
 		_ = s.Discard(ctx, e)
 		return err
 	}
+	// The command runs from here: a signal is its own, also while the
+	// journal notes it (told after that, a SIGTERM to a command that had
+	// already printed was taken as an interrupt before its start).
+	if p.Started != nil {
+		p.Started()
+	}
 	if _, err := s.Applied(ctx, e, d); err != nil {
 		_ = p.Sandbox.Close()
 		return err
-	}
-	if p.Started != nil {
-		p.Started()
 	}
 	active()
 	select {
