@@ -102,26 +102,34 @@ func createLocal(stateDir string, meta Meta) (*localJournal, error) {
 }
 
 func (lj *localJournal) append(line localLine) error {
+	return lj.appendAll([]localLine{line})
+}
+
+// appendAll writes lines at once: one lock, one write, one fsync (1,000
+// addresses of a teleport were 2,000 fsyncs, a second of its start-up).
+func (lj *localJournal) appendAll(lines []localLine) error {
 	unlock, err := lockLocal(lj.path)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if _, err := os.Stat(lj.path); os.IsNotExist(err) && line.Meta == nil {
+	if _, err := os.Stat(lj.path); os.IsNotExist(err) && lines[0].Meta == nil {
 		// Another terminal of the session closed it meanwhile: start again.
 		meta := lj.meta
-		if err := lj.appendLocked(localLine{Meta: &meta}); err != nil {
-			return err
-		}
+		lines = append([]localLine{{Meta: &meta}}, lines...)
 	}
-	return lj.appendLocked(line)
+	return lj.appendLocked(lines...)
 }
 
-// appendLocked writes one line; the caller holds the lock.
-func (lj *localJournal) appendLocked(line localLine) error {
-	b, err := json.Marshal(line)
-	if err != nil {
-		return err
+// appendLocked writes lines; the caller holds the lock.
+func (lj *localJournal) appendLocked(lines ...localLine) error {
+	var buf []byte
+	for _, line := range lines {
+		b, err := json.Marshal(line)
+		if err != nil {
+			return err
+		}
+		buf = append(append(buf, b...), '\n')
 	}
 	lj.mu.Lock()
 	defer lj.mu.Unlock()
@@ -130,13 +138,15 @@ func (lj *localJournal) appendLocked(line localLine) error {
 		return fmt.Errorf("local session journal: %w", err)
 	}
 	defer f.Close()
-	if _, err := f.Write(append(b, '\n')); err != nil {
+	if _, err := f.Write(buf); err != nil {
 		return fmt.Errorf("local session journal %s: %w", lj.path, err)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("local session journal %s: %w", lj.path, err)
 	}
-	lj.apply(line)
+	for _, line := range lines {
+		lj.apply(line)
+	}
 	return nil
 }
 

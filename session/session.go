@@ -160,6 +160,64 @@ func (s *Session) Record(ctx context.Context, kind, primitive, namespace string,
 	return e, s.after(s.hooks.AfterRecord, e, err)
 }
 
+// RecordLocal records many changes of this machine (a local kind, no
+// namespace) in one write of the local journal: one fsync for them all.
+func (s *Session) RecordLocal(kind, primitive string, data []any) ([]Entry, error) {
+	lj, err := s.localJournal()
+	if err != nil {
+		return nil, err
+	}
+	entries := make([]Entry, len(data))
+	lines := make([]localLine, len(data))
+	for i, d := range data {
+		raw, err := json.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		entries[i] = Entry{Seq: nextSeq(), Kind: kind, Primitive: primitive, State: Recorded,
+			Time: time.Now().UTC(), Owner: s.meta.Owner, Data: raw}
+		lines[i] = localLine{Record: &entries[i]}
+	}
+	if len(lines) == 0 {
+		return nil, nil
+	}
+	err = lj.appendAll(lines)
+	for _, e := range entries {
+		if err = s.after(s.hooks.AfterRecord, e, err); err != nil {
+			break
+		}
+	}
+	return entries, err
+}
+
+// AppliedLocal marks many local entries' changes as made, in one write.
+func (s *Session) AppliedLocal(entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	lj, err := s.localJournal()
+	if err != nil {
+		return err
+	}
+	lines := make([]localLine, len(entries))
+	applied := make([]Entry, len(entries))
+	for i, e := range entries {
+		if e.Namespace != "" {
+			return fmt.Errorf("entry %d of %s is not this machine's", e.Seq, e.Kind)
+		}
+		e.State = Applied
+		applied[i] = e
+		lines[i] = localLine{Applied: &applied[i]}
+	}
+	err = lj.appendAll(lines)
+	for _, e := range applied {
+		if err = s.after(s.hooks.AfterApplied, e, err); err != nil {
+			break
+		}
+	}
+	return err
+}
+
 func (s *Session) after(hook func(Entry), e Entry, err error) error {
 	if err == nil && hook != nil {
 		hook(e)

@@ -114,6 +114,41 @@ func AddAddress(ctx context.Context, s *session.Session, ip net.IP) error {
 	return err
 }
 
+// AddAddresses adds many addresses as AddAddress does, journaled in one
+// write before and one after (a teleport of 1,000 Services adds 1,000). It
+// returns the error of each address that could not be added, by position;
+// their entries are discarded.
+func AddAddresses(ctx context.Context, s *session.Session, ips []net.IP) ([]error, error) {
+	if len(ips) == 0 {
+		return nil, nil
+	}
+	if err := linkExists(Link); err != nil {
+		return nil, err
+	}
+	data := make([]any, len(ips))
+	for i, ip := range ips {
+		data[i] = addressData{IP: ip.String(), Link: Link}
+	}
+	entries, err := s.RecordLocal(KindAddress, "teleport", data)
+	if err != nil {
+		return nil, err
+	}
+	errs := make([]error, len(ips))
+	var added []session.Entry
+	for i, ip := range ips {
+		if err := addrAdd(Link, ip); err != nil {
+			_ = s.Discard(ctx, entries[i])
+			if errors.Is(err, syscall.EPERM) {
+				err = fmt.Errorf("not permitted: teleport changes this machine's network, run it as root (sudo -E kubectl cz teleport ...)")
+			}
+			errs[i] = fmt.Errorf("add address %s to %s: %w", ip, Link, err)
+			continue
+		}
+		added = append(added, entries[i])
+	}
+	return errs, s.AppliedLocal(added)
+}
+
 // RemoveAddress takes an address teleport added off again (its Service went
 // away); the journal entry stays, and its undo finds nothing to do.
 func RemoveAddress(ip net.IP) error {

@@ -97,6 +97,7 @@ type teleport struct {
 	nextIP  uint32
 	ips     map[string]net.IP // fallback addresses handed out, by key
 	hosts   []string          // the last /etc/hosts block written
+	batched map[string]error  // ClusterIPs added by this pass's addBatch, with their errors
 }
 
 // exposure is one address with its listeners.
@@ -361,6 +362,9 @@ func (t *teleport) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := t.addBatch(ctx, host); err != nil {
+		return err
+	}
 	want := map[string]bool{}
 	var records []dnsshim.Service
 	var errs []string
@@ -449,14 +453,19 @@ func (t *teleport) expose(ctx context.Context, host *localnet.Host, key string, 
 			ip = nil // an IPv6 ClusterIP: the fallback range is IPv4
 		}
 		if ip != nil {
-			if host.Taken(ip) {
+			if err, batched := t.batched[ip.String()]; batched {
+				if err != nil {
+					return nil, err
+				}
+				added = true // by addBatch, for this pass
+			} else if host.Taken(ip) {
 				fmt.Fprintf(t.cfg.Log, "%s: ClusterIP %s is taken on this machine; using a loopback address\n", key, ip)
 				ip = nil
 			}
 		}
 		if ip == nil {
 			ip = t.fallback(key)
-		} else {
+		} else if !added {
 			if err := t.addAddress(ctx, ip); err != nil {
 				return nil, err
 			}
@@ -496,6 +505,51 @@ func (t *teleport) unexpose(key string, e *exposure) {
 		}
 	}
 	delete(t.exposed, key)
+}
+
+// addBatch adds the ClusterIPs of the Services this pass exposes anew, at
+// once (journaled in one write each way), and notes each one's outcome in
+// t.batched for expose.
+func (t *teleport) addBatch(ctx context.Context, host *localnet.Host) error {
+	t.batched = map[string]error{}
+	var ips []net.IP
+	for _, ns := range t.cfg.Namespaces {
+		svcs, err := t.services(ns)
+		if err != nil {
+			return err
+		}
+		for _, svc := range svcs {
+			ip := net.ParseIP(svc.Spec.ClusterIP).To4()
+			if svc.Spec.ClusterIP == corev1.ClusterIPNone || ip == nil || t.exposed[ns+"/"+svc.Name] != nil || host.Taken(ip) {
+				continue
+			}
+			if _, dup := t.batched[ip.String()]; !dup {
+				t.batched[ip.String()] = nil
+				ips = append(ips, ip)
+			}
+		}
+	}
+	if len(ips) == 0 {
+		return nil
+	}
+	var errs []error
+	if t.cfg.Sandbox != nil {
+		for _, ip := range ips {
+			errs = append(errs, t.cfg.Sandbox.AddAddress(ip))
+		}
+	} else {
+		var err error
+		if errs, err = localnet.AddAddresses(ctx, t.cfg.Session, ips); err != nil {
+			return err
+		}
+	}
+	for i, ip := range ips {
+		t.batched[ip.String()] = errs[i]
+		if errs[i] == nil {
+			host.Added(ip)
+		}
+	}
+	return nil
 }
 
 // addAddress, removeAddress and listen work on this machine (addresses
