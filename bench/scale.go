@@ -27,37 +27,66 @@ const (
 	scaleServices  = 1000
 )
 
-// scale measures teleport of a namespace of 1,000 Services (one pod behind
-// them all): from start until every ClusterIP answers on the laptop, the
-// plugin's memory and its CPU at rest, and how soon a Service created or
-// deleted meanwhile answers or goes.
+// scaleShape is how the bench's Services are spread: the issue asks for
+// 1,000 in one namespace, and 5 namespaces of 200.
+type scaleShape struct {
+	label      string
+	namespaces []string
+	perNS      int
+}
+
+var scaleShapes = []scaleShape{
+	{label: fmt.Sprintf("%d Services", scaleServices), namespaces: []string{scaleNamespace}, perNS: scaleServices},
+	{label: "5 namespaces of 200 Services", namespaces: []string{scaleNamespace + "-1", scaleNamespace + "-2", scaleNamespace + "-3", scaleNamespace + "-4", scaleNamespace + "-5"}, perNS: 200},
+}
+
+// scale measures teleport of many Services (one pod behind a namespace's
+// Services), in each shape: from start until every ClusterIP answers on the
+// laptop, the plugin's memory and its CPU at rest, and (1,000 in one
+// namespace) how soon a Service created or deleted meanwhile answers or
+// goes.
 func (b *bench) scale(ctx context.Context, cfg *rest.Config) error {
-	fmt.Fprintf(os.Stderr, "bench: kubectl cz teleport of %d Services\n", scaleServices)
 	fast := rest.CopyConfig(cfg)
 	fast.QPS, fast.Burst = 200, 400
 	cs, err := kubernetes.NewForConfig(fast)
 	if err != nil {
 		return err
 	}
-	ips, err := scaleFixture(ctx, cs)
-	if err != nil {
-		return err
+	for i, shape := range scaleShapes {
+		if err := b.scaleShape(ctx, cs, shape, i == 0); err != nil {
+			return err
+		}
 	}
-	defer removeScaleNamespace(cs)
+	return nil
+}
+
+func (b *bench) scaleShape(ctx context.Context, cs kubernetes.Interface, shape scaleShape, changes bool) error {
+	fmt.Fprintf(os.Stderr, "bench: kubectl cz teleport of %s\n", shape.label)
+	defer removeScaleNamespaces(cs, shape.namespaces)
+	var ips []string
+	for _, ns := range shape.namespaces {
+		more, err := scaleFixture(ctx, cs, ns, shape.perNS)
+		if err != nil {
+			return err
+		}
+		ips = append(ips, more...)
+	}
 	dial, err := laptopDialer()
 	if err != nil {
 		return err
 	}
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
-	active := &row{name: fmt.Sprintf("%d Services, teleport active after start (listening on every address), kubectl cz teleport", scaleServices), unit: "s"}
-	all := &row{name: fmt.Sprintf("%d Services, all answering after start, kubectl cz teleport", scaleServices), unit: "s"}
-	rss := &row{name: fmt.Sprintf("%d Services, plugin memory (RSS), kubectl cz teleport", scaleServices), unit: "MiB"}
-	cpu := &row{name: fmt.Sprintf("%d Services, plugin CPU at rest (5 s), kubectl cz teleport", scaleServices), unit: "%"}
+	active := &row{name: shape.label + ", teleport active after start (listening on every address), kubectl cz teleport", unit: "s"}
+	all := &row{name: shape.label + ", all answering after start, kubectl cz teleport", unit: "s"}
+	rss := &row{name: shape.label + ", plugin memory (RSS), kubectl cz teleport", unit: "MiB"}
+	cpu := &row{name: shape.label + ", plugin CPU at rest (5 s), kubectl cz teleport", unit: "%"}
 	added := &row{name: "a Service created, answering after, kubectl cz teleport", unit: "s"}
 	gone := &row{name: "a Service deleted, gone after, kubectl cz teleport", unit: "s"}
+	args := append([]string{"-n", shape.namespaces[0], "teleport", "namespace"}, shape.namespaces...)
+	args = append(args, "--dns", "none")
 	for run := 0; run < b.runs; run++ {
 		t0 := time.Now()
-		cmd, secs, err := startPlugin(ctx, teleportActive, "-n", scaleNamespace, "teleport", "namespace", "--dns", "none")
+		cmd, secs, err := startPlugin(ctx, teleportActive, args...)
 		if err != nil {
 			return err
 		}
@@ -73,10 +102,12 @@ func (b *bench) scale(ctx context.Context, cfg *rest.Config) error {
 			if c, err := cpuShare(pid, 5*time.Second); err == nil {
 				cpu.samples = append(cpu.samples, c)
 			}
-			var up, down float64
-			if up, down, err = addAndDelete(ctx, cs, client, run); err == nil {
-				added.samples = append(added.samples, up)
-				gone.samples = append(gone.samples, down)
+			if changes {
+				var up, down float64
+				if up, down, err = addAndDelete(ctx, cs, client, run); err == nil {
+					added.samples = append(added.samples, up)
+					gone.samples = append(gone.samples, down)
+				}
 			}
 		}
 		if serr := stopPlugin(cmd); err == nil && serr != nil {
@@ -86,7 +117,11 @@ func (b *bench) scale(ctx context.Context, cfg *rest.Config) error {
 			return err
 		}
 	}
-	for _, r := range []*row{active, all, rss, cpu, added, gone} {
+	rows := []*row{active, all, rss, cpu}
+	if changes {
+		rows = append(rows, added, gone)
+	}
+	for _, r := range rows {
 		b.table.add(r)
 	}
 	return nil
@@ -94,8 +129,8 @@ func (b *bench) scale(ctx context.Context, cfg *rest.Config) error {
 
 // scaleFixture makes the namespace: one pod answering HTTP on 8080 and the
 // Services selecting it; it returns their ClusterIPs.
-func scaleFixture(ctx context.Context, cs kubernetes.Interface) ([]string, error) {
-	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scaleNamespace}}, metav1.CreateOptions{})
+func scaleFixture(ctx context.Context, cs kubernetes.Interface, ns string, n int) ([]string, error) {
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
@@ -115,10 +150,10 @@ func scaleFixture(ctx context.Context, cs kubernetes.Interface) ([]string, error
 			},
 		},
 	}
-	if _, err := cs.AppsV1().Deployments(scaleNamespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
-	ips := make([]string, scaleServices)
+	ips := make([]string, n)
 	work := make(chan int)
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
@@ -128,9 +163,9 @@ func scaleFixture(ctx context.Context, cs kubernetes.Interface) ([]string, error
 			defer wg.Done()
 			for i := range work {
 				name := fmt.Sprintf("svc-%04d", i)
-				svc, err := cs.CoreV1().Services(scaleNamespace).Create(ctx, scaleService(name, labels), metav1.CreateOptions{})
+				svc, err := cs.CoreV1().Services(ns).Create(ctx, scaleService(name, labels), metav1.CreateOptions{})
 				if apierrors.IsAlreadyExists(err) {
-					svc, err = cs.CoreV1().Services(scaleNamespace).Get(ctx, name, metav1.GetOptions{})
+					svc, err = cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 				}
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
@@ -140,7 +175,7 @@ func scaleFixture(ctx context.Context, cs kubernetes.Interface) ([]string, error
 			}
 		}()
 	}
-	for i := 0; i < scaleServices; i++ {
+	for i := 0; i < n; i++ {
 		work <- i
 	}
 	close(work)
@@ -153,7 +188,7 @@ func scaleFixture(ctx context.Context, cs kubernetes.Interface) ([]string, error
 	// run once took 44 s waiting for it).
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		slices, err := cs.DiscoveryV1().EndpointSlices(scaleNamespace).List(ctx, metav1.ListOptions{})
+		slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{})
 		ready := map[string]bool{}
 		if err == nil {
 			for _, s := range slices.Items {
@@ -164,24 +199,29 @@ func scaleFixture(ctx context.Context, cs kubernetes.Interface) ([]string, error
 				}
 			}
 		}
-		if len(ready) >= scaleServices {
+		if len(ready) >= n {
 			return ips, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%d of %d Services have a ready endpoint after 3 minutes", len(ready), scaleServices)
+			return nil, fmt.Errorf("%d of %d Services have a ready endpoint after 3 minutes", len(ready), n)
 		}
 		time.Sleep(time.Second)
 	}
 }
 
-// removeScaleNamespace deletes the namespace and waits until it is gone, so
-// what the bench measures next does not share the machine with it.
-func removeScaleNamespace(cs kubernetes.Interface) {
+// removeScaleNamespaces deletes the namespaces and waits until they are
+// gone, so what the bench measures next does not share the machine with
+// them.
+func removeScaleNamespaces(cs kubernetes.Interface, namespaces []string) {
 	ctx := context.Background()
-	_ = cs.CoreV1().Namespaces().Delete(ctx, scaleNamespace, metav1.DeleteOptions{})
-	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
-		if _, err := cs.CoreV1().Namespaces().Get(ctx, scaleNamespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			return
+	for _, ns := range namespaces {
+		_ = cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	}
+	for _, ns := range namespaces {
+		for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+			if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+				break
+			}
 		}
 	}
 }
