@@ -21,21 +21,24 @@ const (
 	// streamWindow is what one stream asks for: big enough that opening a
 	// stream (one round trip, and a stream pair the cluster pays ~5 ms of
 	// CPU for) is rare, small enough to hold a few in memory.
-	streamWindow = 8 << 20
+	streamWindow = 4 << 20
 	// windowsPerFile are fetched ahead of a reader, at most; the kernel
 	// reads ahead 16 MiB (readahead_linux.go).
-	windowsPerFile = 3
+	windowsPerFile = 4
+	// windowsBehind: a window this many behind the one being read is let
+	// go even if not all of it was read (a read that went by SFTP).
+	windowsBehind = 5
 	// windowFresh: a window older than this is not served from (the file
 	// may have changed in the pod; a new window is asked for instead).
 	windowFresh = time.Second
 )
 
-// windowSlots bounds the windows held by all files at once (memory), and
+// windowSlots bounds the windows held by all files at once (96 MiB), and
 // windowBufs keeps a few of their buffers for the next windows: a fresh
-// 8 MiB is 2,048 page faults, which cost more here than the bytes' trip.
+// 4 MiB is 1,024 page faults, which cost more here than the bytes' trip.
 var (
-	windowSlots = make(chan struct{}, 16)
-	windowBufs  = make(chan []byte, 4)
+	windowSlots = make(chan struct{}, 24)
+	windowBufs  = make(chan []byte, 6)
 )
 
 // window is one range of a file being read from a stream.
@@ -136,7 +139,9 @@ func (s *sequential) windowFor(off int64, first bool) *window {
 	keep := s.windows[:0]
 	for _, w := range s.windows {
 		switch {
-		case w.stale():
+		case w.stale() || w.start+windowsBehind*streamWindow <= start:
+			// Stale, or far behind the reader: the kernel's reads come
+			// out of order, but not by more than its read-ahead (16 MiB).
 			w.close()
 		default:
 			keep = append(keep, w)
@@ -187,7 +192,7 @@ func (s *sequential) open(start int64) *window {
 	select {
 	case buf = <-windowBufs:
 	default:
-		buf = make([]byte, streamWindow)
+		buf = newWindowBuffer()
 	}
 	w := &window{start: start, at: time.Now(), buf: buf[:n], users: 1}
 	w.cancel = func() {
@@ -332,6 +337,7 @@ func (w *window) free() {
 		select {
 		case windowBufs <- w.buf[:cap(w.buf)]:
 		default:
+			freeWindowBuffer(w.buf[:cap(w.buf)])
 		}
 		w.buf = nil
 	}
