@@ -1,7 +1,10 @@
 package session
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -12,12 +15,13 @@ var (
 )
 
 func init() {
-	RegisterKind(Kind{Name: "test.batch", Local: true, Undo: func(_ context.Context, _ *UndoContext, e Entry) error {
+	RegisterKind(Kind{Name: "test.batch", Local: true, Undo: func(_ context.Context, u *UndoContext, e Entry) error {
 		batchUndoneMu.Lock()
 		defer batchUndoneMu.Unlock()
 		batchUndone = append(batchUndone, string(e.Data))
+		fmt.Fprintf(u.Log, "undid %s\n", e.Data)
 		return nil
-	}})
+	}, Many: func(n int) string { return fmt.Sprintf("undid %d of them", n) }})
 }
 
 // Many local changes are journaled in one write each way, and are undone
@@ -59,5 +63,37 @@ func TestRecordLocalIsOneWriteAndUndoes(t *testing.T) {
 	}
 	if len(batchUndone) != 3 {
 		t.Fatalf("undone %v, want all three (a recorded one too: it may have happened)", batchUndone)
+	}
+}
+
+// A kind that says many in one keeps its own lines for a few entries, and
+// says one line for many.
+func TestManyUndoneSayOneLine(t *testing.T) {
+	ctx := context.Background()
+	for _, n := range []int{3, manyLines + 2} {
+		c, _ := fakeClients(t)
+		s := openTest(t, c)
+		data := make([]any, n)
+		for i := range data {
+			data[i] = i
+		}
+		entries, err := s.RecordLocal("test.batch", "test", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AppliedLocal(entries); err != nil {
+			t.Fatal(err)
+		}
+		var log bytes.Buffer
+		if _, err := s.Close(ctx, CloseOptions{Log: &log}); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+		switch {
+		case n <= manyLines && len(lines) != n:
+			t.Errorf("%d undone: %d lines, want one each:\n%s", n, len(lines), log.String())
+		case n > manyLines && (len(lines) != 1 || lines[0] != fmt.Sprintf("undid %d of them", n)):
+			t.Errorf("%d undone: want one summary line, got:\n%s", n, log.String())
+		}
 	}
 }

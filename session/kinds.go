@@ -27,7 +27,15 @@ type Kind struct {
 	// Describe says what an entry (already checked) did, for session show
 	// and graph; nil: the kind's name says it.
 	Describe func(Entry) Alteration
+	// Many, if set, is one line for n undone entries of the kind, said
+	// instead of their own lines when a close undoes more than manyLines
+	// of them (a teleport of 1,000 Services removes 1,000 addresses).
+	Many func(n int) string
 }
+
+// manyLines: up to this many undone entries of a kind with Many report one
+// line each.
+const manyLines = 10
 
 // Alteration is what one entry did to the service graph or the laptop, in
 // terms a reader of the graph knows.

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -187,16 +188,43 @@ func (l *Loaded) Close(ctx context.Context, opts CloseOptions) (*CloseResult, er
 	res := &CloseResult{ID: l.Meta.ID}
 	done := map[int64]bool{}
 	var undoErr error
+	// The lines of kinds that say many in one are held until the count is
+	// known.
+	type held struct {
+		lines bytes.Buffer
+		n     int
+	}
+	many := map[string]*held{}
+	var order []string
 	for i := len(todo) - 1; i >= 0; i-- {
 		e := todo[i]
-		fn := kindOf(e.Kind).Undo
+		k := kindOf(e.Kind)
 		u := &UndoContext{Clients: l.clients, Force: opts.Force, Log: opts.Log, Journal: l.journalRef(e.Namespace)}
-		if err := fn(ctx, u, e); err != nil {
+		var h *held
+		if k.Many != nil {
+			if h = many[k.Name]; h == nil {
+				h = &held{}
+				many[k.Name] = h
+				order = append(order, k.Name)
+			}
+			u.Log = &h.lines
+		}
+		if err := k.Undo(ctx, u, e); err != nil {
 			undoErr = fmt.Errorf("session %s: %w", l.Meta.ID, err)
 			break
 		}
+		if h != nil {
+			h.n++
+		}
 		done[e.Seq] = true
 		res.Undone++
+	}
+	for _, name := range order {
+		if h := many[name]; h.n > manyLines {
+			fmt.Fprintln(opts.Log, kindOf(name).Many(h.n))
+		} else {
+			_, _ = opts.Log.Write(h.lines.Bytes())
+		}
 	}
 	res.Left = len(todo) - res.Undone
 	if err := l.forget(ctx, done, opts, res); err != nil && undoErr == nil {

@@ -30,7 +30,9 @@ const (
 )
 
 func init() {
-	session.RegisterKind(session.Kind{Name: KindAddress, Local: true, Undo: undoAddress, Check: func(e session.Entry) error {
+	session.RegisterKind(session.Kind{Name: KindAddress, Local: true, Undo: undoAddress, Many: func(n int) string {
+		return fmt.Sprintf("removed %d addresses teleport had added", n)
+	}, Check: func(e session.Entry) error {
 		var d addressData
 		if err := json.Unmarshal(e.Data, &d); err != nil || net.ParseIP(d.IP) == nil || d.Link == "" {
 			return fmt.Errorf("a teleport address entry without an address or a link")
