@@ -28,9 +28,12 @@ const (
 	// windowsBehind: a window this many behind the one being read is let
 	// go even if not all of it was read (a read that went by SFTP).
 	windowsBehind = 5
-	// windowFresh: a window older than this is not served from (the file
-	// may have changed in the pod; a new window is asked for instead).
+	// windowFresh: a window unused for this long since it came is not
+	// served from (the file may have changed in the pod; a new window is
+	// asked for instead).
 	windowFresh = time.Second
+	// windowStall: a stream that sends nothing for this long has failed.
+	windowStall = 10 * time.Second
 )
 
 // windowSlots bounds the windows held by all files at once (96 MiB), and
@@ -93,12 +96,15 @@ func rangeOf(r Remote) RangeReader {
 
 // read serves dest at off from the windows, opening the windows it needs
 // when the read is in order. ok false: nothing was served, read it another
-// way; a short read is the file's end.
+// way; a short read is the file's end (it shrank since its open: the file
+// server said so).
 func (s *sequential) read(dest []byte, off int64) (n int, ok bool) {
 	for n < len(dest) {
 		at := off + int64(n)
 		if at >= s.size {
-			break // the end of the file as it was at open
+			// Past the size known at open: the file may have grown (a log
+			// read with tail -f), so ReadAt answers, the end included.
+			return 0, false
 		}
 		w := s.windowFor(at, n == 0)
 		if w == nil {
@@ -230,6 +236,10 @@ func (w *window) fetch(ctx context.Context, r RangeReader, path string) {
 		return
 	}
 	defer rc.Close()
+	// A stream that stops sending fails its window (its reads then go by
+	// SFTP) rather than hold them.
+	stalled := time.AfterFunc(windowStall, func() { rc.Close() })
+	defer stalled.Stop()
 	for {
 		w.mu.Lock()
 		filled := w.filled
@@ -239,6 +249,7 @@ func (w *window) fetch(ctx context.Context, r RangeReader, path string) {
 			return
 		}
 		n, err := rc.Read(w.buf[filled:])
+		stalled.Reset(windowStall)
 		if ctx.Err() != nil {
 			w.finish(0, ctx.Err()) // closed by its file: not the file's end
 			return
@@ -262,6 +273,7 @@ func (w *window) finish(n int, err error) {
 	w.mu.Lock()
 	w.filled += n
 	w.done, w.err = true, err
+	w.at = time.Now() // fresh from here
 	w.mu.Unlock()
 	w.cond.Broadcast()
 }
@@ -299,6 +311,7 @@ func (w *window) consumed(got int) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.served += got
+	w.at = time.Now() // a window being read stays
 	return w.done && w.served >= w.filled
 }
 

@@ -82,8 +82,35 @@ func (t *Streams) Read(ctx context.Context, req wire.ReadRequest) (io.ReadCloser
 		s.Close()
 		return nil, fmt.Errorf("read stream: %s", a.Error)
 	}
-	s.r = br
+	// The body is the range cut at the file's size as the server opened
+	// it: a stream that ends before (the port-forward or the server went
+	// away, which reads as a plain EOF) is an error, not the file's end.
+	s.r = &exactly{r: br, left: max(0, min(req.Length, a.Size-req.Offset))}
 	return s, nil
+}
+
+// exactly reads left bytes, then EOF; an EOF before is io.ErrUnexpectedEOF.
+type exactly struct {
+	r    io.Reader
+	left int64
+}
+
+func (e *exactly) Read(p []byte) (int, error) {
+	if e.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if errors.Is(err, io.EOF) && e.left > 0 {
+		return n, io.ErrUnexpectedEOF
+	}
+	if e.left == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // request starts a stream other than SFTP on a file server connection: the

@@ -138,10 +138,18 @@ func (lj *localJournal) appendLocked(lines ...localLine) error {
 		return fmt.Errorf("local session journal: %w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("local session journal %s: %w", lj.path, err)
+	}
 	if _, err := f.Write(buf); err != nil {
+		// A full disk may leave part of the lines: cut them off, so what
+		// is appended next follows whole lines (the file stays readable).
+		_ = f.Truncate(fi.Size())
 		return fmt.Errorf("local session journal %s: %w", lj.path, err)
 	}
 	if err := f.Sync(); err != nil {
+		_ = f.Truncate(fi.Size())
 		return fmt.Errorf("local session journal %s: %w", lj.path, err)
 	}
 	for _, line := range lines {

@@ -190,6 +190,23 @@ func (s *Session) RecordLocal(kind, primitive string, data []any) ([]Entry, erro
 	return entries, err
 }
 
+// DiscardLocal forgets many local entries whose changes were not made, in
+// one write.
+func (s *Session) DiscardLocal(entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	lj, err := s.localJournal()
+	if err != nil {
+		return err
+	}
+	seqs := make([]int64, len(entries))
+	for i, e := range entries {
+		seqs[i] = e.Seq
+	}
+	return lj.done(seqs)
+}
+
 // AppliedLocal marks many local entries' changes as made, in one write.
 func (s *Session) AppliedLocal(entries []Entry) error {
 	if len(entries) == 0 {

@@ -136,18 +136,22 @@ func AddAddresses(ctx context.Context, s *session.Session, ips []net.IP) ([]erro
 		return nil, err
 	}
 	errs := make([]error, len(ips))
-	var added []session.Entry
+	var added, failed []session.Entry
 	for i, ip := range ips {
 		if err := addrAdd(Link, ip); err != nil {
-			_ = s.Discard(ctx, entries[i])
+			failed = append(failed, entries[i])
 			if errors.Is(err, syscall.EPERM) {
-				err = fmt.Errorf("not permitted: teleport changes this machine's network, run it as root (sudo -E kubectl cz teleport ...)")
+				// Not root: none of the others can be added either.
+				_ = s.DiscardLocal(append(failed, entries[i+1:]...))
+				_ = s.AppliedLocal(added)
+				return nil, fmt.Errorf("add address %s to %s: not permitted: teleport changes this machine's network, run it as root (sudo -E kubectl cz teleport ...)", ip, Link)
 			}
 			errs[i] = fmt.Errorf("add address %s to %s: %w", ip, Link, err)
 			continue
 		}
 		added = append(added, entries[i])
 	}
+	_ = s.DiscardLocal(failed)
 	return errs, s.AppliedLocal(added)
 }
 
