@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/md5"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -289,6 +290,29 @@ func TestMountSeesPodChanges(t *testing.T) {
 	if again, err := os.ReadFile(blob); err != nil || !bytes.Equal(again, first) {
 		t.Fatalf("the cached read of an unchanged file differs (%v)", err)
 	}
+
+	// A file that grows in the pod while open here reads on past the size
+	// it had at open (tail -f of a log): the read stream's windows stop at
+	// that size and SFTP reads the rest. A file not read before, so its
+	// first open streams.
+	inPod(t, pod, "sh", "-c", "head -c 3145728 /dev/urandom > /work/grows")
+	wantGrows := inPod(t, pod, "sh", "-c", "md5sum < /work/grows")
+	f, err := os.Open(filepath.Join(dir, "work", "grows"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil || len(b) != 3<<20 || fmt.Sprintf("%x  -\n", md5.Sum(b)) != wantGrows {
+		t.Fatalf("a 3 MiB file read once: %d bytes, %v", len(b), err)
+	}
+	inPod(t, pod, "sh", "-c", "printf 'appended in the pod' >> /work/grows")
+	var more []byte
+	waitUntil(t, 5*time.Second, func() bool {
+		b, _ := io.ReadAll(f)
+		more = append(more, b...)
+		return string(more) == "appended in the pod"
+	})
+	f.Close()
 
 	if b, err := os.ReadFile(seed); err != nil || string(b) != "seed\n" { // now from the kernel's pages
 		t.Fatalf("seed: %q %v", b, err)
