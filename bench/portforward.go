@@ -67,32 +67,27 @@ func (b *bench) httpRows(ctx context.Context, path, base, baseline string, dial 
 	if err := b.pingsKeepAlive(ctx, client, base, keep); err != nil {
 		return err
 	}
-	fresh := &row{name: "new connection + request + first byte, " + path, unit: "ms", baseline: baselineName("new connection + request + first byte", baseline)}
 	noKeep := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
-	for i := 0; i < b.pings/4; i++ {
-		start := time.Now()
-		resp, err := noKeep.Get(base + "/ping")
-		if err != nil {
-			return err
-		}
-		fresh.samples = append(fresh.samples, ms(time.Since(start)))
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	fresh := &row{name: "new connection + request + first byte, " + path, unit: "ms", baseline: baselineName("new connection + request + first byte", baseline)}
 	// The same, 20 ms apart: an application's occasional calls, which
 	// leave a tunnel time to make its next stream ready.
 	spaced := &row{name: "new connection 20 ms after the last + request + first byte, " + path, unit: "ms",
 		baseline: baselineName("new connection 20 ms after the last + request + first byte", baseline)}
-	for i := 0; i < b.pings/4; i++ {
-		time.Sleep(20 * time.Millisecond)
-		start := time.Now()
-		resp, err := noKeep.Get(base + "/ping")
-		if err != nil {
-			return err
+	for _, r := range []struct {
+		row *row
+		gap time.Duration
+	}{{fresh, 0}, {spaced, 20 * time.Millisecond}} {
+		for i := 0; i < b.pings/4; i++ {
+			time.Sleep(r.gap)
+			start := time.Now()
+			resp, err := noKeep.Get(base + "/ping")
+			if err != nil {
+				return err
+			}
+			r.row.samples = append(r.row.samples, ms(time.Since(start)))
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
 		}
-		spaced.samples = append(spaced.samples, ms(time.Since(start)))
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 	}
 	b.table.add(thr)
 	b.table.add(keep)

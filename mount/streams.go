@@ -34,15 +34,25 @@ type Streams struct {
 
 // Tree asks for one tree.
 func (t *Streams) Tree(ctx context.Context, req wire.TreeRequest) (io.ReadCloser, error) {
-	c, err := t.dial(ctx)
+	s, err := t.open(ctx, wire.TreeMagic, req)
 	if err != nil {
 		return nil, fmt.Errorf("tree stream: %w", err)
 	}
+	return s, nil
+}
+
+// open starts one stream: a new stream on the kept connection, closed when
+// ctx ends, that has sent its request.
+func (t *Streams) open(ctx context.Context, magic byte, req any) (*stream, error) {
+	c, err := t.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
 	s := &stream{Conn: c}
 	s.stop = context.AfterFunc(ctx, func() { s.Close() })
-	if err := request(ctx, c, t.Agent.Secret, wire.TreeMagic, req); err != nil {
+	if err := request(ctx, c, t.Agent.Secret, magic, req); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("tree stream: %w", err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -52,19 +62,13 @@ func (t *Streams) Tree(ctx context.Context, req wire.TreeRequest) (io.ReadCloser
 // closes unanswered (older than the read stream) gives
 // wire.ErrReadUnsupported.
 func (t *Streams) Read(ctx context.Context, req wire.ReadRequest) (io.ReadCloser, error) {
-	c, err := t.dial(ctx)
+	s, err := t.open(ctx, wire.ReadMagic, req)
 	if err != nil {
-		return nil, fmt.Errorf("read stream: %w", err)
-	}
-	s := &stream{Conn: c}
-	s.stop = context.AfterFunc(ctx, func() { s.Close() })
-	if err := request(ctx, c, t.Agent.Secret, wire.ReadMagic, req); err != nil {
-		s.Close()
 		return nil, fmt.Errorf("read stream: %w", err)
 	}
 	// A big read into an empty bufio.Reader goes straight to its caller's
 	// buffer: the body is not copied twice.
-	br := bufio.NewReaderSize(c, 64<<10)
+	br := bufio.NewReaderSize(s.Conn, 64<<10)
 	line, err := br.ReadSlice('\n')
 	if err != nil {
 		s.Close()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"syscall"
 
@@ -14,8 +13,8 @@ import (
 )
 
 // ServeRead reads one wire.ReadRequest line from r and answers on c: the
-// answer line, then the range's bytes, sent by the kernel (sendfile: a
-// *net.TCPConn reading from a limited *os.File).
+// answer line, then the range's bytes. c is the accepted *net.TCPConn, so
+// io.Copy from a limited *os.File is sendfile(2).
 func ServeRead(r *bufio.Reader, c io.Writer) error {
 	line, err := readLine(r, 4<<10)
 	if err != nil {
@@ -70,7 +69,3 @@ func answerRead(c io.Writer, a wire.ReadAnswer) error {
 	_, err = c.Write(append(line, '\n'))
 	return err
 }
-
-// The connection the answer goes to is the accepted one, so io.Copy above
-// reaches (*net.TCPConn).ReadFrom and sendfile.
-var _ io.ReaderFrom = (*net.TCPConn)(nil)

@@ -120,7 +120,7 @@ func AddAddress(ctx context.Context, s *session.Session, ip net.IP) error {
 // write before and one after (a teleport of 1,000 Services adds 1,000). It
 // returns the error of each address that could not be added, by position;
 // their entries are discarded.
-func AddAddresses(ctx context.Context, s *session.Session, ips []net.IP) ([]error, error) {
+func AddAddresses(s *session.Session, ips []net.IP) ([]error, error) {
 	if len(ips) == 0 {
 		return nil, nil
 	}

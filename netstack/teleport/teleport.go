@@ -362,7 +362,7 @@ func (t *teleport) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := t.addBatch(ctx, host); err != nil {
+	if err := t.addBatch(host); err != nil {
 		return err
 	}
 	want := map[string]bool{}
@@ -510,7 +510,7 @@ func (t *teleport) unexpose(key string, e *exposure) {
 // addBatch adds the ClusterIPs of the Services this pass exposes anew, at
 // once (journaled in one write each way), and notes each one's outcome in
 // t.batched for expose.
-func (t *teleport) addBatch(ctx context.Context, host *localnet.Host) error {
+func (t *teleport) addBatch(host *localnet.Host) error {
 	t.batched = map[string]error{}
 	var ips []net.IP
 	for _, ns := range t.cfg.Namespaces {
@@ -539,7 +539,7 @@ func (t *teleport) addBatch(ctx context.Context, host *localnet.Host) error {
 		}
 	} else {
 		var err error
-		if errs, err = localnet.AddAddresses(ctx, t.cfg.Session, ips); err != nil {
+		if errs, err = localnet.AddAddresses(t.cfg.Session, ips); err != nil {
 			return err
 		}
 	}
