@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/files"
@@ -167,14 +168,10 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 		}
 		mounts[i].MountPropagation = nil
 	}
-	port := files.Port
 	for _, ec := range spec.Pod.Spec.EphemeralContainers {
 		p, ok := agentPort(ec)
 		if !ok {
 			continue
-		}
-		if p >= port {
-			port = p + 1
 		}
 		if running(spec.Pod, ec.Name) && sameMounts(ec.VolumeMounts, mounts) {
 			// Its secret goes with the session that started it: once that
@@ -194,14 +191,15 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 	if err != nil {
 		return Agent{}, err
 	}
-	ec := agentContainer(spec, name, port, mounts)
 	e, err := s.Record(ctx, KindAgent, primitive, spec.Pod.Namespace, agentData{Pod: spec.Pod.Name, Container: name})
 	if err != nil {
 		return Agent{}, err
 	}
-	pod := spec.Pod.DeepCopy()
-	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, ec)
-	if _, err := kube.CoreV1().Pods(pod.Namespace).UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{}); err != nil {
+	pod := spec.Pod
+	port, err := addContainer(ctx, kube, pod, func(port int) corev1.EphemeralContainer {
+		return agentContainer(spec, name, port, mounts)
+	})
+	if err != nil {
 		_ = s.Discard(ctx, e)
 		if apierrors.IsForbidden(err) {
 			return Agent{}, fmt.Errorf("cannot add the file server to pod %s: RBAC refuses it (mount needs update on pods/ephemeralcontainers and create on pods/portforward)", pod.Name)
@@ -216,6 +214,40 @@ func AddAgent(ctx context.Context, s *session.Session, kube kubernetes.Interface
 }
 
 const agentPrefix = "cz-files-"
+
+// addContainer adds the ephemeral container build makes for a port no
+// file server of the pod listens on, and returns that port. The pod
+// changes under us (the kubelet's status, another mount's file server): on
+// a conflict it is read again, and the port chosen again.
+func addContainer(ctx context.Context, kube kubernetes.Interface, pod *corev1.Pod, build func(port int) corev1.EphemeralContainer) (int, error) {
+	port := 0
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if port != 0 {
+			fresh, err := kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			pod = fresh
+		}
+		port = freePort(pod)
+		changed := pod.DeepCopy()
+		changed.Spec.EphemeralContainers = append(changed.Spec.EphemeralContainers, build(port))
+		_, err := kube.CoreV1().Pods(pod.Namespace).UpdateEphemeralContainers(ctx, pod.Name, changed, metav1.UpdateOptions{})
+		return err
+	})
+	return port, err
+}
+
+// freePort is a port no file server of the pod listens on.
+func freePort(pod *corev1.Pod) int {
+	port := files.Port
+	for _, ec := range pod.Spec.EphemeralContainers {
+		if p, ok := agentPort(ec); ok && p >= port {
+			port = p + 1
+		}
+	}
+	return port
+}
 
 // agentPort is the port an earlier file server of kubectl cz listens on.
 // agentContainer is the file server as an ephemeral container: the
