@@ -379,8 +379,10 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 		}
 		n.shared.noteRead()
 		// The tree this folder is in, or else the folder, is fetched
-		// before this file's own open: both at once.
-		if !n.shared.fetchTreeContent(n.remote, folder.path()) {
+		// before this file's own open: both at once. A tree's content
+		// that came and went (taken, then the kernel let the pages go)
+		// is fetched again by folder, not file by file.
+		if !n.shared.fetchTreeContent(n.remote, folder.path()) || n.shared.contentEnded(folder.path()) {
 			folder.prefetchSiblings(name)
 		}
 	} else if folder != nil {

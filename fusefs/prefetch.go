@@ -60,8 +60,10 @@ func (n *remoteNode) prefetchSiblings(opening string) {
 		f    *fetched
 	}
 	var todo []job
+	dir := n.path()
 	for name, fi := range n.listed {
-		if name == opening || !fi.Mode().IsRegular() || fi.Size() > smallFile || int(fi.Size()) > budget {
+		if name == opening || !fi.Mode().IsRegular() || fi.Size() > smallFile || int(fi.Size()) > budget ||
+			n.shared.hasTreeContent(path.Join(dir, name)) {
 			continue
 		}
 		budget -= int(fi.Size())
@@ -73,7 +75,6 @@ func (n *remoteNode) prefetchSiblings(opening string) {
 		return
 	}
 	n.fetch = ff
-	dir := n.path()
 	// The workers own their jobs: the map is the folder's, under its lock.
 	work := make(chan job)
 	for i := 0; i < min(prefetchWorkers, len(todo)); i++ {

@@ -2,6 +2,8 @@ package fusefs
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
@@ -38,10 +42,14 @@ var treeTTL = 10 * time.Second
 type trees struct {
 	mu          sync.Mutex
 	unsupported bool
-	// walked are the roots walked by a tree stream, and when.
+	// walked are the roots walked by a tree stream, and when; listed
+	// those whose walk ended well (their listings are in the cache).
 	walked map[string]time.Time
-	// contentFor are the roots whose content was asked for, and when.
+	listed map[string]bool
+	// contentFor are the roots whose content was asked for, and when;
+	// streaming those whose content stream is still under way.
 	contentFor map[string]time.Time
+	streaming  map[string]bool
 	// content is what the streams brought, by path, each taken once.
 	content map[string]*fetched
 }
@@ -82,10 +90,16 @@ func (l *listings) walkTree(r Remote, root string) bool {
 		}
 	}
 	l.trees.walked[root] = time.Now()
+	delete(l.trees.listed, root)
 	l.trees.mu.Unlock()
 	go func() {
-		err := l.readTree(tr, shown, root, 0)
+		err := l.readTree(tr, shown, root, 0, nil)
 		if err == nil {
+			l.trees.mu.Lock()
+			if _, ok := l.trees.walked[root]; ok {
+				l.trees.listed[root] = true
+			}
+			l.trees.mu.Unlock()
 			return
 		}
 		l.trees.mu.Lock()
@@ -107,14 +121,8 @@ func (l *listings) fetchTreeContent(r Remote, dir string) bool {
 	if l == nil || tr == nil {
 		return false
 	}
-	timeout := l.kernelTimeout()
 	l.trees.mu.Lock()
-	root := ""
-	for w, at := range l.trees.walked {
-		if time.Since(at) < timeout && under(dir, w) && (root == "" || len(w) < len(root)) {
-			root = w
-		}
-	}
+	root := l.treeRoot(dir)
 	if root == "" || l.trees.unsupported {
 		l.trees.mu.Unlock()
 		return false
@@ -125,9 +133,102 @@ func (l *listings) fetchTreeContent(r Remote, dir string) bool {
 		return true
 	}
 	l.trees.contentFor[root] = time.Now()
+	l.trees.streaming[root] = true
+	listed := l.trees.listed[root]
 	l.trees.mu.Unlock()
-	go func() { _ = l.readTree(tr, shown, root, treeBudget) }()
+	var pending []*fetched
+	if listed {
+		// The listings are here: the stream brings content only,
+		// announced from them now so that opens wait for what is on its
+		// way. (Else the walk is under way, or failed: it lists, too.)
+		if pending = l.announceCached(root); len(pending) == 0 {
+			l.trees.mu.Lock()
+			delete(l.trees.streaming, root)
+			l.trees.mu.Unlock()
+			return false // no small file to bring
+		}
+	}
+	go func() {
+		_ = l.readTree(tr, shown, root, treeBudget, pending)
+		l.trees.mu.Lock()
+		delete(l.trees.streaming, root)
+		l.trees.mu.Unlock()
+	}()
 	return true
+}
+
+// treeRoot is the walked root that holds dir, "" if none; called with
+// l.trees.mu held.
+func (l *listings) treeRoot(dir string) string {
+	timeout := l.kernelTimeout()
+	root := ""
+	for w, at := range l.trees.walked {
+		if time.Since(at) < timeout && under(dir, w) && (root == "" || len(w) < len(root)) {
+			root = w
+		}
+	}
+	return root
+}
+
+// contentEnded says the content stream of the tree that holds dir has
+// ended: a file it brought nothing for (one it could not, or one taken
+// and read again after the kernel let its pages go) is read another way.
+func (l *listings) contentEnded(dir string) bool {
+	if l == nil {
+		return false
+	}
+	l.trees.mu.Lock()
+	defer l.trees.mu.Unlock()
+	root := l.treeRoot(dir)
+	_, asked := l.trees.contentFor[root]
+	return root != "" && asked && !l.trees.streaming[root]
+}
+
+// hasTreeContent says content for p was brought, or is on its way.
+func (l *listings) hasTreeContent(p string) bool {
+	if l == nil {
+		return false
+	}
+	l.trees.mu.Lock()
+	defer l.trees.mu.Unlock()
+	return l.trees.content[p] != nil
+}
+
+// announceCached notes as on their way the small files of the cached
+// listings under root, as a content stream's request bounds them.
+func (l *listings) announceCached(root string) []*fetched {
+	type file struct {
+		p  string
+		fi os.FileInfo
+	}
+	var files []file
+	timeout := l.kernelTimeout()
+	l.mu.Lock()
+	for dir, e := range l.m {
+		if !under(dir, root) || time.Since(e.at) > timeout {
+			continue
+		}
+		for _, fi := range e.entries {
+			if fi.Mode().IsRegular() && fi.Size() <= smallFile {
+				files = append(files, file{path.Join(dir, fi.Name()), fi})
+			}
+		}
+	}
+	l.mu.Unlock()
+	var pending []*fetched
+	budget := int64(treeBudget)
+	l.trees.mu.Lock()
+	defer l.trees.mu.Unlock()
+	for _, f := range files {
+		if f.fi.Size() > budget {
+			continue
+		}
+		budget -= f.fi.Size()
+		e := &fetched{v: versionOf(f.fi), done: make(chan struct{}), at: time.Now()}
+		l.trees.content[f.p] = e
+		pending = append(pending, e)
+	}
+	return pending
 }
 
 // takeTreeContent hands an open the content a tree stream brought for p at
@@ -153,7 +254,9 @@ func (l *listings) dropTreeContent(p string) {
 	if p == "" {
 		l.trees.content = map[string]*fetched{}
 		l.trees.walked = map[string]time.Time{}
+		l.trees.listed = map[string]bool{}
 		l.trees.contentFor = map[string]time.Time{}
+		l.trees.streaming = map[string]bool{}
 	} else {
 		delete(l.trees.content, p)
 	}
@@ -175,18 +278,13 @@ var errTreeEnded = errors.New("the tree stream ended before this file's content"
 
 // readTree reads one tree stream of root: listings go into the listings
 // cache as each completes; with a budget, small files are announced as on
-// their way when listed and filled in as their content arrives.
-func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, root string, budget int64) error {
+// their way when listed and filled in as their content arrives. Announced,
+// given as pending, asks for content only: those files were announced
+// from the cached listings.
+func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, root string, budget int64, announced []*fetched) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rc, err := tr.Tree(ctx, wire.TreeRequest{Root: root, Folders: walkFolders, Budget: budget, SmallFile: smallFile})
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	counted := &countingReader{r: rc}
-	at := time.Now() // listings are trusted from when they were asked for
-	var pending []*fetched
+	pending := announced
 	defer func() {
 		// What did not come is read the usual way.
 		for _, f := range pending {
@@ -198,6 +296,19 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 			}
 		}
 	}()
+	rc, err := tr.Tree(ctx, wire.TreeRequest{Root: root, Folders: walkFolders, Budget: budget, SmallFile: smallFile,
+		ContentOnly: announced != nil, Encoding: wire.TreeZstd})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	counted := &countingReader{r: rc}
+	stream, err := decoded(counted)
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	at := time.Now() // listings are trusted from when they were asked for
 	l.dropStaleTreeContent()
 	if budget > 0 {
 		// What no open took goes once its time to live is over: a
@@ -214,12 +325,12 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 		}
 		listing, entries = false, nil
 	}
-	announced := int64(0)
+	announcedBytes := int64(0)
 	announce := func(p string, fi os.FileInfo) {
-		if budget <= 0 || !fi.Mode().IsRegular() || fi.Size() > smallFile || announced+fi.Size() > budget {
+		if budget <= 0 || !fi.Mode().IsRegular() || fi.Size() > smallFile || announcedBytes+fi.Size() > budget {
 			return
 		}
-		announced += fi.Size()
+		announcedBytes += fi.Size()
 		f := &fetched{v: versionOf(fi), done: make(chan struct{}), at: time.Now()}
 		pending = append(pending, f)
 		l.trees.mu.Lock()
@@ -240,7 +351,7 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 			close(f.done)
 		}
 	}
-	t := tar.NewReader(counted)
+	t := tar.NewReader(stream)
 	folders := 0
 	for {
 		hdr, err := t.Next()
@@ -288,6 +399,25 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 		}
 	}
 }
+
+// decoded is the tar stream of a tree stream, zstd-decoded if the file
+// server compressed it (it tells by zstd's magic number: an older one
+// sends plain tar, whose first bytes are a name). The decoder's memory is
+// bounded: the stream comes from the pod.
+func decoded(r io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	magic, err := br.Peek(4)
+	if err != nil || !bytes.Equal(magic, zstdMagic) {
+		return io.NopCloser(br), nil // a short or empty stream fails in tar
+	}
+	d, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(8<<20), zstd.WithDecoderMaxMemory(treeBudget+64<<20))
+	if err != nil {
+		return nil, err
+	}
+	return d.IOReadCloser(), nil
+}
+
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 
 type countingReader struct {
 	r io.Reader

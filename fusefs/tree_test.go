@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -42,10 +43,27 @@ func (c calls) ReadDir(p string) ([]os.FileInfo, error) {
 type treeServer struct {
 	Remote
 	trees *atomic.Int64
+	asked *treeRequests // if set, notes each request
+}
+
+type treeRequests struct {
+	mu   sync.Mutex
+	reqs []wire.TreeRequest
+}
+
+func (r *treeRequests) all() []wire.TreeRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]wire.TreeRequest(nil), r.reqs...)
 }
 
 func (s treeServer) Tree(_ context.Context, req wire.TreeRequest) (io.ReadCloser, error) {
 	s.trees.Add(1)
+	if s.asked != nil {
+		s.asked.mu.Lock()
+		s.asked.reqs = append(s.asked.reqs, req)
+		s.asked.mu.Unlock()
+	}
 	line, _ := json.Marshal(req)
 	pr, pw := io.Pipe()
 	go func() {
@@ -91,7 +109,7 @@ func TestTreeServesCopyFromMemory(t *testing.T) {
 	var opens, lists, trees atomic.Int64
 	// Owners mapped, as a real mount does: the tree's entries are too.
 	owner := &Owner{RemoteUID: uint32(os.Getuid()), RemoteGID: uint32(os.Getgid()), LocalUID: 4242, LocalGID: 4343}
-	dir, m := mountServedAs(t, remote, func(r Remote) Remote { return treeServer{calls{r, &opens, &lists}, &trees} }, owner)
+	dir, m := mountServedAs(t, remote, func(r Remote) Remote { return treeServer{calls{r, &opens, &lists}, &trees, nil} }, owner)
 	m.Watched(true) // as with the agent's change stream: what was read stays trusted
 	dst := filepath.Join(t.TempDir(), "copy")
 	if out, err := exec.Command("cp", "-r", dir, dst).CombinedOutput(); err != nil {
@@ -164,7 +182,7 @@ func TestTreeRefusesEntriesOutsideTheRoot(t *testing.T) {
 		}
 		tw.Close()
 		l := newListings()
-		if err := l.readTree(forged{buf.Bytes()}, func(fi os.FileInfo) os.FileInfo { return fi }, "/data", 0); err == nil {
+		if err := l.readTree(forged{buf.Bytes()}, func(fi os.FileInfo) os.FileInfo { return fi }, "/data", 0, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 		for _, dir := range []string{"/data", "/etc", "/data/a"} {
@@ -185,7 +203,7 @@ func TestTreeContentNotKeptForGood(t *testing.T) {
 	makeTree(t, remote)
 	var trees atomic.Int64
 	l := newListings()
-	if err := l.readTree(treeServer{nil, &trees}, func(fi os.FileInfo) os.FileInfo { return fi }, remote, treeBudget); err != nil {
+	if err := l.readTree(treeServer{nil, &trees, nil}, func(fi os.FileInfo) os.FileInfo { return fi }, remote, treeBudget, nil); err != nil {
 		t.Fatal(err)
 	}
 	count := func() int {
@@ -211,7 +229,113 @@ func TestTreeRefusesMoreFoldersThanAsked(t *testing.T) {
 			PAXRecords: map[string]string{wire.TreeSize: "4096", wire.TreeList: "1"}})
 	}
 	tw.Close()
-	if err := newListings().readTree(forged{buf.Bytes()}, func(fi os.FileInfo) os.FileInfo { return fi }, "/data", 0); err == nil {
+	if err := newListings().readTree(forged{buf.Bytes()}, func(fi os.FileInfo) os.FileInfo { return fi }, "/data", 0, nil); err == nil {
 		t.Errorf("%d folders accepted, %d asked for", walkFolders+1, walkFolders)
+	}
+}
+
+// Once a walk listed the tree, a cp -r asks for the content alone (the
+// listings are not sent twice) and compressed; the copy is byte-identical
+// and served from memory.
+func TestTreeContentOnlyOnceListed(t *testing.T) {
+	remote := t.TempDir()
+	makeTree(t, remote)
+	var opens, lists, trees atomic.Int64
+	asked := &treeRequests{}
+	dir, m := mountServedAs(t, remote, func(r Remote) Remote { return treeServer{calls{r, &opens, &lists}, &trees, asked} }, nil)
+	m.Watched(true)
+	if out, err := exec.Command("find", dir).CombinedOutput(); err != nil {
+		t.Fatalf("find: %v\n%s", err, out)
+	}
+	l := m.tree.listings
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.trees.mu.Lock()
+		listed := len(l.trees.listed)
+		l.trees.mu.Unlock()
+		if listed > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the walk's tree stream did not end")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dst := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-r", dir, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -r: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("diff", "-r", "--no-dereference", remote, dst).CombinedOutput(); err != nil {
+		t.Fatalf("the copy differs: %v\n%s", err, out)
+	}
+	reqs := asked.all()
+	if len(reqs) != 2 || reqs[0].Budget != 0 || reqs[0].ContentOnly || !reqs[1].ContentOnly || reqs[1].Budget == 0 {
+		t.Fatalf("tree requests %+v, want a walk, then content only", reqs)
+	}
+	for _, r := range reqs {
+		if r.Encoding != wire.TreeZstd {
+			t.Errorf("a tree request without compression: %+v", r)
+		}
+	}
+	t.Logf("remote: %d opens, %d listings", opens.Load(), lists.Load())
+	if n := opens.Load(); n > 40 {
+		t.Errorf("%d opens reached the remote side for 361 files", n)
+	}
+}
+
+// Once a content stream ended, an open that finds nothing brought for its
+// file (it was taken, and the kernel let its pages go) is told so: its
+// folder is fetched together, not file by file; no second tree's content
+// is asked for within the time to live.
+func TestTreeContentEndedLeavesMissesToFolders(t *testing.T) {
+	remote := t.TempDir()
+	makeTree(t, remote)
+	var trees atomic.Int64
+	l := newListings()
+	r := treeServer{nil, &trees, nil}
+	if !l.walkTree(r, remote) {
+		t.Fatal("no walk")
+	}
+	wait := func(what string, done func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !done(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: timed out", what)
+			}
+		}
+	}
+	wait("the walk", func() bool { l.trees.mu.Lock(); defer l.trees.mu.Unlock(); return l.trees.listed[remote] })
+	dir := filepath.Join(remote, "d03", "s1")
+	if !l.fetchTreeContent(r, dir) {
+		t.Fatal("the first open of the tree asked for no content")
+	}
+	wait("the content stream", func() bool { l.trees.mu.Lock(); defer l.trees.mu.Unlock(); return !l.trees.streaming[remote] })
+	if !l.contentEnded(dir) {
+		t.Error("a content stream that ended is not said to: its misses would go file by file")
+	}
+	if !l.fetchTreeContent(r, dir) {
+		t.Error("a content stream that ended no longer covers the folder within its time to live")
+	}
+	if n := trees.Load(); n != 2 {
+		t.Errorf("%d tree streams, want 2 (no second content stream within its time to live)", n)
+	}
+}
+
+// A file server older than compression sends plain tar whatever it is
+// asked: the mount reads it as before.
+func TestTreeReadsPlainTarToo(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "/data", Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX,
+		PAXRecords: map[string]string{wire.TreeSize: "4096", wire.TreeList: "1"}})
+	tw.WriteHeader(&tar.Header{Name: "/data/f", Typeflag: tar.TypeReg, Mode: 0o644, Format: tar.FormatPAX,
+		PAXRecords: map[string]string{wire.TreeSize: "3"}})
+	tw.Close()
+	l := newListings()
+	if err := l.readTree(forged{buf.Bytes()}, func(fi os.FileInfo) os.FileInfo { return fi }, "/data", 0, nil); err != nil {
+		t.Fatalf("a plain tree stream: %v", err)
+	}
+	if entries, _, ok := l.fresh("/data"); !ok || len(entries) != 1 || entries[0].Name() != "f" || entries[0].Size() != 3 {
+		t.Errorf("listing %v (%v), want f of 3 bytes", entries, ok)
 	}
 }

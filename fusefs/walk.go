@@ -56,7 +56,7 @@ func (l *listings) reading() bool {
 
 func newListings() *listings {
 	return &listings{m: map[string]listing{}, walking: map[string]bool{}, trees: trees{
-		walked: map[string]time.Time{}, contentFor: map[string]time.Time{}, content: map[string]*fetched{}}}
+		walked: map[string]time.Time{}, listed: map[string]bool{}, contentFor: map[string]time.Time{}, streaming: map[string]bool{}, content: map[string]*fetched{}}}
 }
 
 // fresh is a folder's listing and when it was read, if recent enough

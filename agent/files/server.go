@@ -127,9 +127,11 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				return
 			case err == nil && first[0] == wire.TreeMagic:
 				_, _ = br.ReadByte()
+				t0 := time.Now()
 				if err := ServeTree(br, c); err != nil {
 					s.Log.Warn("tree ended", "err", err)
 				}
+				s.Log.Info("tree sent", "took", time.Since(t0))
 				c.Close()
 				return
 			}

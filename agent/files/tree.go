@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
@@ -33,8 +35,23 @@ func ServeTree(r *bufio.Reader, w io.Writer) error {
 		return err
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
-	tw := tar.NewWriter(bw)
-	small, err := writeListings(tw, req)
+	var out io.Writer = bw
+	var zw *zstd.Encoder
+	if req.Encoding == wire.TreeZstd {
+		// The fastest level: on 7.5 MB of a tree's headers and small
+		// files it takes ~15 ms and leaves ~6% of the bytes.
+		zw, err = zstd.NewWriter(bw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			return err
+		}
+		out = zw
+	}
+	tw := tar.NewWriter(out)
+	listings := tw
+	if req.ContentOnly {
+		listings = nil
+	}
+	small, err := writeListings(listings, req)
 	if err != nil {
 		return err
 	}
@@ -43,6 +60,11 @@ func ServeTree(r *bufio.Reader, w io.Writer) error {
 	}
 	if err := tw.Close(); err != nil {
 		return err
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			return err
+		}
 	}
 	return bw.Flush()
 }
@@ -73,7 +95,8 @@ type smallFile struct {
 }
 
 // writeListings lists the folders under the root breadth first, up to
-// req.Folders, and returns the small files it met, in depth-first order.
+// req.Folders, into tw (nil: nowhere), and returns the small files it met,
+// in depth-first order.
 func writeListings(tw *tar.Writer, req wire.TreeRequest) ([]smallFile, error) {
 	type folder struct {
 		path  string
@@ -96,10 +119,12 @@ func writeListings(tw *tar.Writer, req wire.TreeRequest) ([]smallFile, error) {
 		if err != nil {
 			continue
 		}
-		hdr := header(dir.path, fi, "")
-		hdr.PAXRecords[wire.TreeList] = "1"
-		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, err
+		if tw != nil {
+			hdr := header(dir.path, fi, "")
+			hdr.PAXRecords[wire.TreeList] = "1"
+			if err := tw.WriteHeader(hdr); err != nil {
+				return nil, err
+			}
 		}
 		for _, e := range entries {
 			p := path.Join(dir.path, e.Name())
@@ -107,12 +132,14 @@ func writeListings(tw *tar.Writer, req wire.TreeRequest) ([]smallFile, error) {
 			if err != nil {
 				continue // removed while listed
 			}
-			link := ""
-			if efi.Mode()&fs.ModeSymlink != 0 {
-				link, _ = os.Readlink(p)
-			}
-			if err := tw.WriteHeader(header(p, efi, link)); err != nil {
-				return nil, err
+			if tw != nil {
+				link := ""
+				if efi.Mode()&fs.ModeSymlink != 0 {
+					link, _ = os.Readlink(p)
+				}
+				if err := tw.WriteHeader(header(p, efi, link)); err != nil {
+					return nil, err
+				}
 			}
 			// NUL sorts before every name byte: keys sort as a walk of
 			// sorted names (cp -r, grep -r over this listing) meets them.

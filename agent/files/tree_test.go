@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
@@ -23,7 +25,19 @@ func serveTree(t *testing.T, req wire.TreeRequest) ([]*tar.Header, map[string][]
 	if err := ServeTree(bufio.NewReader(bytes.NewReader(append(line, '\n'))), &out); err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(&out)
+	var stream io.Reader = &out
+	if req.Encoding == wire.TreeZstd {
+		if !bytes.HasPrefix(out.Bytes(), []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+			t.Fatal("a zstd tree stream without zstd's magic number")
+		}
+		d, err := zstd.NewReader(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		stream = d
+	}
+	tr := tar.NewReader(stream)
 	var hdrs []*tar.Header
 	content := map[string][]byte{}
 	for {
@@ -117,12 +131,46 @@ func TestServeTreeRefusesBadRequests(t *testing.T) {
 		`{"root":"/","folders":100000}`,
 		`{"root":"/","folders":1,"budget":-1}`,
 		`{"root":"/","folders":1,"smallFile":1073741824}`,
+		`{"root":"/","folders":1,"contentOnly":true}`,
+		`{"root":"/","folders":1,"encoding":"gzip"}`,
 		`{"root":"/` + strings.Repeat("a", 8<<10) + `","folders":1}`,
 		`not json`,
 	} {
 		var out bytes.Buffer
 		if err := ServeTree(bufio.NewReader(strings.NewReader(line+"\n")), &out); err == nil || out.Len() != 0 {
 			t.Errorf("%.40s: accepted (%v, %d bytes)", line, err, out.Len())
+		}
+	}
+}
+
+// Compressed, or content only, the stream says the same: zstd decodes to
+// the plain stream, and content only is that stream without the listings.
+func TestServeTreeCompressedAndContentOnly(t *testing.T) {
+	root := t.TempDir()
+	for _, p := range []string{"b/x/1", "b/2", "a/3", "c"} {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(root, p), []byte("content of "+p), 0o640)
+	}
+	req := wire.TreeRequest{Root: root, Folders: 10, Budget: 1 << 20, SmallFile: 50}
+	plainHdrs, plain := serveTree(t, req)
+	req.Encoding = wire.TreeZstd
+	zHdrs, zContent := serveTree(t, req)
+	if len(zHdrs) != len(plainHdrs) || len(zContent) != len(plain) {
+		t.Fatalf("zstd: %d headers, %d files; plain: %d, %d", len(zHdrs), len(zContent), len(plainHdrs), len(plain))
+	}
+	req.ContentOnly = true
+	hdrs, content := serveTree(t, req)
+	for _, h := range hdrs {
+		if h.PAXRecords[wire.TreeContent] == "" {
+			t.Errorf("content only, yet %s was listed", h.Name)
+		}
+	}
+	if len(hdrs) != 4 || len(content) != len(plain) {
+		t.Fatalf("content only: %d headers, %d files, want 4 and %d", len(hdrs), len(content), len(plain))
+	}
+	for p, b := range plain {
+		if !bytes.Equal(content[p], b) || !bytes.Equal(zContent[p], b) {
+			t.Errorf("%s: %q compressed, %q content only, want %q", p, zContent[p], content[p], b)
 		}
 	}
 }

@@ -20,9 +20,20 @@ import (
 //     depth-first walk of sorted names meets them, with their content and
 //     TreeContent set.
 //
+// With ContentOnly, the listings' headers are left out (the laptop walked
+// the tree already): the stream is the content alone. With Encoding
+// TreeZstd the tar stream is zstd-compressed: a tar header is 1.5 KiB for
+// a name and a few numbers (PAX), and 2,000 small files' listings and
+// content were 7.5 MB through port-forward for 0.5 MB of content.
+//
 // Modification times are whole seconds, as SFTP (v3) gives them, so both
 // agree on a file's version.
 const TreeMagic byte = 'T'
+
+// TreeZstd is the encoding a laptop asks for to get a zstd stream; a file
+// server older than it sends plain tar, which the laptop tells apart by
+// the first bytes (zstd's magic number).
+const TreeZstd = "zstd"
 
 // PAX records of the tree stream (vendor keywords, as POSIX allows).
 const (
@@ -48,6 +59,10 @@ type TreeRequest struct {
 	Budget int64 `json:"budget"`
 	// SmallFile is the largest file whose content is sent.
 	SmallFile int64 `json:"smallFile"`
+	// ContentOnly leaves the listings out (a content stream only).
+	ContentOnly bool `json:"contentOnly,omitempty"`
+	// Encoding is "" (plain tar) or TreeZstd.
+	Encoding string `json:"encoding,omitempty"`
 }
 
 // Validate refuses requests outside the bounds, or a root that is not a
@@ -62,6 +77,10 @@ func (r TreeRequest) Validate() error {
 		return fmt.Errorf("tree budget %d out of 0..%d", r.Budget, MaxTreeBudget)
 	case r.SmallFile < 0 || r.SmallFile > MaxTreeSmallFile:
 		return fmt.Errorf("tree small file %d out of 0..%d", r.SmallFile, MaxTreeSmallFile)
+	case r.ContentOnly && r.Budget == 0:
+		return errors.New("a tree of content only without a budget for content")
+	case r.Encoding != "" && r.Encoding != TreeZstd:
+		return fmt.Errorf("tree encoding %q is not %q", r.Encoding, TreeZstd)
 	}
 	return nil
 }
