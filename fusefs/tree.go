@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,7 +196,9 @@ func (l *listings) hasTreeContent(p string) bool {
 }
 
 // announceCached notes as on their way the small files of the cached
-// listings under root, as a content stream's request bounds them.
+// listings under root, as a content stream's request bounds them: in the
+// order the file server sends them (a depth-first walk of sorted names,
+// '/' sorting first as its NUL does), while the budget lasts.
 func (l *listings) announceCached(root string) []*fetched {
 	type file struct {
 		p  string
@@ -215,6 +218,8 @@ func (l *listings) announceCached(root string) []*fetched {
 		}
 	}
 	l.mu.Unlock()
+	walkKey := func(p string) string { return strings.ReplaceAll(p, "/", "\x00") }
+	sort.Slice(files, func(i, j int) bool { return walkKey(files[i].p) < walkKey(files[j].p) })
 	var pending []*fetched
 	budget := int64(treeBudget)
 	l.trees.mu.Lock()

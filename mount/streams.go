@@ -132,27 +132,40 @@ func request(ctx context.Context, c net.Conn, secret string, magic byte, req any
 }
 
 // dial opens a stream to the file server, on a new port-forward
-// connection if the kept one is gone.
+// connection if the kept one is gone. Streams on the kept connection are
+// opened outside the lock: a file's read windows open several at once,
+// each a round trip.
 func (t *Streams) dial(ctx context.Context) (net.Conn, error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.pf != nil {
-		if c, err := t.pf.DialPort(ctx, t.Agent.Port); err == nil {
+	pf := t.pf
+	t.mu.Unlock()
+	if pf != nil {
+		c, err := pf.DialPort(ctx, t.Agent.Port)
+		if err == nil {
 			return c, nil
 		}
+		t.mu.Lock()
+		if t.pf == pf { // not replaced meanwhile by another dial
+			t.pf = nil
+		}
+		t.mu.Unlock()
+		pf.Close()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pf == nil {
+		pf, err := pfconn.Dial(ctx, t.Rest, t.Kube, t.NS, t.Pod)
+		if err != nil {
+			return nil, err
+		}
+		t.pf = pf
+	}
+	c, err := t.pf.DialPort(ctx, t.Agent.Port)
+	if err != nil {
 		t.pf.Close()
 		t.pf = nil
-	}
-	pf, err := pfconn.Dial(ctx, t.Rest, t.Kube, t.NS, t.Pod)
-	if err != nil {
 		return nil, err
 	}
-	c, err := pf.DialPort(ctx, t.Agent.Port)
-	if err != nil {
-		pf.Close()
-		return nil, err
-	}
-	t.pf = pf
 	return c, nil
 }
 

@@ -163,6 +163,9 @@ func (s *Session) Record(ctx context.Context, kind, primitive, namespace string,
 // RecordLocal records many changes of this machine (a local kind, no
 // namespace) in one write of the local journal: one fsync for them all.
 func (s *Session) RecordLocal(kind, primitive string, data []any) ([]Entry, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
 	lj, err := s.localJournal()
 	if err != nil {
 		return nil, err
@@ -177,9 +180,6 @@ func (s *Session) RecordLocal(kind, primitive string, data []any) ([]Entry, erro
 		entries[i] = Entry{Seq: nextSeq(), Kind: kind, Primitive: primitive, State: Recorded,
 			Time: time.Now().UTC(), Owner: s.meta.Owner, Data: raw}
 		lines[i] = localLine{Record: &entries[i]}
-	}
-	if len(lines) == 0 {
-		return nil, nil
 	}
 	err = lj.appendAll(lines)
 	for _, e := range entries {

@@ -16,12 +16,8 @@ import (
 // answer line, then the range's bytes. c is the accepted *net.TCPConn, so
 // io.Copy from a limited *os.File is sendfile(2).
 func ServeRead(r *bufio.Reader, c io.Writer) error {
-	line, err := readLine(r, 4<<10)
-	if err != nil {
-		return fmt.Errorf("read request: %w", err)
-	}
 	var req wire.ReadRequest
-	if err := json.Unmarshal(line, &req); err != nil {
+	if err := readRequest(r, &req); err != nil {
 		return fmt.Errorf("read request: %w", err)
 	}
 	if err := req.Validate(); err != nil {

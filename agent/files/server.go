@@ -130,8 +130,9 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				t0 := time.Now()
 				if err := ServeTree(br, c); err != nil {
 					s.Log.Warn("tree ended", "err", err)
+				} else {
+					s.Log.Info("tree sent", "took", time.Since(t0))
 				}
-				s.Log.Info("tree sent", "took", time.Since(t0))
 				c.Close()
 				return
 			}

@@ -32,7 +32,7 @@ type ReadRequest struct {
 // outside the bounds.
 func (r ReadRequest) Validate() error {
 	switch {
-	case !path.IsAbs(r.Path) || path.Clean(r.Path) != r.Path:
+	case !cleanAbs(r.Path):
 		return fmt.Errorf("read path %q is not a clean absolute path", r.Path)
 	case r.Offset < 0:
 		return fmt.Errorf("read offset %d is negative", r.Offset)
@@ -48,6 +48,9 @@ type ReadAnswer struct {
 	Size  int64  `json:"size"`
 	Error string `json:"error,omitempty"`
 }
+
+// cleanAbs says p is an absolute path with no . or .. or repeated /.
+func cleanAbs(p string) bool { return path.IsAbs(p) && path.Clean(p) == p }
 
 // ErrReadUnsupported is what a laptop gets from a file server that closes a
 // read request unanswered (an agent older than the read stream).

@@ -3,7 +3,6 @@ package wire
 import (
 	"errors"
 	"fmt"
-	"path"
 )
 
 // The tree stream answers a folder tree in one round trip: every folder's
@@ -69,7 +68,7 @@ type TreeRequest struct {
 // clean absolute path.
 func (r TreeRequest) Validate() error {
 	switch {
-	case !path.IsAbs(r.Root) || path.Clean(r.Root) != r.Root:
+	case !cleanAbs(r.Root):
 		return fmt.Errorf("tree root %q is not a clean absolute path", r.Root)
 	case r.Folders < 1 || r.Folders > MaxTreeFolders:
 		return fmt.Errorf("tree folders %d out of 1..%d", r.Folders, MaxTreeFolders)
