@@ -31,9 +31,6 @@ type Sandboxed struct {
 	Kube      kubernetes.Interface
 	Namespace string
 	ErrOut    io.Writer
-	// Started, if set, is told when the command has started (from then on
-	// signals are the command's).
-	Started func()
 }
 
 func (p *Sandboxed) Name() string { return "run " + p.Command[0] }
@@ -82,15 +79,13 @@ func (p *Sandboxed) Run(ctx context.Context, s *session.Session, active func()) 
 	if err != nil {
 		return err
 	}
+	if ctx.Err() != nil { // stopped while the journal noted it: no command
+		_ = s.Discard(context.Background(), e)
+		return nil
+	}
 	if err := p.Sandbox.Run(p.Command, env, p.Dir); err != nil {
 		_ = s.Discard(ctx, e)
 		return err
-	}
-	// The command runs from here: a signal is its own, also while the
-	// journal notes it (told after that, a SIGTERM to a command that had
-	// already printed was taken as an interrupt before its start).
-	if p.Started != nil {
-		p.Started()
 	}
 	if _, err := s.Applied(ctx, e, d); err != nil {
 		_ = p.Sandbox.Close()

@@ -6,10 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -162,23 +160,11 @@ func (o *runOptions) run(ctx context.Context) error {
 	// it is the command's, whose end ends the run.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var started, interrupted atomic.Bool
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		for {
-			select {
-			case <-sigs:
-				if !started.Load() {
-					interrupted.Store(true)
-					cancel()
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	var interrupted atomic.Bool
+	sb.RelaySignals(func(os.Signal) {
+		interrupted.Store(true)
+		cancel()
+	})
 
 	var log io.Writer = o.ErrOut
 	if o.quiet {
@@ -199,8 +185,7 @@ func (o *runOptions) run(ctx context.Context) error {
 		}
 		parts = append(parts, newInterceptPart(a, whoAmI(ctx, a, o.flags), genericiooptions.IOStreams{In: o.In, Out: log, ErrOut: o.ErrOut}, p))
 	}
-	cmd := &localrun.Sandboxed{Sandbox: sb, Command: o.command, Container: o.container, Kube: a.Kube, Namespace: a.Namespace, ErrOut: o.ErrOut,
-		Started: func() { started.Store(true) }}
+	cmd := &localrun.Sandboxed{Sandbox: sb, Command: o.command, Container: o.container, Kube: a.Kube, Namespace: a.Namespace, ErrOut: o.ErrOut}
 	if o.envFrom != "" {
 		ref, _ := workload.Parse(o.envFrom)
 		cmd.EnvFrom = &ref

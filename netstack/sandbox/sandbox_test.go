@@ -5,6 +5,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -186,5 +187,57 @@ func TestSandboxSignalsAndEnd(t *testing.T) {
 	}
 	if got := out.all(); !strings.Contains(got, "termed") {
 		t.Errorf("output %q", got)
+	}
+}
+
+// This process's signals are taken in one place: before the command is
+// asked for they are the caller's (early), from the request on the
+// command's, also one sent while the command already runs but its start's
+// reply has not come yet.
+func TestSandboxRelaysSignalsAroundTheStart(t *testing.T) {
+	s, out := start(t)
+	early := make(chan os.Signal, 8)
+	s.RelaySignals(func(sig os.Signal) { early <- sig })
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case sig := <-early:
+		if sig != syscall.SIGHUP {
+			t.Errorf("early got %v", sig)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a signal before the command's start did not reach early")
+	}
+	// Signalled the moment the command has set its trap, which may come
+	// before Run returns.
+	sent := make(chan error, 1)
+	go func() {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			out.mu.Lock()
+			ready := strings.Contains(out.buf.String(), "ready")
+			out.mu.Unlock()
+			if ready {
+				sent <- syscall.Kill(os.Getpid(), syscall.SIGTERM)
+				return
+			}
+		}
+		sent <- errors.New("the command did not write ready")
+	}()
+	if err := s.Run([]string{"sh", "-c", "trap 'echo termed; exit 42' TERM; echo ready; while :; do sleep 0.05; done"}, os.Environ(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if code, err := s.Wait(ctx); err != nil || code != 42 {
+		t.Errorf("exit code %d %v, want the trap's 42", code, err)
+	}
+	select {
+	case sig := <-early:
+		t.Errorf("the command's signal %v went to early too", sig)
+	default:
 	}
 }

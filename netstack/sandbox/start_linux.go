@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,10 @@ type Sandbox struct {
 	exited chan struct{}
 	code   int
 	err    error
+	// relaying: this process's signals are taken (RelaySignals); commanded:
+	// Run asked for the command, so they are the command's from then on.
+	relaying  sync.Once
+	commanded atomic.Bool
 }
 
 // Start starts a sandbox's init, which waits for requests. The command it
@@ -239,30 +244,52 @@ func (s *Sandbox) SetResolvConf(content []byte) error {
 	return err
 }
 
+// relayed are the signals a command is sent (the terminal's among them).
+var relayed = []os.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGINT, syscall.SIGQUIT}
+
+// RelaySignals takes this process's signals from now on, in one place, so
+// none is lost or taken twice around the command's start: until Run asks
+// for the command, each goes to early (the caller's stop; nil ignores
+// them); from that request on, each goes to the command, the init holding
+// it until the command runs (the terminal's own reach it directly).
+func (s *Sandbox) RelaySignals(early func(os.Signal)) {
+	s.relaying.Do(func() {
+		sigs := make(chan os.Signal, 8)
+		signal.Notify(sigs, relayed...)
+		go func() {
+			defer signal.Stop(sigs)
+			for {
+				select {
+				case <-s.exited:
+					return
+				case sig := <-sigs:
+					switch {
+					case !s.commanded.Load():
+						if early != nil {
+							early(sig)
+						}
+					case s.tty && (sig == syscall.SIGINT || sig == syscall.SIGQUIT):
+						// the terminal sent it to the command too
+					default:
+						_ = s.init.Process.Signal(sig) // the init passes it on
+					}
+				}
+			}
+		}()
+	})
+}
+
 // Run starts the command in the sandbox; Wait tells its end. Signals sent
-// to this process pass to the command (the terminal's own reach it
-// directly).
+// to this process pass to the command (RelaySignals).
 func (s *Sandbox) Run(argv, env []string, dir string) error {
+	s.RelaySignals(nil)
+	// Before the request: a command that runs may print before its reply
+	// comes, and a signal sent then is its own.
+	s.commanded.Store(true)
 	if _, _, err := s.call(request{Op: "start", Argv: argv, Env: env, Dir: dir}); err != nil {
+		s.commanded.Store(false)
 		return fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	sigs := make(chan os.Signal, 8)
-	forward := []os.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGINT, syscall.SIGQUIT}
-	signal.Notify(sigs, forward...)
-	go func() {
-		defer signal.Stop(sigs)
-		for {
-			select {
-			case <-s.exited:
-				return
-			case sig := <-sigs:
-				if s.tty && (sig == syscall.SIGINT || sig == syscall.SIGQUIT) {
-					continue // the terminal sent it to the command too
-				}
-				_ = s.init.Process.Signal(sig) // the init passes it on
-			}
-		}
-	}()
 	return nil
 }
 

@@ -28,6 +28,7 @@ func (s *Sandbox) Dial(context.Context, string) (net.Conn, error) {
 }
 func (s *Sandbox) SetResolvConf([]byte) error               { return errPlatform }
 func (s *Sandbox) Run(argv, env []string, dir string) error { return errPlatform }
+func (s *Sandbox) RelaySignals(func(os.Signal))             {}
 func (s *Sandbox) Wait(context.Context) (int, error)        { return 0, errPlatform }
 func (s *Sandbox) Done() <-chan struct{}                    { return nil }
 func (s *Sandbox) Signal(os.Signal) error                   { return errPlatform }
