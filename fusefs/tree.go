@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path"
@@ -53,6 +54,45 @@ type trees struct {
 	streaming  map[string]bool
 	// content is what the streams brought, by path, each taken once.
 	content map[string]*fetched
+	// announcing is, for each content stream still listing its tree, the
+	// listing key of the folder it lists now: a file in a folder it has
+	// not passed may yet be announced, so its open waits (changed is
+	// closed and replaced when a stream moves on).
+	announcing map[string]string
+	changed    chan struct{}
+}
+
+// walkKey orders paths as the file server sends small files' content: a
+// depth-first walk of sorted names ('/' sorting first, as its NUL does).
+func walkKey(p string) string { return strings.ReplaceAll(p, "/", "\x00") }
+
+// listKey orders folders as the file server lists them: breadth first,
+// each level in the order of walkKey.
+func listKey(p string) string {
+	return fmt.Sprintf("%04d", strings.Count(p, "/")) + walkKey(p)
+}
+
+// announce notes that root's content stream lists dir now ("" : it has
+// listed all it will); called with mu held.
+func (t *trees) announce(root, dir string) {
+	if dir == "" {
+		delete(t.announcing, root)
+	} else {
+		t.announcing[root] = listKey(dir)
+	}
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// announcedLater says whether a content stream may yet announce a file of
+// dir, and then what tells it moved on; called with mu held.
+func (t *trees) announcedLater(dir string) <-chan struct{} {
+	for root, at := range t.announcing {
+		if under(dir, root) && listKey(dir) >= at {
+			return t.changed
+		}
+	}
+	return nil
 }
 
 // under says whether p is root or inside it.
@@ -137,7 +177,7 @@ func (l *listings) fetchTreeContent(r Remote, dir string) bool {
 	l.trees.streaming[root] = true
 	listed := l.trees.listed[root]
 	l.trees.mu.Unlock()
-	var pending []*fetched
+	var pending map[string]*fetched
 	if listed {
 		// The listings are here: the stream brings content only,
 		// announced from them now so that opens wait for what is on its
@@ -148,6 +188,12 @@ func (l *listings) fetchTreeContent(r Remote, dir string) bool {
 			l.trees.mu.Unlock()
 			return false // no small file to bring
 		}
+	}
+	if !listed {
+		// Opens until the stream's first listing wait for it.
+		l.trees.mu.Lock()
+		l.trees.announce(root, root)
+		l.trees.mu.Unlock()
 	}
 	go func() {
 		_ = l.readTree(tr, shown, root, treeBudget, pending)
@@ -199,7 +245,7 @@ func (l *listings) hasTreeContent(p string) bool {
 // listings under root, as a content stream's request bounds them: in the
 // order the file server sends them (a depth-first walk of sorted names,
 // '/' sorting first as its NUL does), while the budget lasts.
-func (l *listings) announceCached(root string) []*fetched {
+func (l *listings) announceCached(root string) map[string]*fetched {
 	type file struct {
 		p  string
 		fi os.FileInfo
@@ -218,9 +264,8 @@ func (l *listings) announceCached(root string) []*fetched {
 		}
 	}
 	l.mu.Unlock()
-	walkKey := func(p string) string { return strings.ReplaceAll(p, "/", "\x00") }
 	sort.Slice(files, func(i, j int) bool { return walkKey(files[i].p) < walkKey(files[j].p) })
-	var pending []*fetched
+	pending := map[string]*fetched{}
 	budget := int64(treeBudget)
 	l.trees.mu.Lock()
 	defer l.trees.mu.Unlock()
@@ -231,22 +276,38 @@ func (l *listings) announceCached(root string) []*fetched {
 		budget -= f.fi.Size()
 		e := &fetched{v: versionOf(f.fi), done: make(chan struct{}), at: time.Now()}
 		l.trees.content[f.p] = e
-		pending = append(pending, e)
+		pending[f.p] = e
 	}
 	return pending
 }
 
 // takeTreeContent hands an open the content a tree stream brought for p at
-// version v, waiting a little for content on its way; it is taken once.
+// version v, waiting a little for content on its way (or for a stream
+// still listing to announce it); it is taken once.
 func (l *listings) takeTreeContent(ctx context.Context, p string, v version) []byte {
 	if l == nil {
 		return nil
 	}
-	l.trees.mu.Lock()
-	f := l.trees.content[p]
-	delete(l.trees.content, p)
-	l.trees.mu.Unlock()
-	return f.dataAt(ctx, v, treeWait)
+	timeout := time.NewTimer(treeWait)
+	defer timeout.Stop()
+	deadline := time.Now().Add(treeWait)
+	for {
+		l.trees.mu.Lock()
+		f := l.trees.content[p]
+		delete(l.trees.content, p)
+		later := l.trees.announcedLater(path.Dir(p))
+		l.trees.mu.Unlock()
+		if f != nil || later == nil {
+			return f.dataAt(ctx, v, max(time.Until(deadline), time.Millisecond))
+		}
+		select {
+		case <-later:
+		case <-timeout.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // dropTreeContent forgets content brought for p (it changed, or is being
@@ -258,6 +319,9 @@ func (l *listings) dropTreeContent(p string) {
 	l.trees.mu.Lock()
 	if p == "" {
 		l.trees.content = map[string]*fetched{}
+		l.trees.announcing = map[string]string{}
+		close(l.trees.changed)
+		l.trees.changed = make(chan struct{})
 		l.trees.walked = map[string]time.Time{}
 		l.trees.listed = map[string]bool{}
 		l.trees.contentFor = map[string]time.Time{}
@@ -284,12 +348,29 @@ var errTreeEnded = errors.New("the tree stream ended before this file's content"
 // readTree reads one tree stream of root: listings go into the listings
 // cache as each completes; with a budget, small files are announced as on
 // their way when listed and filled in as their content arrives. Announced,
-// given as pending, asks for content only: those files were announced
-// from the cached listings.
-func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, root string, budget int64, announced []*fetched) error {
+// given by path, asks for content only: those files were announced from
+// the cached listings.
+func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, root string, budget int64, announced map[string]*fetched) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// A stream that lists and announces tells where it is, so that an
+	// open of a file it has not reached yet waits for it.
+	tracking := budget > 0 && announced == nil
+	moved := func(dir string) {
+		if tracking {
+			l.trees.mu.Lock()
+			l.trees.announce(root, dir)
+			l.trees.mu.Unlock()
+		}
+	}
+	defer func() { moved("") }()
+
+	// pending is what this stream announced, by path: content arrives for
+	// it also when an open already took it and waits.
 	pending := announced
+	if pending == nil {
+		pending = map[string]*fetched{}
+	}
 	defer func() {
 		// What did not come is read the usual way.
 		for _, f := range pending {
@@ -337,17 +418,15 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 		}
 		announcedBytes += fi.Size()
 		f := &fetched{v: versionOf(fi), done: make(chan struct{}), at: time.Now()}
-		pending = append(pending, f)
+		pending[p] = f
 		l.trees.mu.Lock()
 		l.trees.content[p] = f
 		l.trees.mu.Unlock()
 	}
 	arrive := func(p string, fi os.FileInfo, data []byte) {
-		l.trees.mu.Lock()
-		f := l.trees.content[p]
-		l.trees.mu.Unlock()
+		f := pending[p]
 		if v := versionOf(fi); f == nil || !f.v.same(v) {
-			return // taken, dropped by a change, or changed since listed
+			return // not announced, or changed since listed
 		}
 		select {
 		case <-f.done:
@@ -385,8 +464,13 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 			}
 			flush()
 			dir, listing = name, true
+			moved(dir)
 		case hdr.PAXRecords[wire.TreeContent] != "":
 			flush()
+			if tracking {
+				moved("") // listed all: what is not announced will not be
+				tracking = false
+			}
 			if hdr.Size > smallFile {
 				return errors.New("tree stream: content larger than asked for")
 			}
