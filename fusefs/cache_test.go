@@ -17,6 +17,7 @@ import (
 type counting struct {
 	Remote
 	reads *atomic.Int64
+	bytes *atomic.Int64 // if set, counts the bytes asked for
 }
 
 func (c counting) OpenFile(p string, flags int) (File, error) {
@@ -24,16 +25,19 @@ func (c counting) OpenFile(p string, flags int) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return countingFile{f, c.reads}, nil
+	return countingFile{f, c.reads, c.bytes}, nil
 }
 
 type countingFile struct {
 	File
-	reads *atomic.Int64
+	reads, bytes *atomic.Int64
 }
 
 func (f countingFile) ReadAt(b []byte, off int64) (int, error) {
 	f.reads.Add(1)
+	if f.bytes != nil {
+		f.bytes.Add(int64(len(b)))
+	}
 	return f.File.ReadAt(b, off)
 }
 
@@ -59,8 +63,8 @@ func readAll(t *testing.T, p string) []byte {
 // (SFTP's whole-second times could hide a second change).
 func TestPageCacheKeptWhileUnchanged(t *testing.T) {
 	remote := t.TempDir()
-	var reads atomic.Int64
-	dir := mountLocalVia(t, remote, func(r Remote) Remote { return counting{r, &reads} })
+	var reads, read atomic.Int64
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return counting{r, &reads, &read} })
 	want := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
 	src := filepath.Join(remote, "blob")
 	if err := os.WriteFile(src, want, 0o644); err != nil {
@@ -73,14 +77,16 @@ func TestPageCacheKeptWhileUnchanged(t *testing.T) {
 		t.Fatal("first read differs")
 	}
 	time.Sleep(CacheTimeout + 200*time.Millisecond) // names and attributes expire: a new lookup
-	cold := reads.Load()                            // (after the kernel's read-ahead settled)
+	cold, coldBytes := reads.Load(), read.Load() // (after the kernel's read-ahead settled)
 	if got := readAll(t, filepath.Join(dir, "blob")); !bytes.Equal(got, want) {
 		t.Fatal("cached read differs")
 	}
-	// Under load the kernel may send one read-ahead at the end of a cached
-	// file; a read that was not kept costs as many reads as the cold one.
-	if again := reads.Load() - cold; again > 1 || cold < 2 {
-		t.Errorf("an unchanged file was read from the remote again (%d reads; %d cold)", again, cold)
+	// Under load the kernel now and then asks again for a page or two of a
+	// kept file (single 4 KiB reads at random offsets, seen in 1 of 25
+	// runs with both cores busy); a read that was not kept asks for the
+	// whole file again.
+	if again := read.Load() - coldBytes; again > int64(len(want))/16 || cold < 2 {
+		t.Errorf("an unchanged file was read from the remote again (%d bytes in %d reads; %d reads cold)", again, reads.Load()-cold, cold)
 	}
 
 	changed := bytes.ToUpper(want)
@@ -117,7 +123,7 @@ func TestFolderListingKeptWhileUnchanged(t *testing.T) {
 	old := time.Now().Add(-time.Hour)
 	os.Chtimes(filepath.Join(remote, "src"), old, old)
 	var lists atomic.Int64
-	dir, m := mountServed(t, remote, func(r Remote) Remote { return counting{r, &lists} })
+	dir, m := mountServed(t, remote, func(r Remote) Remote { return counting{r, &lists, nil} })
 	names := func() []string {
 		t.Helper()
 		entries, err := os.ReadDir(filepath.Join(dir, "src"))
@@ -233,7 +239,7 @@ func TestSubfoldersListedAhead(t *testing.T) {
 		os.WriteFile(filepath.Join(deep, "f.txt"), []byte("x"), 0o644)
 	}
 	var lists atomic.Int64
-	dir := mountLocalVia(t, remote, func(r Remote) Remote { return counting{r, &lists} })
+	dir := mountLocalVia(t, remote, func(r Remote) Remote { return counting{r, &lists, nil} })
 	if _, err := os.ReadDir(dir); err != nil {
 		t.Fatal(err)
 	}
