@@ -70,6 +70,26 @@ func (n *remoteNode) keepCache(now time.Time) bool {
 	return keep
 }
 
+// storeCache hands the kernel a whole file's content at version v as its
+// pages, at an open about to be answered from memory: the program's reads
+// then find them, instead of each asking this process (one request and two
+// context switches less per small file for cp -r and grep -r). Only for a
+// file unchanged for mtimeMargin, as keepCache would keep it; true when the
+// pages are the kernel's, to be kept.
+func (n *remoteNode) storeCache(data []byte, v version) bool {
+	now := time.Now()
+	if len(data) == 0 || int64(len(data)) != v.size || now.Sub(v.mtime) <= mtimeMargin {
+		return false
+	}
+	if errno := n.WriteCache(0, data); errno != 0 {
+		return false
+	}
+	n.mu.Lock()
+	n.pages, n.pagesAt, n.pagesKnown = v, now, true
+	n.mu.Unlock()
+	return true
+}
+
 // dropCache forgets the pages' version: the file is being written here,
 // so the next read-only open starts afresh.
 func (n *remoteNode) dropCache() {

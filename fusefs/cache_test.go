@@ -77,7 +77,7 @@ func TestPageCacheKeptWhileUnchanged(t *testing.T) {
 		t.Fatal("first read differs")
 	}
 	time.Sleep(CacheTimeout + 200*time.Millisecond) // names and attributes expire: a new lookup
-	cold, coldBytes := reads.Load(), read.Load() // (after the kernel's read-ahead settled)
+	cold, coldBytes := reads.Load(), read.Load()    // (after the kernel's read-ahead settled)
 	if got := readAll(t, filepath.Join(dir, "blob")); !bytes.Equal(got, want) {
 		t.Fatal("cached read differs")
 	}

@@ -371,10 +371,10 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 			}
 			if data != nil {
 				open := uint32(readOnlyOpen)
-				if n.keepCache(time.Now()) {
+				if n.keepCache(time.Now()) || n.storeCache(data, v) {
 					open |= fuse.FOPEN_KEEP_CACHE
 				}
-				return &memHandle{data: data}, open, 0
+				return &memHandle{data: data, reads: &n.shared.kernelReads}, open, 0
 			}
 		}
 		n.shared.noteRead()

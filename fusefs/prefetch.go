@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -162,7 +163,10 @@ func (n *remoteNode) dropFetched(name string) {
 }
 
 // memHandle serves a file read from memory.
-type memHandle struct{ data []byte }
+type memHandle struct {
+	data  []byte
+	reads *atomic.Int64
+}
 
 var (
 	_ = (fs.FileReader)((*memHandle)(nil))
@@ -170,6 +174,7 @@ var (
 )
 
 func (h *memHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.reads.Add(1)
 	if off >= int64(len(h.data)) {
 		return fuse.ReadResultData(nil), 0
 	}

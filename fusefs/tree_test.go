@@ -135,6 +135,12 @@ func TestTreeServesCopyFromMemory(t *testing.T) {
 	if n := trees.Load(); n != 2 {
 		t.Errorf("%d tree streams, want 2 (listings, then content)", n)
 	}
+	// The content was handed to the kernel as the files' pages at their
+	// opens: cp's reads found them there.
+	t.Logf("kernel reads from memory: %d", m.tree.listings.kernelReads.Load())
+	if n := m.tree.listings.kernelReads.Load(); n > 10 {
+		t.Errorf("the kernel asked %d reads of content held in memory", n)
+	}
 }
 
 // A file server without trees hangs up: the mount walks by listing, once.

@@ -39,6 +39,9 @@ type listings struct {
 	// kernelListings counts the listings the kernel asked this mount for
 	// (those it did not serve from its own cache).
 	kernelListings atomic.Int64
+	// kernelReads counts the reads the kernel asked of content held in
+	// memory (those storeCache did not spare it).
+	kernelReads atomic.Int64
 }
 
 // readingPattern: a file was opened for reading within this long.
