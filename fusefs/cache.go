@@ -99,11 +99,19 @@ func (n *remoteNode) dropCache() {
 }
 
 // lazyHandle is a read-only open of a file whose pages the kernel keeps:
-// the remote file is opened at the first read, if one comes.
+// the remote file is opened at the first read, if one comes. One that
+// comes means the kernel let the pages go (memory pressure, drop_caches),
+// likely its neighbours' too: the folder's small files are then fetched
+// together, and this one taken from such a fetch if one brought it.
 type lazyHandle struct {
-	node *remoteNode
+	node   *remoteNode
+	folder *remoteNode // nil for the root
+	name   string
+	v      version // the version opened
+
 	mu   sync.Mutex
 	f    File
+	data []byte // the whole file, from the folder's fetch
 }
 
 var (
@@ -113,16 +121,26 @@ var (
 
 func (h *lazyHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.mu.Lock()
-	if h.f == nil {
-		f, err := h.node.remote.OpenFile(h.node.path(), os.O_RDONLY)
-		if err != nil {
-			h.mu.Unlock()
-			return nil, errno(err)
+	if h.f == nil && h.data == nil {
+		h.node.shared.noteRead()
+		if h.folder != nil {
+			h.data = h.folder.takeFetched(ctx, h.name, h.v)
+			h.folder.prefetchSiblings(h.name)
 		}
-		h.f = f
+		if h.data == nil {
+			f, err := h.node.remote.OpenFile(h.node.path(), os.O_RDONLY)
+			if err != nil {
+				h.mu.Unlock()
+				return nil, errno(err)
+			}
+			h.f = f
+		}
 	}
-	f := h.f
+	f, data := h.f, h.data
 	h.mu.Unlock()
+	if data != nil {
+		return (&memHandle{data: data, reads: &h.node.shared.kernelReads}).Read(ctx, dest, off)
+	}
 	return (&handle{f: f, node: h.node, readOnly: true}).Read(ctx, dest, off)
 }
 

@@ -377,11 +377,20 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 				return &memHandle{data: data, reads: &n.shared.kernelReads}, open, 0
 			}
 		}
+		// keepCache notes this open's version: asked once per open. The
+		// kernel holds this version's pages: a read is unlikely, so the
+		// remote file is opened only at the first one, and nothing is
+		// fetched ahead (a warm cp -r or grep -r costs no round trip per
+		// file; fetching its folders again made a warm cp -r 4x slower
+		// than the cold one).
+		if n.keepCache(time.Now()) {
+			return &lazyHandle{node: n, folder: folder, name: name, v: v}, readOnlyOpen | fuse.FOPEN_KEEP_CACHE, 0
+		}
 		n.shared.noteRead()
 		// The tree this folder is in, or else the folder, is fetched
 		// before this file's own open: both at once. A tree's content
-		// that came and went (taken, then the kernel let the pages go)
-		// is fetched again by folder, not file by file.
+		// that came and was taken, read again, is fetched again by
+		// folder, not file by file.
 		if !n.shared.fetchTreeContent(n.remote, folder.path()) || n.shared.contentEnded(folder.path()) {
 			folder.prefetchSiblings(name)
 		}
@@ -389,11 +398,7 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 		folder.dropFetched(name)
 		n.shared.dropTreeContent(n.path())
 	}
-	// keepCache notes this open's version: asked once per open.
-	if readOnly && n.keepCache(time.Now()) {
-		// The kernel holds this version's pages: a read is unlikely, so
-		// the remote file is opened only at the first one (a warm cp -r
-		// or grep -r costs no round trip per file).
+	if readOnly && folder == nil && n.keepCache(time.Now()) {
 		return &lazyHandle{node: n}, readOnlyOpen | fuse.FOPEN_KEEP_CACHE, 0
 	}
 	f, err := n.remote.OpenFile(n.path(), int(flags)&(os.O_RDONLY|os.O_WRONLY|os.O_RDWR|os.O_APPEND|os.O_TRUNC))
