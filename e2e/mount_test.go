@@ -6,11 +6,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -345,7 +347,12 @@ func TestMountFsyncReachesThePod(t *testing.T) {
 	p := startInLaptopNet(t, env, "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
 	id := strings.Fields(p.waitFor("session ", 30*time.Second))[1]
 	p.waitFor("mounted after", 90*time.Second)
-	want := bytes.Repeat([]byte("durable\n"), 1<<17) // 1 MiB
+	// Past its first MiB (SFTP) a file's writes go on a write stream,
+	// compressed where that pays: 3 MiB of text, then 1 MiB of random.
+	want := bytes.Repeat([]byte("durable\n"), 3<<17)
+	random := make([]byte, 1<<20)
+	rand.Read(random)
+	want = append(want, random...)
 	f, err := os.Create(filepath.Join(dir, "work", "synced"))
 	if err != nil {
 		t.Fatal(err)
@@ -361,6 +368,26 @@ func TestMountFsyncReachesThePod(t *testing.T) {
 	f.Close()
 	if got := strings.TrimSpace(inPod(t, pod, "sh", "-c", "md5sum < /work/synced")); !strings.HasPrefix(got, fmt.Sprintf("%x", md5.Sum(want))) {
 		t.Errorf("the pod has %q of the synced file", got)
+	}
+	// The file server says what its write stream wrote once the stream
+	// ends (here with the mount's death).
+	running, err := cs.CoreV1().Pods(demoNamespace).Get(context.Background(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, _ := fileServer(t, running)
+	streamed := regexp.MustCompile(`msg="write stream (closed|ended)" written=([0-9]+)`)
+	var logs string
+	var lerr error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !streamed.MatchString(logs); time.Sleep(300 * time.Millisecond) {
+		var raw []byte
+		raw, lerr = cs.CoreV1().Pods(demoNamespace).GetLogs(pod, &corev1.PodLogOptions{Container: server}).Do(context.Background()).Raw()
+		logs = string(raw)
+	}
+	if m := streamed.FindStringSubmatch(logs); m == nil {
+		t.Errorf("no write stream in the log of file server %s (%v):\n%s", server, lerr, logs)
+	} else if n, _ := strconv.Atoi(m[2]); n < 2<<20 {
+		t.Errorf("the write stream wrote %d bytes of 4 MiB, want all past the first MiB:\n%s", n, logs)
 	}
 	// Closing the session takes the dead mount away, and the file server's
 	// Secret in the cluster.

@@ -17,6 +17,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
 
 // File is an open remote file.
@@ -525,6 +527,12 @@ type handle struct {
 	// seq, if set, reads a big read-only file in order through read
 	// streams (stream.go).
 	seq *sequential
+	// ws carries the writes, once the first came, where the file server
+	// takes write streams (writestream.go); else they go by SFTP.
+	wsMu    sync.Mutex
+	ws      *writeStream
+	wsTried bool
+	written int64 // bytes written through this handle
 }
 
 var (
@@ -557,11 +565,48 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		n, err := h.f.WriteAt(data, off)
 		return uint32(n), errno(err)
 	}
-	if err := h.node.writes.write(h.f, data, off); err != nil {
+	if err := h.node.writes.write(h.sender(len(data)), data, off); err != nil {
 		return 0, errno(err)
 	}
 	return uint32(len(data)), 0
 }
+
+// sender is how this handle's next n bytes go: by SFTP for the first
+// MiB, then on the handle's write stream where the file server takes them
+// (else by SFTP still, also when the stream cannot be opened: the file was
+// removed, say).
+func (h *handle) sender(n int) sender {
+	h.wsMu.Lock()
+	defer h.wsMu.Unlock()
+	h.written += int64(n)
+	if !h.wsTried && h.written > streamWritesAfter {
+		h.wsTried = true
+		if sw := writerOf(h.node.remote); sw != nil && !h.node.shared.writesUnsupported() {
+			ctx, cancel := context.WithTimeout(context.Background(), wsOpenTimeout)
+			c, err := sw.OpenWrites(ctx, h.node.path())
+			cancel()
+			switch {
+			case err == nil:
+				h.ws = newWriteStream(c)
+			case errors.Is(err, wire.ErrWriteUnsupported):
+				h.node.shared.noWriteStreams()
+			}
+		}
+	}
+	if h.ws != nil {
+		return h.ws.write
+	}
+	return writeAt(h.f)
+}
+
+const (
+	// streamWritesAfter: a file's first MiB is written by SFTP, on the
+	// session there is; a write stream costs a round trip and the
+	// cluster a stream pair to open, more than a small file's writes.
+	streamWritesAfter = 1 << 20
+	// wsOpenTimeout bounds opening a write stream.
+	wsOpenTimeout = 30 * time.Second
+)
 
 // Flush (every close of the file) waits for the writes behind, so what the
 // writer wrote is in the pod once close returns, or close says why not.
@@ -604,6 +649,11 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	}
 	h.node.dropCache()
 	werr := h.node.writes.settle()
+	h.wsMu.Lock()
+	if h.ws != nil {
+		h.ws.close()
+	}
+	h.wsMu.Unlock()
 	if err := h.f.Close(); err != nil {
 		return errno(err)
 	}

@@ -42,6 +42,8 @@ type listings struct {
 	// kernelReads counts the reads the kernel asked of content held in
 	// memory (those storeCache did not spare it).
 	kernelReads atomic.Int64
+	// noWrites: the file server takes no write streams (an older one).
+	noWrites atomic.Bool
 }
 
 // readingPattern: a file was opened for reading within this long.
@@ -50,6 +52,14 @@ const readingPattern = 2 * time.Second
 func (l *listings) noteRead() {
 	if l != nil {
 		l.lastRead.Store(time.Now().UnixNano())
+	}
+}
+
+func (l *listings) writesUnsupported() bool { return l != nil && l.noWrites.Load() }
+
+func (l *listings) noWriteStreams() {
+	if l != nil {
+		l.noWrites.Store(true)
 	}
 }
 

@@ -40,8 +40,8 @@ func (p *pending) init() {
 
 // write queues data at off, once room and no overlapping write in flight
 // allow it, and returns at once; an earlier write's error comes back
-// instead.
-func (p *pending) write(f File, data []byte, off int64) error {
+// instead. send carries the bytes to the pod and tells done its answer.
+func (p *pending) write(send sender, data []byte, off int64) error {
 	p.mu.Lock()
 	p.init()
 	s := &span{off: off, end: off + int64(len(data))}
@@ -59,8 +59,7 @@ func (p *pending) write(f File, data []byte, off int64) error {
 	p.ranges[s] = true
 	p.mu.Unlock()
 	buf := append([]byte(nil), data...) // the FUSE server reuses data
-	go func() {
-		_, err := f.WriteAt(buf, off)
+	go send(buf, off, func(err error) {
 		p.mu.Lock()
 		p.bytes -= len(buf)
 		delete(p.ranges, s)
@@ -69,8 +68,19 @@ func (p *pending) write(f File, data []byte, off int64) error {
 		}
 		p.cond.Broadcast()
 		p.mu.Unlock()
-	}()
+	})
 	return nil
+}
+
+// sender carries one write to the pod and tells done its answer, once.
+type sender func(data []byte, off int64, done func(error))
+
+// writeAt sends each write as SFTP writes.
+func writeAt(f File) sender {
+	return func(data []byte, off int64, done func(error)) {
+		_, err := f.WriteAt(data, off)
+		done(err)
+	}
 }
 
 func (p *pending) overlaps(s *span) bool {

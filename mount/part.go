@@ -120,7 +120,7 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 	defer remote.Close()
 	streams := &Streams{Rest: p.Clients.Rest, Kube: p.Clients.Kube, NS: p.Namespace, Pod: p.pod.Name, Agent: agent}
 	defer streams.Close()
-	remote.Trees, remote.Reads = streams.Tree, streams.Read
+	remote.Trees, remote.Reads, remote.Writes = streams.Tree, streams.Read, streams.Writes
 	var roots []string
 	for _, m := range p.mounts {
 		roots = append(roots, m.MountPath)

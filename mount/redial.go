@@ -25,6 +25,8 @@ type Redialer struct {
 	Trees func(context.Context, wire.TreeRequest) (io.ReadCloser, error)
 	// Reads, if set, opens the file server's read streams.
 	Reads func(context.Context, wire.ReadRequest) (io.ReadCloser, error)
+	// Writes, if set, opens the file server's write streams.
+	Writes func(context.Context, string) (io.ReadWriteCloser, error)
 
 	mu     sync.Mutex
 	client *sftp.Client
@@ -55,6 +57,14 @@ func (r *Redialer) ReadRange(ctx context.Context, p string, off, n int64) (io.Re
 		return nil, wire.ErrReadUnsupported
 	}
 	return r.Reads(ctx, wire.ReadRequest{Path: p, Offset: off, Length: n})
+}
+
+// OpenWrites opens a file's write stream (fusefs.StreamWriter).
+func (r *Redialer) OpenWrites(ctx context.Context, p string) (io.ReadWriteCloser, error) {
+	if r.Writes == nil {
+		return nil, wire.ErrWriteUnsupported
+	}
+	return r.Writes(ctx, p)
 }
 
 // Close ends the current session.

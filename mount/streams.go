@@ -93,6 +93,42 @@ func (t *Streams) Read(ctx context.Context, req wire.ReadRequest) (io.ReadCloser
 	return s, nil
 }
 
+// Writes opens the write stream of the existing file at p, and returns it
+// once the file server answered: what follows are frames (fusefs writes
+// them). ctx bounds the opening alone: the stream lasts as long as the
+// file's handle. A file server that closes unanswered (older than the
+// write stream) gives wire.ErrWriteUnsupported.
+func (t *Streams) Writes(ctx context.Context, p string) (io.ReadWriteCloser, error) {
+	s, err := t.open(ctx, wire.WriteMagic, wire.WriteRequest{Path: p})
+	if err != nil {
+		return nil, fmt.Errorf("write stream: %w", err)
+	}
+	br := bufio.NewReaderSize(s.Conn, 4<<10)
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		s.Close()
+		if errors.Is(err, io.EOF) {
+			return nil, wire.ErrWriteUnsupported
+		}
+		return nil, fmt.Errorf("write stream: %w", err)
+	}
+	var a wire.WriteAck
+	if err := json.Unmarshal(line, &a); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("write stream answer: %w", err)
+	}
+	if a.Error != "" {
+		s.Close()
+		return nil, fmt.Errorf("write stream: %s", a.Error)
+	}
+	if !s.stop() { // ctx ended as it was answered: the stream is closed
+		s.Close()
+		return nil, fmt.Errorf("write stream: %w", context.Cause(ctx))
+	}
+	s.stop, s.r = nil, br
+	return s, nil
+}
+
 // exactly reads left bytes, then EOF; an EOF before is io.ErrUnexpectedEOF.
 type exactly struct {
 	r    io.Reader
@@ -179,10 +215,10 @@ func (t *Streams) Close() {
 	}
 }
 
-// stream is one tree or read stream's connection.
+// stream is one tree, read or write stream's connection.
 type stream struct {
 	net.Conn
-	r    io.Reader // the answer's reader, past its first line (read streams)
+	r    io.Reader // the answer's reader, past its first line (read and write streams)
 	stop func() bool
 }
 

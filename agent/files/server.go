@@ -108,7 +108,7 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				idleSince = time.Now()
 				mu.Unlock()
 			}()
-			// A watch stream, a tree, a read, or SFTP.
+			// A watch stream, a tree, a read, a write stream, or SFTP.
 			br := bufio.NewReaderSize(c, 64<<10)
 			first, err := br.Peek(1)
 			switch {
@@ -122,6 +122,15 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				_, _ = br.ReadByte()
 				if err := ServeRead(br, c); err != nil {
 					s.Log.Warn("read stream ended", "err", err)
+				}
+				c.Close()
+				return
+			case err == nil && first[0] == wire.WriteMagic:
+				_, _ = br.ReadByte()
+				if n, err := ServeWrite(br, c); err != nil {
+					s.Log.Warn("write stream ended", "written", n, "err", err)
+				} else {
+					s.Log.Info("write stream closed", "written", n)
 				}
 				c.Close()
 				return

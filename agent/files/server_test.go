@@ -101,3 +101,16 @@ func TestIdleExit(t *testing.T) {
 		t.Fatal("still running 10 s after the last connection closed")
 	}
 }
+
+// Each stream kind's first byte tells it apart from the others and from
+// SFTP, whose packets begin with a length's high byte: 0 for any packet a
+// server takes.
+func TestStreamMagicsDistinct(t *testing.T) {
+	seen := map[byte]string{0: "SFTP"}
+	for name, b := range map[string]byte{"watch": WatchMagic, "read": wire.ReadMagic, "tree": wire.TreeMagic, "write": wire.WriteMagic} {
+		if other, ok := seen[b]; ok {
+			t.Errorf("the %s stream's magic %q is the %s stream's", name, b, other)
+		}
+		seen[b] = name
+	}
+}

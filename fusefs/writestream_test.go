@@ -1,0 +1,224 @@
+package fusefs
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/kubectl-cz/kubectl-cz/agent/files"
+	"github.com/kubectl-cz/kubectl-cz/agent/wire"
+)
+
+// streamed is a remote whose file server takes write streams (by default
+// the agent's own ServeWrite, over a pipe), counting the streams opened and
+// the writes that still went by SFTP.
+type streamed struct {
+	Remote
+	streams, sftpWrites *atomic.Int64 // bytes written by SFTP
+	// serve, if set, is the file server's end instead of ServeWrite's.
+	serve func(r *bufio.Reader, w io.Writer) (int64, error)
+	// unsupported: the file server hangs up (an older one).
+	unsupported bool
+}
+
+func (s streamed) OpenWrites(ctx context.Context, p string) (io.ReadWriteCloser, error) {
+	s.streams.Add(1)
+	if s.unsupported {
+		return nil, wire.ErrWriteUnsupported
+	}
+	serve := s.serve
+	if serve == nil {
+		serve = files.ServeWrite
+	}
+	laptop, pod := net.Pipe()
+	go func() {
+		defer pod.Close()
+		_, _ = serve(bufio.NewReader(pod), pod)
+	}()
+	line, _ := json.Marshal(wire.WriteRequest{Path: p})
+	if _, err := laptop.Write(append(line, '\n')); err != nil {
+		return nil, err
+	}
+	r := bufio.NewReader(laptop)
+	answer, err := r.ReadBytes('\n')
+	if err != nil {
+		laptop.Close()
+		return nil, err
+	}
+	var a wire.WriteAck
+	if err := json.Unmarshal(answer, &a); err != nil || a.Error != "" {
+		laptop.Close()
+		return nil, errors.New("write stream refused: " + a.Error)
+	}
+	return struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{r, laptop, laptop}, nil
+}
+
+func (s streamed) OpenFile(p string, flags int) (File, error) {
+	f, err := s.Remote.OpenFile(p, flags)
+	if err != nil {
+		return nil, err
+	}
+	return sftpWriteCounter{f, s.sftpWrites}, nil
+}
+
+type sftpWriteCounter struct {
+	File
+	writes *atomic.Int64
+}
+
+func (f sftpWriteCounter) WriteAt(b []byte, off int64) (int, error) {
+	f.writes.Add(int64(len(b)))
+	return f.File.WriteAt(b, off)
+}
+
+// writeFile writes data through the mount in 1 MiB writes, fsyncs and
+// closes, and returns the first error.
+func writeFile(p string, data []byte) error {
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := f.Write(data[off:min(off+1<<20, len(data))]); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Writes past a file's first MiB go on one stream per open file,
+// compressible ones compressed and random ones as they are, and land in the
+// pod byte for byte, overlapping ones in the order they were made; a small
+// file's go by SFTP (a stream costs more to open).
+func TestWriteStreamCarriesWrites(t *testing.T) {
+	remoteDir := t.TempDir()
+	var streams, sftpWrites atomic.Int64
+	dir := mountLocalVia(t, remoteDir, func(r Remote) Remote { return streamed{Remote: r, streams: &streams, sftpWrites: &sftpWrites} })
+	random := make([]byte, 3<<20+12345)
+	rand.Read(random)
+	text := bytes.Repeat([]byte("func main() { fmt.Println(\"a line of source\") }\n"), 200000) // 9.6 MiB
+	for name, data := range map[string][]byte{"random": random, "text": text} {
+		if err := writeFile(filepath.Join(dir, name), data); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got, _ := os.ReadFile(filepath.Join(remoteDir, name)); !bytes.Equal(got, data) {
+			t.Fatalf("%s: the pod has %d bytes, not the %d written", name, len(got), len(data))
+		}
+	}
+	if n := sftpWrites.Load(); n > 2<<20 {
+		t.Errorf("%d bytes of 2 files' writes went by SFTP, want at most their first MiB", n)
+	}
+	if n := streams.Load(); n != 2 {
+		t.Errorf("%d write streams for 2 files written", n)
+	}
+	// Over the first MiB, overlapping writes, by SFTP and the stream.
+	f, err := os.Create(filepath.Join(dir, "overlapping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	for i := byte('a'); i <= 'z'; i++ {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{i}, 4096), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(remoteDir, "overlapping")); !bytes.Equal(got[:4096], bytes.Repeat([]byte{'z'}, 4096)) {
+		t.Errorf("the last write is not the one the pod kept: %q...", got[:8])
+	}
+	before := sftpWrites.Load()
+	if err := writeFile(filepath.Join(dir, "small"), []byte("small\n")); err != nil {
+		t.Fatal(err)
+	}
+	if n := streams.Load(); n != 3 || sftpWrites.Load() == before {
+		t.Errorf("a small file: %d write streams in all (want 3), its write by SFTP: %v", n, sftpWrites.Load() > before)
+	}
+}
+
+// What the pod refuses, and a stream that breaks, reach the writer (at
+// fsync or close), as SFTP's errors do.
+func TestWriteStreamFailuresReachTheWriter(t *testing.T) {
+	refusing := func(r *bufio.Reader, w io.Writer) (int64, error) {
+		r.ReadBytes('\n')
+		io.WriteString(w, "{}\n") // opened
+		for {
+			var hdr [wire.WriteFrameSize]byte
+			if _, err := io.ReadFull(r, hdr[:]); err != nil {
+				return 0, err
+			}
+			f, err := wire.ParseWriteFrame(hdr)
+			if err != nil {
+				return 0, err
+			}
+			if _, err := io.CopyN(io.Discard, r, int64(f.WireLength)); err != nil {
+				return 0, err
+			}
+			io.WriteString(w, `{"error":"write /data/f: no space left on device"}`+"\n")
+		}
+	}
+	hangingUp := func(r *bufio.Reader, w io.Writer) (int64, error) {
+		r.ReadBytes('\n')
+		io.WriteString(w, "{}\n")
+		var hdr [wire.WriteFrameSize]byte
+		_, err := io.ReadFull(r, hdr[:])
+		return 0, err // and the pipe closes
+	}
+	for name, serve := range map[string]func(*bufio.Reader, io.Writer) (int64, error){"refusing": refusing, "hanging up": hangingUp} {
+		remoteDir := t.TempDir()
+		var streams, sftpWrites atomic.Int64
+		dir := mountLocalVia(t, remoteDir, func(r Remote) Remote {
+			return streamed{Remote: r, streams: &streams, sftpWrites: &sftpWrites, serve: serve}
+		})
+		err := writeFile(filepath.Join(dir, "f"), bytes.Repeat([]byte("x"), 3<<20))
+		if err == nil {
+			t.Errorf("%s: the writer was told nothing", name)
+		} else if name == "refusing" && !errors.Is(err, syscall.ENOSPC) {
+			t.Errorf("%s: %v, want ENOSPC", name, err)
+		}
+	}
+}
+
+// A file server without write streams gets the writes by SFTP, and is
+// not asked again for each file.
+func TestWriteStreamUnsupportedGoesBySFTP(t *testing.T) {
+	remoteDir := t.TempDir()
+	var streams, sftpWrites atomic.Int64
+	dir := mountLocalVia(t, remoteDir, func(r Remote) Remote {
+		return streamed{Remote: r, streams: &streams, sftpWrites: &sftpWrites, unsupported: true}
+	})
+	for _, name := range []string{"a", "b"} {
+		data := bytes.Repeat([]byte(name), 2<<20)
+		if err := writeFile(filepath.Join(dir, name), data); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(filepath.Join(remoteDir, name)); !bytes.Equal(got, data) {
+			t.Fatalf("%s: the pod has %d bytes, not the %d written", name, len(got), len(data))
+		}
+	}
+	if streams.Load() != 1 || sftpWrites.Load() != 4<<20 {
+		t.Errorf("%d write streams asked for, %d SFTP writes; want 1, and the writes by SFTP", streams.Load(), sftpWrites.Load())
+	}
+}
