@@ -5,6 +5,7 @@ package files
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -33,8 +34,11 @@ func serveWatch(c net.Conn, r *bufio.Reader) error {
 		return err
 	}
 	var req WatchRequest
-	if err := json.Unmarshal(line, &req); err != nil || len(req.Roots) == 0 {
-		return fmt.Errorf("a watch request that does not decode: %v", err)
+	if err := json.Unmarshal(line, &req); err != nil {
+		return fmt.Errorf("a watch request that does not decode: %w", err)
+	}
+	if len(req.Roots) == 0 {
+		return errors.New("a watch request without roots")
 	}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
