@@ -328,6 +328,10 @@ func (n *remoteNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 func (n *remoteNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	p := n.path()
 	list, at, ahead := n.shared.fresh(p)
+	if !ahead && n.shared.awaitListing(ctx, p) {
+		// A tree stream listing this folder's tree reached it.
+		list, at, ahead = n.shared.fresh(p)
+	}
 	if !ahead {
 		at = time.Now()
 		var err error

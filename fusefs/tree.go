@@ -54,12 +54,19 @@ type trees struct {
 	streaming  map[string]bool
 	// content is what the streams brought, by path, each taken once.
 	content map[string]*fetched
-	// announcing is, for each content stream still listing its tree, the
-	// listing key of the folder it lists now: a file in a folder it has
-	// not passed may yet be announced, so its open waits (changed is
-	// closed and replaced when a stream moves on).
-	announcing map[string]string
-	changed    chan struct{}
+	// listers are the streams still listing their trees; changed is
+	// closed and replaced when one moves on.
+	listers map[*lister]bool
+	changed chan struct{}
+}
+
+// lister is a tree stream still listing its tree, at the folder it lists
+// now (its listKey): a folder it has not passed may yet come in its
+// listings, so a listing of it waits (and, where the stream announces
+// content, an open of a small file in it).
+type lister struct {
+	root, at  string
+	announces bool
 }
 
 // walkKey orders paths as the file server sends small files' content: a
@@ -72,27 +79,75 @@ func listKey(p string) string {
 	return fmt.Sprintf("%04d", strings.Count(p, "/")) + walkKey(p)
 }
 
-// announce notes that root's content stream lists dir now ("" : it has
-// listed all it will); called with mu held.
-func (t *trees) announce(root, dir string) {
+// startListing notes a stream about to list root's tree; called with mu
+// held.
+func (t *trees) startListing(root string, announces bool) *lister {
+	ls := &lister{root: root, at: listKey(root), announces: announces}
+	t.listers[ls] = true
+	t.moved()
+	return ls
+}
+
+// listing notes that ls lists dir now ("": it has listed all it will);
+// called with mu held.
+func (t *trees) listing(ls *lister, dir string) {
 	if dir == "" {
-		delete(t.announcing, root)
+		delete(t.listers, ls)
 	} else {
-		t.announcing[root] = listKey(dir)
+		ls.at = listKey(dir)
 	}
+	t.moved()
+}
+
+func (t *trees) moved() {
 	close(t.changed)
 	t.changed = make(chan struct{})
 }
 
-// announcedLater says whether a content stream may yet announce a file of
-// dir, and then what tells it moved on; called with mu held.
-func (t *trees) announcedLater(dir string) <-chan struct{} {
-	for root, at := range t.announcing {
-		if under(dir, root) && listKey(dir) >= at {
+// later says whether a stream still listing may yet list dir (one that
+// announces content, with announcing), and then what tells it moved on;
+// called with mu held.
+func (t *trees) later(dir string, announcing bool) <-chan struct{} {
+	for ls := range t.listers {
+		if (ls.announces || !announcing) && under(dir, ls.root) && listKey(dir) >= ls.at {
 			return t.changed
 		}
 	}
 	return nil
+}
+
+// listWait bounds how long a folder's listing waits for a tree stream to
+// reach it before the folder is listed by SFTP: a walk (find, cp -r) is
+// faster on the stream, an ls deep into a big tree right after its first
+// listing should not wait long.
+const listWait = 250 * time.Millisecond
+
+// awaitListing waits, up to listWait, for a tree stream still listing that
+// has not passed folder p; true once p's listing is in the cache.
+func (l *listings) awaitListing(ctx context.Context, p string) bool {
+	if l == nil {
+		return false
+	}
+	timeout := time.NewTimer(listWait)
+	defer timeout.Stop()
+	for {
+		if _, _, ok := l.fresh(p); ok {
+			return true
+		}
+		l.trees.mu.Lock()
+		later := l.trees.later(p, false)
+		l.trees.mu.Unlock()
+		if later == nil {
+			return false
+		}
+		select {
+		case <-later:
+		case <-timeout.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // under says whether p is root or inside it.
@@ -132,9 +187,10 @@ func (l *listings) walkTree(r Remote, root string) bool {
 	}
 	l.trees.walked[root] = time.Now()
 	delete(l.trees.listed, root)
+	ls := l.trees.startListing(root, false)
 	l.trees.mu.Unlock()
 	go func() {
-		err := l.readTree(tr, shown, root, 0, nil)
+		err := l.readTree(tr, shown, root, 0, nil, ls)
 		if err == nil {
 			l.trees.mu.Lock()
 			if _, ok := l.trees.walked[root]; ok {
@@ -189,14 +245,15 @@ func (l *listings) fetchTreeContent(r Remote, dir string) bool {
 			return false // no small file to bring
 		}
 	}
+	var ls *lister
 	if !listed {
 		// Opens until the stream's first listing wait for it.
 		l.trees.mu.Lock()
-		l.trees.announce(root, root)
+		ls = l.trees.startListing(root, true)
 		l.trees.mu.Unlock()
 	}
 	go func() {
-		_ = l.readTree(tr, shown, root, treeBudget, pending)
+		_ = l.readTree(tr, shown, root, treeBudget, pending, ls)
 		l.trees.mu.Lock()
 		delete(l.trees.streaming, root)
 		l.trees.mu.Unlock()
@@ -295,7 +352,7 @@ func (l *listings) takeTreeContent(ctx context.Context, p string, v version) []b
 		l.trees.mu.Lock()
 		f := l.trees.content[p]
 		delete(l.trees.content, p)
-		later := l.trees.announcedLater(path.Dir(p))
+		later := l.trees.later(path.Dir(p), true)
 		l.trees.mu.Unlock()
 		if f != nil || later == nil {
 			return f.dataAt(ctx, v, max(time.Until(deadline), time.Millisecond))
@@ -319,9 +376,8 @@ func (l *listings) dropTreeContent(p string) {
 	l.trees.mu.Lock()
 	if p == "" {
 		l.trees.content = map[string]*fetched{}
-		l.trees.announcing = map[string]string{}
-		close(l.trees.changed)
-		l.trees.changed = make(chan struct{})
+		l.trees.listers = map[*lister]bool{}
+		l.trees.moved()
 		l.trees.walked = map[string]time.Time{}
 		l.trees.listed = map[string]bool{}
 		l.trees.contentFor = map[string]time.Time{}
@@ -349,17 +405,15 @@ var errTreeEnded = errors.New("the tree stream ended before this file's content"
 // cache as each completes; with a budget, small files are announced as on
 // their way when listed and filled in as their content arrives. Announced,
 // given by path, asks for content only: those files were announced from
-// the cached listings.
-func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, root string, budget int64, announced map[string]*fetched) error {
+// the cached listings. A stream that lists tells ls where it is, so that a
+// listing or an open it has not reached yet waits for it.
+func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, root string, budget int64, announced map[string]*fetched, ls *lister) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// A stream that lists and announces tells where it is, so that an
-	// open of a file it has not reached yet waits for it.
-	tracking := budget > 0 && announced == nil
 	moved := func(dir string) {
-		if tracking {
+		if ls != nil {
 			l.trees.mu.Lock()
-			l.trees.announce(root, dir)
+			l.trees.listing(ls, dir)
 			l.trees.mu.Unlock()
 		}
 	}
@@ -467,9 +521,9 @@ func (l *listings) readTree(tr TreeRemote, shown func(os.FileInfo) os.FileInfo, 
 			moved(dir)
 		case hdr.PAXRecords[wire.TreeContent] != "":
 			flush()
-			if tracking {
+			if ls != nil {
 				moved("") // listed all: what is not announced will not be
-				tracking = false
+				ls = nil
 			}
 			if hdr.Size > smallFile {
 				return errors.New("tree stream: content larger than asked for")

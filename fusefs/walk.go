@@ -70,7 +70,7 @@ func (l *listings) reading() bool {
 func newListings() *listings {
 	return &listings{m: map[string]listing{}, walking: map[string]bool{}, trees: trees{
 		walked: map[string]time.Time{}, listed: map[string]bool{}, contentFor: map[string]time.Time{}, streaming: map[string]bool{}, content: map[string]*fetched{},
-		announcing: map[string]string{}, changed: make(chan struct{})}}
+		listers: map[*lister]bool{}, changed: make(chan struct{})}}
 }
 
 // fresh is a folder's listing and when it was read, if recent enough
