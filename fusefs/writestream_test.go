@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/kubectl-cz/kubectl-cz/agent/files"
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
@@ -221,4 +223,35 @@ func TestWriteStreamUnsupportedGoesBySFTP(t *testing.T) {
 	if streams.Load() != 1 || sftpWrites.Load() != 4<<20 {
 		t.Errorf("%d write streams asked for, %d SFTP writes; want 1, and the writes by SFTP", streams.Load(), sftpWrites.Load())
 	}
+}
+
+// A write is compressed where that saves an eighth: text is, random bytes
+// are not, and both come back whole.
+func TestEncodeWrite(t *testing.T) {
+	random := make([]byte, 1<<20)
+	rand.Read(random)
+	text := bytes.Repeat([]byte("a line of source code\n"), 50000)
+	mixed := append(append([]byte(nil), random[:512<<10]...), text[:512<<10]...) // the sample is random
+	for name, c := range map[string]struct {
+		data []byte
+		enc  byte
+	}{"random": {random, wire.WriteRaw}, "text": {text, wire.WriteZstd}, "tiny": {[]byte("x"), wire.WriteRaw}, "mixed": {mixed, wire.WriteRaw}} {
+		out, enc := encodeWrite(c.data)
+		if enc != c.enc {
+			t.Errorf("%s: encoding %d, want %d", name, enc, c.enc)
+		}
+		if enc == wire.WriteZstd {
+			if len(out) > len(c.data)/8 {
+				t.Errorf("%s: %d bytes compressed to %d", name, len(c.data), len(out))
+			}
+			if back, err := zstdDecoder().DecodeAll(out, nil); err != nil || !bytes.Equal(back, c.data) {
+				t.Errorf("%s: does not decode back: %v", name, err)
+			}
+		}
+	}
+}
+
+func zstdDecoder() *zstd.Decoder {
+	d, _ := zstd.NewReader(nil)
+	return d
 }
