@@ -75,17 +75,17 @@ func (n *remoteNode) keepCache(now time.Time) bool {
 // then find them, instead of each asking this process (one request and two
 // context switches less per small file for cp -r and grep -r). Only for a
 // file unchanged for mtimeMargin, as keepCache would keep it; true when the
-// pages are the kernel's, to be kept.
-func (n *remoteNode) storeCache(data []byte, v version) bool {
-	now := time.Now()
-	if len(data) == 0 || int64(len(data)) != v.size || now.Sub(v.mtime) <= mtimeMargin {
+// pages are the kernel's, to be kept. at is when the content was asked
+// for: it had been unchanged for the margin then.
+func (n *remoteNode) storeCache(data []byte, v version, at time.Time) bool {
+	if len(data) == 0 || int64(len(data)) != v.size || at.Sub(v.mtime) <= mtimeMargin {
 		return false
 	}
 	if errno := n.WriteCache(0, data); errno != 0 {
 		return false
 	}
 	n.mu.Lock()
-	n.pages, n.pagesAt, n.pagesKnown = v, now, true
+	n.pages, n.pagesAt, n.pagesKnown = v, at, true
 	n.mu.Unlock()
 	return true
 }
@@ -124,7 +124,7 @@ func (h *lazyHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if h.f == nil && h.data == nil {
 		h.node.shared.noteRead()
 		if h.folder != nil {
-			h.data = h.folder.takeFetched(ctx, h.name, h.v)
+			h.data, _ = h.folder.takeFetched(ctx, h.name, h.v)
 			h.folder.prefetchSiblings(h.name)
 		}
 		if h.data == nil {

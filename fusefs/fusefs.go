@@ -371,13 +371,14 @@ func (n *remoteNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uin
 		v, known := n.latest, n.latestKnown
 		n.mu.Unlock()
 		if known {
-			data := folder.takeFetched(ctx, name, v)
+			data, at := folder.takeFetched(ctx, name, v)
 			if data == nil {
-				data = n.shared.takeTreeContent(ctx, n.path(), v)
+				data, at = n.shared.takeTreeContent(ctx, n.path(), v)
 			}
 			if data != nil {
+				// The pages the kernel gets are as new as the fetch.
 				open := uint32(readOnlyOpen)
-				if n.keepCache(time.Now()) || n.storeCache(data, v) {
+				if n.keepCache(at) || n.storeCache(data, v, at) {
 					open |= fuse.FOPEN_KEEP_CACHE
 				}
 				return &memHandle{data: data, reads: &n.shared.kernelReads}, open, 0
@@ -583,9 +584,15 @@ func (h *handle) sender(n int) sender {
 	h.wsMu.Lock()
 	defer h.wsMu.Unlock()
 	h.written += int64(n)
+	if h.ws != nil && h.ws.failed() {
+		// The stream broke (the port-forward was replaced, say): its
+		// frames' error reaches the writer; the rest goes by SFTP.
+		h.ws.close()
+		h.ws = nil
+	}
 	if !h.wsTried && h.written > streamWritesAfter {
 		h.wsTried = true
-		if sw := writerOf(h.node.remote); sw != nil && !h.node.shared.writesUnsupported() {
+		if sw := writerOf(h.node.remote); sw != nil && !h.node.shared.writesUnsupported() && streamable(h.node.path()) {
 			ctx, cancel := context.WithTimeout(context.Background(), wsOpenTimeout)
 			c, err := sw.OpenWrites(ctx, h.node.path())
 			cancel()

@@ -34,7 +34,7 @@ type fetched struct {
 	data []byte
 	err  error
 	done chan struct{}
-	at   time.Time // when it was asked for (tree content)
+	at   time.Time // when it was asked for (its content is that new, or newer)
 }
 
 // folderFetch is a folder's files read ahead, by name.
@@ -68,7 +68,7 @@ func (n *remoteNode) prefetchSiblings(opening string) {
 			continue
 		}
 		budget -= int(fi.Size())
-		f := &fetched{v: versionOf(fi), done: make(chan struct{})}
+		f := &fetched{v: versionOf(fi), done: make(chan struct{}), at: ff.started}
 		ff.files[name] = f
 		todo = append(todo, job{name, f})
 	}
@@ -114,9 +114,9 @@ func readWhole(r Remote, p string, size int64) ([]byte, error) {
 }
 
 // takeFetched hands an open the content fetched for child name, if it was
-// fetched at version v (what the kernel knows of the file now); it is
-// taken once.
-func (n *remoteNode) takeFetched(ctx context.Context, name string, v version) []byte {
+// fetched at version v (what the kernel knows of the file now), and when
+// it was asked for; it is taken once.
+func (n *remoteNode) takeFetched(ctx context.Context, name string, v version) ([]byte, time.Time) {
 	n.mu.Lock()
 	ff := n.fetch
 	var f *fetched
@@ -125,7 +125,11 @@ func (n *remoteNode) takeFetched(ctx context.Context, name string, v version) []
 		delete(ff.files, name)
 	}
 	n.mu.Unlock()
-	return f.dataAt(ctx, v, 0)
+	data := f.dataAt(ctx, v, 0)
+	if data == nil {
+		return nil, time.Time{}
+	}
+	return data, f.at
 }
 
 // dataAt is the content once it is here, if fetched at version v; nil when

@@ -67,7 +67,13 @@ type trees struct {
 type lister struct {
 	root, at  string
 	announces bool
+	movedAt   time.Time // a stream that has not moved on for listStall is not waited for
 }
+
+// listStall: a stream that lists no folder for this long (a slow pod, a
+// stalled link) is not waited for; what it has not listed is read another
+// way.
+const listStall = 500 * time.Millisecond
 
 // walkKey orders paths as the file server sends small files' content: a
 // depth-first walk of sorted names ('/' sorting first, as its NUL does).
@@ -82,7 +88,7 @@ func listKey(p string) string {
 // startListing notes a stream about to list root's tree; called with mu
 // held.
 func (t *trees) startListing(root string, announces bool) *lister {
-	ls := &lister{root: root, at: listKey(root), announces: announces}
+	ls := &lister{root: root, at: listKey(root), announces: announces, movedAt: time.Now()}
 	t.listers[ls] = true
 	t.moved()
 	return ls
@@ -94,7 +100,7 @@ func (t *trees) listing(ls *lister, dir string) {
 	if dir == "" {
 		delete(t.listers, ls)
 	} else {
-		ls.at = listKey(dir)
+		ls.at, ls.movedAt = listKey(dir), time.Now()
 	}
 	t.moved()
 }
@@ -109,7 +115,7 @@ func (t *trees) moved() {
 // called with mu held.
 func (t *trees) later(dir string, announcing bool) <-chan struct{} {
 	for ls := range t.listers {
-		if (ls.announces || !announcing) && under(dir, ls.root) && listKey(dir) >= ls.at {
+		if (ls.announces || !announcing) && under(dir, ls.root) && listKey(dir) >= ls.at && time.Since(ls.movedAt) < listStall {
 			return t.changed
 		}
 	}
@@ -142,6 +148,7 @@ func (l *listings) awaitListing(ctx context.Context, p string) bool {
 		}
 		select {
 		case <-later:
+		case <-time.After(listStall / 4): // a stream stalled is let go
 		case <-timeout.C:
 			return false
 		case <-ctx.Done():
@@ -232,6 +239,12 @@ func (l *listings) fetchTreeContent(r Remote, dir string) bool {
 	l.trees.contentFor[root] = time.Now()
 	l.trees.streaming[root] = true
 	listed := l.trees.listed[root]
+	var ls *lister
+	if !listed {
+		// The walk is under way, or failed: this stream lists, too, and
+		// opens wait for its announcements from now on.
+		ls = l.trees.startListing(root, true)
+	}
 	l.trees.mu.Unlock()
 	var pending map[string]*fetched
 	if listed {
@@ -244,13 +257,6 @@ func (l *listings) fetchTreeContent(r Remote, dir string) bool {
 			l.trees.mu.Unlock()
 			return false // no small file to bring
 		}
-	}
-	var ls *lister
-	if !listed {
-		// Opens until the stream's first listing wait for it.
-		l.trees.mu.Lock()
-		ls = l.trees.startListing(root, true)
-		l.trees.mu.Unlock()
 	}
 	go func() {
 		_ = l.readTree(tr, shown, root, treeBudget, pending, ls)
@@ -339,11 +345,12 @@ func (l *listings) announceCached(root string) map[string]*fetched {
 }
 
 // takeTreeContent hands an open the content a tree stream brought for p at
-// version v, waiting a little for content on its way (or for a stream
-// still listing to announce it); it is taken once.
-func (l *listings) takeTreeContent(ctx context.Context, p string, v version) []byte {
+// version v, and when it was asked for, waiting a little for content on
+// its way (or for a stream still listing to announce it); it is taken
+// once. A file too big for a tree's content is not waited for.
+func (l *listings) takeTreeContent(ctx context.Context, p string, v version) ([]byte, time.Time) {
 	if l == nil {
-		return nil
+		return nil, time.Time{}
 	}
 	timeout := time.NewTimer(treeWait)
 	defer timeout.Stop()
@@ -352,17 +359,25 @@ func (l *listings) takeTreeContent(ctx context.Context, p string, v version) []b
 		l.trees.mu.Lock()
 		f := l.trees.content[p]
 		delete(l.trees.content, p)
-		later := l.trees.later(path.Dir(p), true)
+		var later <-chan struct{}
+		if v.size <= smallFile {
+			later = l.trees.later(path.Dir(p), true)
+		}
 		l.trees.mu.Unlock()
 		if f != nil || later == nil {
-			return f.dataAt(ctx, v, max(time.Until(deadline), time.Millisecond))
+			data := f.dataAt(ctx, v, max(time.Until(deadline), time.Millisecond))
+			if data == nil {
+				return nil, time.Time{}
+			}
+			return data, f.at
 		}
 		select {
 		case <-later:
+		case <-time.After(listStall / 4): // a stream stalled is let go
 		case <-timeout.C:
-			return nil
+			return nil, time.Time{}
 		case <-ctx.Done():
-			return nil
+			return nil, time.Time{}
 		}
 	}
 }

@@ -395,7 +395,10 @@ func TestTreeOpenWaitsForTheListingAhead(t *testing.T) {
 		t.Fatal("no content stream for a walked tree")
 	}
 	got := make(chan []byte, 1)
-	go func() { got <- l.takeTreeContent(context.Background(), p, versionOf(fi)) }()
+	go func() {
+		data, _ := l.takeTreeContent(context.Background(), p, versionOf(fi))
+		got <- data
+	}()
 	select {
 	case data := <-got:
 		t.Fatalf("the open did not wait for the stream still to list its folder (got %d bytes)", len(data))
@@ -414,7 +417,7 @@ func TestTreeOpenWaitsForTheListingAhead(t *testing.T) {
 	// A file the stream listed without content (not small) is not waited for.
 	big, _ := os.Lstat(filepath.Join(remote, "big.bin"))
 	start := time.Now()
-	if data := l.takeTreeContent(context.Background(), filepath.Join(remote, "big.bin"), versionOf(big)); data != nil || time.Since(start) > time.Second {
+	if data, _ := l.takeTreeContent(context.Background(), filepath.Join(remote, "big.bin"), versionOf(big)); data != nil || time.Since(start) > time.Second {
 		t.Errorf("big.bin: %d bytes after %v, want none at once", len(data), time.Since(start))
 	}
 }
@@ -506,5 +509,34 @@ func TestTreeListingWaitsForTheWalkAhead(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the listing waited past the stream")
+	}
+}
+
+// A stream that stalls (lists nothing for listStall) is not waited for:
+// opens and listings go their own way well before treeWait.
+func TestTreeStalledStreamIsNotWaitedFor(t *testing.T) {
+	remote := t.TempDir()
+	makeTree(t, remote)
+	var trees atomic.Int64
+	gate := make(chan struct{})
+	defer close(gate)
+	r := gatedTree{treeServer{nil, &trees, nil}, gate}
+	l := newListings()
+	l.trees.walked[remote] = time.Now()
+	if !l.fetchTreeContent(r, remote) {
+		t.Fatal("no content stream")
+	}
+	p := filepath.Join(remote, "d11", "s2", "f9.txt")
+	fi, _ := os.Lstat(p)
+	start := time.Now()
+	if data, _ := l.takeTreeContent(context.Background(), p, versionOf(fi)); data != nil {
+		t.Fatal("content from a stream that sent nothing")
+	}
+	if waited := time.Since(start); waited > treeWait/2 {
+		t.Errorf("an open waited %v on a stalled stream", waited)
+	}
+	start = time.Now()
+	if l.awaitListing(context.Background(), filepath.Join(remote, "d05")) || time.Since(start) > listWait+100*time.Millisecond {
+		t.Errorf("a listing waited %v on a stalled stream", time.Since(start))
 	}
 }

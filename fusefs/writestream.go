@@ -9,6 +9,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -124,6 +125,19 @@ func (ws *writeStream) answers() {
 // close ends the stream once its frames were answered (the caller waited
 // for them).
 func (ws *writeStream) close() { ws.conn.Close() }
+
+// failed says the stream ended: its frames got its error, later writes go
+// another way.
+func (ws *writeStream) failed() bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.err != nil
+}
+
+// streamable says whether a file's writes may go on a write stream: its
+// request is one JSON line the file server bounds (4 KiB), and JSON would
+// change a name that is not UTF-8.
+func streamable(p string) bool { return len(p) <= 3<<10 && utf8.ValidString(p) }
 
 // compressor is shared by every write stream (EncodeAll is safe for
 // concurrent use, as many at once as there are CPUs).

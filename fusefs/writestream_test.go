@@ -255,3 +255,45 @@ func zstdDecoder() *zstd.Decoder {
 	d, _ := zstd.NewReader(nil)
 	return d
 }
+
+// Once a handle's stream broke, its writes go by SFTP: the frames lost are
+// the writer's error once, what it writes next reaches the pod.
+func TestWriteStreamBrokenGoesBySFTP(t *testing.T) {
+	remoteDir := t.TempDir()
+	var streams, sftpWrites atomic.Int64
+	hangingUp := func(r *bufio.Reader, w io.Writer) (int64, error) {
+		r.ReadBytes('\n')
+		io.WriteString(w, "{}\n")
+		var hdr [wire.WriteFrameSize]byte
+		_, err := io.ReadFull(r, hdr[:])
+		return 0, err
+	}
+	dir := mountLocalVia(t, remoteDir, func(r Remote) Remote {
+		return streamed{Remote: r, streams: &streams, sftpWrites: &sftpWrites, serve: hangingUp}
+	})
+	f, err := os.Create(filepath.Join(dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := bytes.Repeat([]byte("y"), 1<<20)
+	f.Write(chunk)
+	f.Write(chunk) // on the stream, which hangs up
+	if err := f.Sync(); err == nil {
+		t.Fatal("the lost frame's error did not reach fsync")
+	}
+	later := bytes.Repeat([]byte("z"), 1<<20)
+	if _, err := f.WriteAt(later, 3<<20); err != nil {
+		t.Fatalf("a write after the stream broke: %v", err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync after the stream broke: %v", err)
+	}
+	got, _ := os.ReadFile(filepath.Join(remoteDir, "f"))
+	if len(got) != 4<<20 || !bytes.Equal(got[3<<20:], later) {
+		t.Errorf("the pod has %d bytes, not the write made after the stream broke", len(got))
+	}
+	if streams.Load() != 1 {
+		t.Errorf("%d streams opened, want 1 (none again for the same handle)", streams.Load())
+	}
+}

@@ -106,7 +106,11 @@ func openForWrites(p string) (*os.File, error) {
 func answerWrite(w io.Writer, err error) error {
 	var a wire.WriteAck
 	if err != nil {
-		a.Error = err.Error()
+		// Bounded: the laptop reads answers as lines of up to 4 KiB, and
+		// a message may quote a long path.
+		if a.Error = err.Error(); len(a.Error) > 1<<10 {
+			a.Error = a.Error[:1<<10]
+		}
 	}
 	line, merr := json.Marshal(a)
 	if merr != nil {
