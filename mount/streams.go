@@ -69,22 +69,13 @@ func (t *Streams) Read(ctx context.Context, req wire.ReadRequest) (io.ReadCloser
 	// A big read into an empty bufio.Reader goes straight to its caller's
 	// buffer: the body is not copied twice.
 	br := bufio.NewReaderSize(s.Conn, 64<<10)
-	line, err := br.ReadSlice('\n')
-	if err != nil {
+	var a wire.ReadAnswer
+	if err := answered(br, wire.ErrReadUnsupported, &a); err != nil || a.Error != "" {
 		s.Close()
-		if errors.Is(err, io.EOF) {
-			return nil, wire.ErrReadUnsupported
+		if err == nil {
+			err = errors.New(a.Error)
 		}
 		return nil, fmt.Errorf("read stream: %w", err)
-	}
-	var a wire.ReadAnswer
-	if err := json.Unmarshal(line, &a); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("read stream answer: %w", err)
-	}
-	if a.Error != "" {
-		s.Close()
-		return nil, fmt.Errorf("read stream: %s", a.Error)
 	}
 	// The body is the range cut at the file's size as the server opened
 	// it: a stream that ends before (the port-forward or the server went
@@ -104,22 +95,13 @@ func (t *Streams) Writes(ctx context.Context, p string) (io.ReadWriteCloser, err
 		return nil, fmt.Errorf("write stream: %w", err)
 	}
 	br := bufio.NewReaderSize(s.Conn, 4<<10)
-	line, err := br.ReadSlice('\n')
-	if err != nil {
+	var a wire.WriteAck
+	if err := answered(br, wire.ErrWriteUnsupported, &a); err != nil || a.Error != "" {
 		s.Close()
-		if errors.Is(err, io.EOF) {
-			return nil, wire.ErrWriteUnsupported
+		if err == nil {
+			err = errors.New(a.Error)
 		}
 		return nil, fmt.Errorf("write stream: %w", err)
-	}
-	var a wire.WriteAck
-	if err := json.Unmarshal(line, &a); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("write stream answer: %w", err)
-	}
-	if a.Error != "" {
-		s.Close()
-		return nil, fmt.Errorf("write stream: %s", a.Error)
 	}
 	if !s.stop() { // ctx ended as it was answered: the stream is closed
 		s.Close()
@@ -127,6 +109,22 @@ func (t *Streams) Writes(ctx context.Context, p string) (io.ReadWriteCloser, err
 	}
 	s.stop, s.r = nil, br
 	return s, nil
+}
+
+// answered reads a stream's answer line into a; a file server that closes
+// unanswered (older than the stream) gives unsupported.
+func answered(br *bufio.Reader, unsupported error, a any) error {
+	line, err := br.ReadSlice('\n')
+	if errors.Is(err, io.EOF) {
+		return unsupported
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(line, a); err != nil {
+		return fmt.Errorf("answer: %w", err)
+	}
+	return nil
 }
 
 // exactly reads left bytes, then EOF; an EOF before is io.ErrUnexpectedEOF.
