@@ -48,11 +48,12 @@ func ServeTree(r *bufio.Reader, w io.Writer) error {
 	if req.ContentOnly {
 		listings = nil
 	}
-	small, err := writeListings(listings, req)
+	p := &pacer{zw: zw, bw: bw}
+	small, err := writeListings(listings, req, p.tick)
 	if err != nil {
 		return err
 	}
-	if err := writeContents(tw, small, req.Budget); err != nil {
+	if err := writeContents(tw, small, req.Budget, p.tick); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
@@ -64,6 +65,32 @@ func ServeTree(r *bufio.Reader, w io.Writer) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// pacer sends what the stream has so far every treeFlushEvery, so the
+// laptop lists folders and serves files as they come: the buffer and zstd
+// held a small tree's whole stream (20 KB for 2,000 files) until its end,
+// and a cp -r waited for all of it before its first file.
+type pacer struct {
+	zw   *zstd.Encoder
+	bw   *bufio.Writer
+	last time.Time
+}
+
+const treeFlushEvery = 5 * time.Millisecond
+
+// tick is called between entries.
+func (p *pacer) tick() error {
+	if time.Since(p.last) < treeFlushEvery {
+		return nil
+	}
+	p.last = time.Now()
+	if p.zw != nil {
+		if err := p.zw.Flush(); err != nil {
+			return err
+		}
+	}
+	return p.bw.Flush()
 }
 
 // readRequest reads a stream's request: one JSON line of at most 4 KiB.
@@ -103,7 +130,7 @@ type smallFile struct {
 // writeListings lists the folders under the root breadth first, up to
 // req.Folders, into tw (nil: nowhere), and returns the small files it met,
 // in depth-first order.
-func writeListings(tw *tar.Writer, req wire.TreeRequest) ([]smallFile, error) {
+func writeListings(tw *tar.Writer, req wire.TreeRequest, tick func() error) ([]smallFile, error) {
 	type folder struct {
 		path  string
 		order string // sort key of a depth-first walk over sorted names
@@ -126,6 +153,9 @@ func writeListings(tw *tar.Writer, req wire.TreeRequest) ([]smallFile, error) {
 			continue
 		}
 		if tw != nil {
+			if err := tick(); err != nil {
+				return nil, err
+			}
 			hdr := header(dir.path, fi, "")
 			hdr.PAXRecords[wire.TreeList] = "1"
 			if err := tw.WriteHeader(hdr); err != nil {
@@ -169,8 +199,11 @@ func writeListings(tw *tar.Writer, req wire.TreeRequest) ([]smallFile, error) {
 // writeContents sends the small files' content while the budget lasts. A
 // file that changed since it was listed is left out: the laptop then reads
 // it the usual way.
-func writeContents(tw *tar.Writer, files []smallFile, budget int64) error {
+func writeContents(tw *tar.Writer, files []smallFile, budget int64, tick func() error) error {
 	for _, f := range files {
+		if err := tick(); err != nil {
+			return err
+		}
 		if f.fi.Size() > budget {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -172,5 +173,46 @@ func TestServeTreeCompressedAndContentOnly(t *testing.T) {
 		if !bytes.Equal(content[p], b) || !bytes.Equal(zContent[p], b) {
 			t.Errorf("%s: %q compressed, %q content only, want %q", p, zContent[p], content[p], b)
 		}
+	}
+}
+
+// writes counts the writes a stream makes to its connection, and when.
+type writes struct {
+	n     int
+	first time.Time
+}
+
+func (w *writes) Write(p []byte) (int, error) {
+	if w.n == 0 {
+		w.first = time.Now()
+	}
+	w.n++
+	return len(p), nil
+}
+
+// A compressed tree stream goes out as it is made, not at its end: the
+// laptop lists folders and serves files while the walk goes on (the buffer
+// and zstd held a small tree's whole stream, and a cp -r waited for it).
+func TestServeTreeSendsAsItGoes(t *testing.T) {
+	root := t.TempDir()
+	for d := 0; d < 600; d++ {
+		dir := filepath.Join(root, fmt.Sprintf("d%03d", d))
+		os.Mkdir(dir, 0o755)
+		for f := 0; f < 4; f++ {
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", f)), []byte("content of a small file\n"), 0o644)
+		}
+	}
+	line, _ := json.Marshal(wire.TreeRequest{Root: root, Folders: 1024, Budget: 64 << 20, SmallFile: 64 << 10, Encoding: wire.TreeZstd})
+	w := &writes{}
+	start := time.Now()
+	if err := ServeTree(bufio.NewReader(bytes.NewReader(append(line, '\n'))), w); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if took < 4*treeFlushEvery {
+		t.Skipf("the stream took %v: too fast to tell", took)
+	}
+	if w.n < 3 || w.first.Sub(start) > took/2 {
+		t.Errorf("%d writes, the first after %v of %v: want the stream sent as it goes", w.n, w.first.Sub(start), took)
 	}
 }
