@@ -593,21 +593,40 @@ func (h *handle) sender(n int) sender {
 	if !h.wsTried && h.written > streamWritesAfter {
 		h.wsTried = true
 		if sw := writerOf(h.node.remote); sw != nil && !h.node.shared.writesUnsupported() && streamable(h.node.path()) {
-			ctx, cancel := context.WithTimeout(context.Background(), wsOpenTimeout)
-			c, err := sw.OpenWrites(ctx, h.node.path())
-			cancel()
-			switch {
-			case err == nil:
-				h.ws = newWriteStream(c)
-			case errors.Is(err, wire.ErrWriteUnsupported):
-				h.node.shared.noWriteStreams()
-			}
+			h.ws = h.openWrites(sw)
 		}
 	}
 	if h.ws != nil {
 		return h.ws.write
 	}
 	return writeAt(h.f)
+}
+
+// openWrites opens the handle's write stream, for the file this handle
+// has open: the file server checks that the file at its path has the size
+// and time SFTP's fstat of the handle gives, once the writes so far are in
+// the pod (a file renamed or replaced in the pod since is not written
+// through its path). nil: the writes go by SFTP.
+func (h *handle) openWrites(sw StreamWriter) *writeStream {
+	st, ok := h.f.(interface{ Stat() (os.FileInfo, error) })
+	if !ok {
+		return nil
+	}
+	h.node.writes.wait()
+	fi, err := st.Stat()
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wsOpenTimeout)
+	defer cancel()
+	c, err := sw.OpenWrites(ctx, wire.WriteRequest{Path: h.node.path(), Size: fi.Size(), Mtime: fi.ModTime().Unix()})
+	if errors.Is(err, wire.ErrWriteUnsupported) {
+		h.node.shared.noWriteStreams()
+	}
+	if err != nil {
+		return nil
+	}
+	return newWriteStream(c)
 }
 
 const (

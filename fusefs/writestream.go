@@ -21,9 +21,10 @@ import (
 // answers in order, zstd-compressed where that pays, instead of SFTP's
 // request and answer per 128 KiB.
 type StreamWriter interface {
-	// OpenWrites opens the write stream of the existing file at p; what
-	// it returns has been answered, and takes frames.
-	OpenWrites(ctx context.Context, p string) (io.ReadWriteCloser, error)
+	// OpenWrites opens the write stream of the existing file req names
+	// (if it is still the one the laptop opened); what it returns has been
+	// answered, and takes frames.
+	OpenWrites(ctx context.Context, req wire.WriteRequest) (io.ReadWriteCloser, error)
 }
 
 func writerOf(r Remote) StreamWriter {

@@ -33,7 +33,7 @@ type streamed struct {
 	unsupported bool
 }
 
-func (s streamed) OpenWrites(ctx context.Context, p string) (io.ReadWriteCloser, error) {
+func (s streamed) OpenWrites(ctx context.Context, req wire.WriteRequest) (io.ReadWriteCloser, error) {
 	s.streams.Add(1)
 	if s.unsupported {
 		return nil, wire.ErrWriteUnsupported
@@ -47,7 +47,7 @@ func (s streamed) OpenWrites(ctx context.Context, p string) (io.ReadWriteCloser,
 		defer pod.Close()
 		_, _ = serve(bufio.NewReader(pod), pod)
 	}()
-	line, _ := json.Marshal(wire.WriteRequest{Path: p})
+	line, _ := json.Marshal(req)
 	if _, err := laptop.Write(append(line, '\n')); err != nil {
 		return nil, err
 	}
@@ -80,6 +80,11 @@ func (s streamed) OpenFile(p string, flags int) (File, error) {
 type sftpWriteCounter struct {
 	File
 	writes *atomic.Int64
+}
+
+// Stat is the handle's fstat, which a write stream's request carries.
+func (f sftpWriteCounter) Stat() (os.FileInfo, error) {
+	return f.File.(interface{ Stat() (os.FileInfo, error) }).Stat()
 }
 
 func (f sftpWriteCounter) WriteAt(b []byte, off int64) (int, error) {
@@ -295,5 +300,47 @@ func TestWriteStreamBrokenGoesBySFTP(t *testing.T) {
 	}
 	if streams.Load() != 1 {
 		t.Errorf("%d streams opened, want 1 (none again for the same handle)", streams.Load())
+	}
+}
+
+// A file replaced in the pod while a program writes it (renamed over, as
+// log rotation or an atomic save there does) is not written through its
+// path: the write stream is refused, and the rest of the writes go by SFTP
+// to the file the program opened.
+func TestWriteStreamRefusedForAReplacedFile(t *testing.T) {
+	remoteDir := t.TempDir()
+	var streams, sftpWrites atomic.Int64
+	dir := mountLocalVia(t, remoteDir, func(r Remote) Remote { return streamed{Remote: r, streams: &streams, sftpWrites: &sftpWrites} })
+	f, err := os.Create(filepath.Join(dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(bytes.Repeat([]byte("a"), 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// The pod puts another file in its place.
+	tmp := filepath.Join(remoteDir, "f.new")
+	if err := os.WriteFile(tmp, []byte("the pod's own\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(remoteDir, "f")); err != nil {
+		t.Fatal(err)
+	}
+	before := sftpWrites.Load()
+	if _, err := f.Write(bytes.Repeat([]byte("b"), 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(remoteDir, "f")); string(got) != "the pod's own\n" {
+		t.Errorf("the file the pod put in place was written through its path: %d bytes", len(got))
+	}
+	if streams.Load() != 1 || sftpWrites.Load()-before != 2<<20 {
+		t.Errorf("%d write streams asked for, %d bytes then by SFTP; want 1 refused, 2 MiB by SFTP", streams.Load(), sftpWrites.Load()-before)
 	}
 }

@@ -26,7 +26,7 @@ type Redialer struct {
 	// Reads, if set, opens the file server's read streams.
 	Reads func(context.Context, wire.ReadRequest) (io.ReadCloser, error)
 	// Writes, if set, opens the file server's write streams.
-	Writes func(context.Context, string) (io.ReadWriteCloser, error)
+	Writes func(context.Context, wire.WriteRequest) (io.ReadWriteCloser, error)
 
 	mu     sync.Mutex
 	client *sftp.Client
@@ -60,11 +60,11 @@ func (r *Redialer) ReadRange(ctx context.Context, p string, off, n int64) (io.Re
 }
 
 // OpenWrites opens a file's write stream (fusefs.StreamWriter).
-func (r *Redialer) OpenWrites(ctx context.Context, p string) (io.ReadWriteCloser, error) {
+func (r *Redialer) OpenWrites(ctx context.Context, req wire.WriteRequest) (io.ReadWriteCloser, error) {
 	if r.Writes == nil {
 		return nil, wire.ErrWriteUnsupported
 	}
-	return r.Writes(ctx, p)
+	return r.Writes(ctx, req)
 }
 
 // Close ends the current session.

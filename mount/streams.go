@@ -84,13 +84,13 @@ func (t *Streams) Read(ctx context.Context, req wire.ReadRequest) (io.ReadCloser
 	return s, nil
 }
 
-// Writes opens the write stream of the existing file at p, and returns it
+// Writes opens the write stream of the existing file req names, and returns it
 // once the file server answered: what follows are frames (fusefs writes
 // them). ctx bounds the opening alone: the stream lasts as long as the
 // file's handle. A file server that closes unanswered (older than the
 // write stream) gives wire.ErrWriteUnsupported.
-func (t *Streams) Writes(ctx context.Context, p string) (io.ReadWriteCloser, error) {
-	s, err := t.open(ctx, wire.WriteMagic, wire.WriteRequest{Path: p})
+func (t *Streams) Writes(ctx context.Context, req wire.WriteRequest) (io.ReadWriteCloser, error) {
+	s, err := t.open(ctx, wire.WriteMagic, req)
 	if err != nil {
 		return nil, fmt.Errorf("write stream: %w", err)
 	}

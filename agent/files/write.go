@@ -26,7 +26,7 @@ func ServeWrite(r *bufio.Reader, w io.Writer) (written int64, err error) {
 	if err := req.Validate(); err != nil {
 		return 0, answerWrite(w, err)
 	}
-	f, err := openForWrites(req.Path)
+	f, err := openForWrites(req.Path, req.Size, req.Mtime)
 	if err != nil {
 		return 0, answerWrite(w, err)
 	}
@@ -84,17 +84,24 @@ func grow(b []byte, n int) []byte {
 	return b[:n]
 }
 
-// openForWrites opens an existing regular file for writing: a FIFO or a
-// device could block or never take the bytes, and the write stream neither
-// creates nor truncates (the laptop did that by SFTP, as asked).
-func openForWrites(p string) (*os.File, error) {
+// openForWrites opens an existing regular file for writing, if it has the
+// size and modification time (seconds) the laptop's open of it sees: a FIFO
+// or a device could block or never take the bytes, another file at that
+// path (renamed or replaced since) is not the laptop's to write, and the
+// write stream neither creates nor truncates (the laptop did that by SFTP).
+func openForWrites(p string, size, mtime int64) (*os.File, error) {
 	f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	fi, err := f.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
+	switch {
+	case err != nil:
+	case !fi.Mode().IsRegular():
 		err = errors.New("not a regular file")
+	case fi.Size() != size || fi.ModTime().Unix() != mtime:
+		err = fmt.Errorf("not the file the laptop opened (%d bytes at %d, it has %d at %d): changed or replaced since",
+			fi.Size(), fi.ModTime().Unix(), size, mtime)
 	}
 	if err != nil {
 		f.Close()

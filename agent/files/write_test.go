@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -30,7 +31,11 @@ func writeSession(t *testing.T, path string) (net.Conn, *bufio.Reader, wire.Writ
 		_, err := ServeWrite(bufio.NewReader(pod), pod)
 		served <- err
 	}()
-	line, _ := json.Marshal(wire.WriteRequest{Path: path})
+	req := wire.WriteRequest{Path: path}
+	if fi, err := os.Stat(path); err == nil { // as the laptop's own open sees it
+		req.Size, req.Mtime = fi.Size(), fi.ModTime().Unix()
+	}
+	line, _ := json.Marshal(req)
 	go laptop.Write(append(line, '\n'))
 	r := bufio.NewReader(laptop)
 	return laptop, r, readAck(t, r), served
@@ -118,6 +123,25 @@ func TestServeWriteRefuses(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "missing")); err == nil {
 		t.Error("the write stream created a file")
+	}
+
+	// Another file at the path than the laptop's open sees (renamed or
+	// replaced in the pod since): refused, untouched.
+	replaced := filepath.Join(dir, "replaced")
+	os.WriteFile(replaced, []byte("the pod's own"), 0o644)
+	laptop, pod := net.Pipe()
+	go func() {
+		defer pod.Close()
+		ServeWrite(bufio.NewReader(pod), pod)
+	}()
+	line, _ := json.Marshal(wire.WriteRequest{Path: replaced, Size: 1 << 20, Mtime: time.Now().Unix()})
+	go laptop.Write(append(line, '\n'))
+	if a := readAck(t, bufio.NewReader(laptop)); !strings.Contains(a.Error, "not the file the laptop opened") {
+		t.Errorf("a write stream of another file than the laptop's: %q", a.Error)
+	}
+	laptop.Close()
+	if got, _ := os.ReadFile(replaced); string(got) != "the pod's own" {
+		t.Errorf("the replaced file is %q", got)
 	}
 
 	p := filepath.Join(dir, "f")

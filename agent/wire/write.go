@@ -14,8 +14,8 @@ import (
 //
 // A connection whose first byte after the secret is WriteMagic sends one
 // JSON line, WriteRequest, and reads one JSON line, WriteAck (the open's
-// answer: the file must exist and be regular; it is opened for writing,
-// neither created nor truncated). Then the laptop sends frames, each a
+// answer: the file must exist, be regular and be the one the laptop
+// opened; it is opened for writing, neither created nor truncated). Then the laptop sends frames, each a
 // WriteFrame header (WriteFrameSize bytes) and WireLength bytes, and the
 // file server answers each, in order, with a WriteAck line once the frame's
 // bytes are written at its offset (not synced: fsync goes by SFTP, and
@@ -32,9 +32,14 @@ const (
 	WriteZstd byte = 1
 )
 
-// WriteRequest opens the file at Path for writing.
+// WriteRequest opens the file at Path for writing, if it is the file the
+// laptop's own open sees: Size and Mtime (Unix seconds) as SFTP's fstat of
+// that open's handle gave them. A file renamed or replaced since has
+// another, and is refused (the laptop then writes by SFTP, to its handle).
 type WriteRequest struct {
-	Path string `json:"path"`
+	Path  string `json:"path"`
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime"`
 }
 
 // Validate refuses a path that is not clean and absolute.
