@@ -402,7 +402,7 @@ func TestTreeOpenWaitsForTheListingAhead(t *testing.T) {
 	select {
 	case data := <-got:
 		t.Fatalf("the open did not wait for the stream still to list its folder (got %d bytes)", len(data))
-	case <-time.After(300 * time.Millisecond):
+	case <-time.After(150 * time.Millisecond): // well within listStall
 	}
 	close(gate)
 	want, _ := os.ReadFile(p)
