@@ -134,8 +134,7 @@ func (l *listings) awaitListing(ctx context.Context, p string) bool {
 	if l == nil {
 		return false
 	}
-	timeout := time.NewTimer(listWait)
-	defer timeout.Stop()
+	deadline := time.Now().Add(listWait)
 	for {
 		if _, _, ok := l.fresh(p); ok {
 			return true
@@ -143,17 +142,26 @@ func (l *listings) awaitListing(ctx context.Context, p string) bool {
 		l.trees.mu.Lock()
 		later := l.trees.later(p, false)
 		l.trees.mu.Unlock()
-		if later == nil {
+		if later == nil || !waitMoved(ctx, later, deadline) {
 			return false
 		}
-		select {
-		case <-later:
-		case <-time.After(listStall / 4): // a stream stalled is let go
-		case <-timeout.C:
-			return false
-		case <-ctx.Done():
-			return false
-		}
+	}
+}
+
+// waitMoved waits for a stream to move on (later), or for a look at
+// whether it stalled; false once the deadline or ctx came first. Its timer
+// is made only when there is something to wait for (every open and listing
+// asks).
+func waitMoved(ctx context.Context, later <-chan struct{}, deadline time.Time) bool {
+	t := time.NewTimer(min(time.Until(deadline), listStall/4))
+	defer t.Stop()
+	select {
+	case <-later:
+		return true
+	case <-t.C:
+		return time.Now().Before(deadline)
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -352,8 +360,6 @@ func (l *listings) takeTreeContent(ctx context.Context, p string, v version) ([]
 	if l == nil {
 		return nil, time.Time{}
 	}
-	timeout := time.NewTimer(treeWait)
-	defer timeout.Stop()
 	deadline := time.Now().Add(treeWait)
 	for {
 		l.trees.mu.Lock()
@@ -371,12 +377,7 @@ func (l *listings) takeTreeContent(ctx context.Context, p string, v version) ([]
 			}
 			return data, f.at
 		}
-		select {
-		case <-later:
-		case <-time.After(listStall / 4): // a stream stalled is let go
-		case <-timeout.C:
-			return nil, time.Time{}
-		case <-ctx.Done():
+		if !waitMoved(ctx, later, deadline) {
 			return nil, time.Time{}
 		}
 	}

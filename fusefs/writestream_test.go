@@ -138,24 +138,7 @@ func TestWriteStreamCarriesWrites(t *testing.T) {
 		t.Errorf("%d write streams for 2 files written", n)
 	}
 	// Over the first MiB, overlapping writes, by SFTP and the stream.
-	f, err := os.Create(filepath.Join(dir, "overlapping"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(make([]byte, 1<<20)); err != nil {
-		t.Fatal(err)
-	}
-	for i := byte('a'); i <= 'z'; i++ {
-		if _, err := f.WriteAt(bytes.Repeat([]byte{i}, 4096), 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(filepath.Join(remoteDir, "overlapping")); !bytes.Equal(got[:4096], bytes.Repeat([]byte{'z'}, 4096)) {
-		t.Errorf("the last write is not the one the pod kept: %q...", got[:8])
-	}
+	writeOverlapping(t, dir, remoteDir, "overlapping", 1<<20)
 	before := sftpWrites.Load()
 	if err := writeFile(filepath.Join(dir, "small"), []byte("small\n")); err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func Init() int {
 	// The signals the plugin passes on, and the terminal's, which a PID 1
 	// would otherwise ignore (or Go's runtime would die of).
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGINT, syscall.SIGQUIT)
+	signal.Notify(sigs, relayed...)
 	in := &initState{ctl: ctl, started: make(chan *exec.Cmd, 1)}
 	go in.serve() // exits the process when the plugin hangs up
 	cmd := <-in.started
