@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,16 +47,35 @@ func (l layout) demo(ctx context.Context, args []string) error {
 		explainNamespace(cs, demoNamespace)
 		return err
 	}
+	if err := waitEndpoints(ctx, cs, demoNamespace, since, 60*time.Second); err != nil {
+		explainNamespace(cs, demoNamespace)
+		return err
+	}
+	// The first request can meet a graph that is not wired yet (a Service's
+	// rules not yet in kube-proxy, a name not yet in CoreDNS): poll, each try
+	// bounded, and say what answered last if it never comes.
 	var body []byte
-	if err := waitFor(ctx, 30*time.Second, "a request through the graph", func() bool {
+	var last error
+	shown := ""
+	if err := waitFor(ctx, 60*time.Second, "a request through the graph", func() bool {
+		try, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
 		// Through the API server's service proxy, with the header a developer's
 		// intercept would match on: every hop shows it was passed along.
-		body, err = cs.CoreV1().RESTClient().Get().Namespace(demoNamespace).Resource("services").
+		body, last = cs.CoreV1().RESTClient().Get().Namespace(demoNamespace).Resource("services").
 			Name("http:frontend:http").SubResource("proxy").Suffix("/").
-			SetHeader("x-cz-intercept", "demo").DoRaw(ctx)
-		return err == nil
-	}, fmt.Sprint(err)); err != nil {
-		return err
+			SetHeader("x-cz-intercept", "demo").DoRaw(try)
+		if last != nil && len(body) > 0 {
+			last = fmt.Errorf("%w: %s", last, bytes.TrimSpace(body))
+		}
+		if msg := fmt.Sprint(last); last != nil && msg != shown {
+			fmt.Printf("  the graph answered: %.300s\n", msg)
+			shown = msg
+		}
+		return last == nil
+	}, "kubectl -n "+demoNamespace+" get pods,endpointslices"); err != nil {
+		explainNamespace(cs, demoNamespace)
+		return fmt.Errorf("%w; last answer: %v", err, last)
 	}
 	var root hop
 	if err := json.Unmarshal(body, &root); err != nil {

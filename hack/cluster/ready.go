@@ -10,7 +10,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -120,6 +122,67 @@ func waitPods(ctx context.Context, cs kubernetes.Interface, ns, selector string,
 		}
 		return ok
 	}, "kubectl -n "+ns+" get pods -l "+selector)
+}
+
+// waitEndpoints waits until every Service in ns with a selector lists each
+// of its ready pods as a ready endpoint. A pod is Ready a moment before its
+// EndpointSlice says so, and a request in that gap would ask CoreDNS for a
+// headless Service that has no address yet: the NXDOMAIN is then cached for
+// the zone's TTL (30 s), longer than any retry here would wait.
+func waitEndpoints(ctx context.Context, cs kubernetes.Interface, ns string, since time.Time, timeout time.Duration) error {
+	last := ""
+	return waitFor(ctx, timeout, "the endpoints of the Services in "+ns, func() bool {
+		missing, err := servicesMissingEndpoints(ctx, cs, ns, since)
+		msg := fmt.Sprintf("  %s: Services waiting for endpoints: %s", ns, strings.Join(missing, ", "))
+		if err != nil {
+			msg = fmt.Sprintf("  %s: %v", ns, err)
+		}
+		if msg != last && (err != nil || len(missing) > 0) {
+			fmt.Println(msg)
+		}
+		last = msg
+		return err == nil && len(missing) == 0
+	}, "kubectl -n "+ns+" get endpointslices")
+}
+
+// servicesMissingEndpoints names the Services whose EndpointSlices do not yet
+// list every ready pod of their selector as a ready endpoint.
+func servicesMissingEndpoints(ctx context.Context, cs kubernetes.Interface, ns string, since time.Time) ([]string, error) {
+	svcs, err := cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, svc := range svcs.Items {
+		if len(svc.Spec.Selector) == 0 {
+			continue
+		}
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String()})
+		if err != nil {
+			return nil, err
+		}
+		slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc.Name})
+		if err != nil {
+			return nil, err
+		}
+		ready := map[string]bool{}
+		for _, sl := range slices.Items {
+			for _, ep := range sl.Endpoints {
+				if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
+					for _, a := range ep.Addresses {
+						ready[a] = true
+					}
+				}
+			}
+		}
+		for i := range pods.Items {
+			if p := &pods.Items[i]; !podReadySince(p, since) || !ready[p.Status.PodIP] {
+				missing = append(missing, svc.Name)
+				break
+			}
+		}
+	}
+	return missing, nil
 }
 
 // dnsAnswers asks the cluster DNS Service, from the host, for the API
