@@ -33,8 +33,8 @@ func (b *bench) mount(ctx context.Context) error {
 	retree := &row{name: "2,000 files in 110 folders, kubectl cz mount (cp -r again, warm)", unit: "s", baseline: "2,000 files in 110 folders, kubectl cp"}
 	walk := &row{name: "2,000 files in 110 folders, kubectl cz mount (find, cold)", unit: "s", baseline: "2,000 files in 110 folders, kubectl exec find"}
 	reread := &row{name: "100 MiB file read again, unchanged, kubectl cz mount (page cache)", unit: "MiB/s", baseline: "100 MiB file, kubectl cz mount (read)"}
-	write := &row{name: "10 MiB write + fsync, kubectl cz mount", unit: "MiB/s", baseline: "GET 100 MiB, kubectl port-forward (spdy)"}
-	writeRandom := &row{name: "10 MiB write + fsync, random data, kubectl cz mount", unit: "MiB/s", baseline: "GET 100 MiB, kubectl port-forward (spdy)"}
+	write := &row{name: "10 MiB write + fsync, kubectl cz mount", unit: "MiB/s", baseline: "POST 100 MiB, kubectl port-forward (spdy)"}
+	writeRandom := &row{name: "10 MiB write + fsync, random data, kubectl cz mount", unit: "MiB/s", baseline: "POST 100 MiB, kubectl port-forward (spdy)"}
 	gitStatus := &row{name: "git status in a 2,000-file repository, kubectl cz mount (warm)", unit: "s"}
 	rewalk := &row{name: "2,000 files in 110 folders, kubectl cz mount (find again, warm)", unit: "s"}
 	for run := 0; run < b.runs; run++ {

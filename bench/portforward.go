@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -58,10 +60,14 @@ func (b *bench) portForward(ctx context.Context) error {
 func (b *bench) httpRows(ctx context.Context, path, base, baseline string, dial func(context.Context, string, string) (net.Conn, error)) error {
 	fmt.Fprintf(os.Stderr, "bench: %s\n", path)
 	thr := &row{name: "GET 100 MiB, " + path, unit: "MiB/s", baseline: baselineName("GET 100 MiB", baseline)}
+	up := &row{name: "POST 100 MiB, " + path, unit: "MiB/s", baseline: baselineName("POST 100 MiB", baseline)}
 	keep := &row{name: "ping, keep-alive, " + path, unit: "ms", baseline: baselineName("ping, keep-alive", baseline)}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true, DialContext: dial}}
 	defer client.CloseIdleConnections()
 	if err := b.transfers(ctx, client, base, thr); err != nil {
+		return err
+	}
+	if err := b.uploads(ctx, client, base, up); err != nil {
 		return err
 	}
 	if err := b.pingsKeepAlive(ctx, client, base, keep); err != nil {
@@ -90,6 +96,7 @@ func (b *bench) httpRows(ctx context.Context, path, base, baseline string, dial 
 		}
 	}
 	b.table.add(thr)
+	b.table.add(up)
 	b.table.add(keep)
 	b.table.add(fresh)
 	b.table.add(spaced)
@@ -110,6 +117,49 @@ func (b *bench) transfers(ctx context.Context, client *http.Client, base string,
 		r.samples = append(r.samples, mibps(n, time.Since(start)))
 	}
 	return nil
+}
+
+// uploads adds b.runs samples of a 100 MiB POST to base to r: the upload
+// direction, the one a mount's writes take.
+func (b *bench) uploads(ctx context.Context, client *http.Client, base string, r *row) error {
+	for i := 0; i < b.runs; i++ {
+		start := time.Now()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/bytes", io.LimitReader(&randomBytes{}, blobSize))
+		if err != nil {
+			return err
+		}
+		req.ContentLength = blobSize
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		answer, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(answer)) != strconv.Itoa(blobSize) {
+			return fmt.Errorf("%s: answered %s %q, want %d bytes counted", r.name, resp.Status, answer, blobSize)
+		}
+		r.samples = append(r.samples, mibps(blobSize, time.Since(start)))
+	}
+	return nil
+}
+
+// randomBytes repeats one random MiB: bytes no link can compress, made
+// once so the sender's CPU goes to the path, not to making them.
+type randomBytes struct{ at int }
+
+var oneRandomMiB = func() []byte {
+	b := make([]byte, 1<<20)
+	_, _ = rand.Read(b)
+	return b
+}()
+
+func (r *randomBytes) Read(p []byte) (int, error) {
+	n := copy(p, oneRandomMiB[r.at:])
+	r.at = (r.at + n) % len(oneRandomMiB)
+	return n, nil
 }
 
 // pingsKeepAlive adds b.pings samples of GET /ping over client's kept-alive

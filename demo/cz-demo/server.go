@@ -55,6 +55,7 @@ func newServer(cfg config) *server {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /ping", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "pong\n") })
 	s.mux.HandleFunc("GET /bytes", bytesHandler)
+	s.mux.HandleFunc("POST /bytes", sinkHandler)
 	s.mux.HandleFunc("GET /ws", s.wsEcho)
 	if cfg.Role == "db" {
 		s.mux.HandleFunc("GET /kv/{key}", s.kvGet)
@@ -149,6 +150,17 @@ func (s *server) kvPut(w http.ResponseWriter, r *http.Request) {
 	s.kv[r.PathValue("key")] = v
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// sinkHandler reads the request's body and drops it, answering how many
+// bytes came: the benchmarks' upload, the other direction of bytesHandler.
+func sinkHandler(w http.ResponseWriter, r *http.Request) {
+	n, err := io.Copy(io.Discard, r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	fmt.Fprintf(w, "%d\n", n)
 }
 
 // bytesHandler streams n bytes (default 1 MiB) from a reused buffer: the

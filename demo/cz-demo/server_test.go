@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -134,6 +135,24 @@ func TestBytes(t *testing.T) {
 		t.Fatalf("negative n: %d", resp.StatusCode)
 	}
 }
+
+func TestSinkCountsTheUpload(t *testing.T) {
+	srv := httptest.NewServer(newServer(config{Role: "leaf"}))
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/bytes", "application/octet-stream", io.LimitReader(zeros{}, 3<<20+5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != fmt.Sprintf("%d\n", 3<<20+5) {
+		t.Fatalf("answer %d %q", resp.StatusCode, body)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestSeedFilesOnlyIntoEmptyDir(t *testing.T) {
 	dir := t.TempDir()
