@@ -74,6 +74,9 @@ func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*
 			MaxWrite:      1 << 20,
 			MaxReadAhead:  1 << 20,
 			MaxBackground: 32,
+			// Answers are bytes in memory, never a local file: go-fuse's
+			// splice would set up a pipe per read only to fall back.
+			DisableSplice: true,
 		},
 	}
 	if readOnly {
@@ -553,8 +556,8 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		h.node.writes.wait() // an error stays for the writer's flush
 	}
 	if h.seq != nil {
-		if n, ok := h.seq.read(dest, off); ok {
-			return fuse.ReadResultData(dest[:n]), 0
+		if r, ok := h.seq.read(off, len(dest)); ok {
+			return r, 0
 		}
 	}
 	n, err := h.f.ReadAt(dest, off)

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // rangeFile is a RangeReader over bytes, counting the ranges asked for;
@@ -37,6 +39,17 @@ type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("stream broke") }
 
+// readInto reads as the FUSE server does: the answer's bytes, then Done.
+func readInto(s *sequential, dest []byte, off int64) (int, bool) {
+	r, ok := s.read(off, len(dest))
+	if !ok {
+		return 0, false
+	}
+	defer r.Done()
+	b, _ := r.Bytes(nil)
+	return copy(dest, b), true
+}
+
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.New(rand.NewSource(1)).Read(b)
@@ -53,7 +66,7 @@ func TestSequentialReadsInWindows(t *testing.T) {
 	got := make([]byte, len(data))
 	const chunk = 1 << 20
 	// The kernel's first read of a file is its start, alone.
-	if n, ok := s.read(got[:chunk], 0); !ok || n != chunk {
+	if n, ok := readInto(s, got[:chunk], 0); !ok || n != chunk {
 		t.Fatalf("first read: %d %v", n, ok)
 	}
 	for base := chunk; base < len(data); base += 4 * chunk {
@@ -67,7 +80,7 @@ func TestSequentialReadsInWindows(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				end := min(off+chunk, len(data))
-				n, ok := s.read(got[off:end], int64(off))
+				n, ok := readInto(s, got[off:end], int64(off))
 				if !ok || n != end-off {
 					t.Errorf("read at %d: %d bytes, ok %v", off, n, ok)
 				}
@@ -83,7 +96,7 @@ func TestSequentialReadsInWindows(t *testing.T) {
 	}
 	// At the size known at open: ReadAt's to answer (the file may have
 	// grown: tail -f), no stream.
-	if n, ok := s.read(make([]byte, 10), int64(len(data))); ok {
+	if n, ok := readInto(s, make([]byte, 10), int64(len(data))); ok {
 		t.Errorf("read at the size known at open served by a stream: %d bytes", n)
 	}
 	if n := r.asked.Load(); n != 4 {
@@ -97,7 +110,7 @@ func TestSequentialReadsInWindows(t *testing.T) {
 func TestSequentialLeavesTheRestToReadAt(t *testing.T) {
 	data := randomBytes(2 * streamWindow)
 	s := &sequential{remote: &rangeFile{data: data}, path: "/f", size: int64(len(data))}
-	if _, ok := s.read(make([]byte, 4096), 5<<20+4096); ok {
+	if _, ok := readInto(s, make([]byte, 4096), 5<<20+4096); ok {
 		t.Error("a first read in the middle was served by a stream")
 	}
 	s.release()
@@ -106,7 +119,7 @@ func TestSequentialLeavesTheRestToReadAt(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	total := 0
 	for off := 0; ; off += len(buf) {
-		n, ok := shrunk.read(buf, int64(off))
+		n, ok := readInto(shrunk, buf, int64(off))
 		if !ok {
 			t.Fatalf("read at %d not served", off)
 		}
@@ -122,10 +135,10 @@ func TestSequentialLeavesTheRestToReadAt(t *testing.T) {
 
 	broken := &sequential{remote: &rangeFile{data: data, fail: true, failAt: 0}, path: "/f", size: int64(len(data))}
 	defer broken.release()
-	if _, ok := broken.read(make([]byte, 1<<20), 0); ok {
+	if _, ok := readInto(broken, make([]byte, 1<<20), 0); ok {
 		t.Fatal("a read from a broken stream was served")
 	}
-	if _, ok := broken.read(make([]byte, 1<<20), 1<<20); ok {
+	if _, ok := readInto(broken, make([]byte, 1<<20), 1<<20); ok {
 		t.Error("after a broken stream, reads still go to streams")
 	}
 }
@@ -161,7 +174,7 @@ func TestSequentialWindowsExpire(t *testing.T) {
 	s := &sequential{remote: &rangeFile{data: data}, path: "/f", size: int64(len(data))}
 	defer s.release()
 	before := len(windowSlots)
-	if _, ok := s.read(make([]byte, 1<<20), 0); !ok {
+	if _, ok := readInto(s, make([]byte, 1<<20), 0); !ok {
 		t.Fatal("first read not served")
 	}
 	if len(windowSlots) == before {
@@ -178,5 +191,49 @@ func TestSequentialWindowsExpire(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(s.windows) != 0 {
 		t.Errorf("%d windows kept", len(s.windows))
+	}
+}
+
+// An answer is slices of its window, which go-fuse writes with writev; the
+// window's memory is not given back (for another window to overwrite)
+// until the kernel has the bytes (Done), also when the window was read to
+// its end and let go before that.
+func TestWindowHeldUntilItsAnswerIsSent(t *testing.T) {
+	data := randomBytes(streamWindow)
+	s := &sequential{remote: &rangeFile{data: data}, path: "/f", size: int64(len(data))}
+	defer s.release()
+	r, ok := s.read(0, len(data))
+	if !ok {
+		t.Fatal("read not served")
+	}
+	if _, writev := any(r).(interface {
+		Slices() ([][]byte, fuse.Status)
+	}); !writev {
+		t.Fatal("the answer is copied, not written from the window")
+	}
+	s.mu.Lock()
+	kept := len(s.windows)
+	s.mu.Unlock()
+	if kept != 0 {
+		t.Fatalf("%d windows kept after the whole window was read", kept)
+	}
+	w := r.windows[0]
+	held := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.buf != nil
+	}
+	time.Sleep(50 * time.Millisecond) // the window's fetch has ended
+	if !held() {
+		t.Fatal("the window's memory was given back before its answer was sent")
+	}
+	if b, _ := r.Bytes(nil); !bytes.Equal(b, data) {
+		t.Fatal("the answer's bytes differ from the file's")
+	}
+	r.Done()
+	for deadline := time.Now().Add(2 * time.Second); held(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the window's memory still held after its answer was sent")
+		}
 	}
 }
