@@ -71,7 +71,7 @@ func Mount(dir string, r Remote, paths []string, readOnly bool, owner *Owner) (*
 			FsName:        "kubectl-cz",
 			Name:          "cz",
 			DirectMount:   true, // as root, without fusermount
-			MaxWrite:      1 << 20,
+			MaxWrite:      bigWrite,
 			MaxReadAhead:  1 << 20,
 			MaxBackground: 32,
 			// Answers are bytes in memory, never a local file: go-fuse's

@@ -249,7 +249,7 @@ func (s *sequential) open(start int64) *window {
 	select {
 	case buf = <-windowBufs:
 	default:
-		buf = newWindowBuffer()
+		buf = mapBuffer(streamWindow)
 	}
 	w := &window{start: start, at: time.Now(), buf: buf[:n], users: 1}
 	w.cancel = func() {
@@ -398,7 +398,7 @@ func (w *window) free() {
 		select {
 		case windowBufs <- w.buf[:cap(w.buf)]:
 		default:
-			freeWindowBuffer(w.buf[:cap(w.buf)])
+			unmapBuffer(w.buf[:cap(w.buf)])
 		}
 		w.buf = nil
 	}

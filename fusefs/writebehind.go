@@ -58,7 +58,7 @@ func (p *pending) write(send sender, data []byte, off int64) error {
 	p.next++
 	p.ranges[s] = true
 	p.mu.Unlock()
-	buf := append([]byte(nil), data...) // the FUSE server reuses data
+	buf, kept := copyWrite(data) // the FUSE server reuses data
 	go send(buf, off, func(err error) {
 		p.mu.Lock()
 		p.bytes -= len(buf)
@@ -68,9 +68,51 @@ func (p *pending) write(send sender, data []byte, off int64) error {
 		}
 		p.cond.Broadcast()
 		p.mu.Unlock()
+		if kept && err == nil {
+			recycleWrite(buf) // all of it reached the pod: no sender reads it still
+		}
 	})
 	return nil
 }
+
+// writeBufs are the buffers of big writes behind, made once and kept for
+// the next writes: a fresh MiB of heap is 256 page faults, and a 100 MiB
+// write faulted 15,000 pages copying its writes (93% of the mount's faults
+// while writing). They are one mapping (mapBuffer: huge pages), as many
+// as one file may have in flight (maxBehind); past them, writes are copied
+// into the heap.
+var writeBufs struct {
+	once sync.Once
+	free chan []byte
+}
+
+// bigWrite is the kernel's largest write (MaxWrite), a kept buffer's size.
+const bigWrite = 1 << 20
+
+// copyWrite copies a write, a big one into a kept buffer (kept true).
+func copyWrite(data []byte) (b []byte, kept bool) {
+	if len(data) < bigWrite/8 || len(data) > bigWrite {
+		return append([]byte(nil), data...), false
+	}
+	writeBufs.once.Do(func() {
+		n := maxBehind / bigWrite
+		arena := mapBuffer(maxBehind)
+		writeBufs.free = make(chan []byte, n)
+		for i := range n {
+			writeBufs.free <- arena[i*bigWrite : i*bigWrite : (i+1)*bigWrite]
+		}
+	})
+	select {
+	case b = <-writeBufs.free:
+		return append(b, data...), true
+	default:
+		return append([]byte(nil), data...), false
+	}
+}
+
+// recycleWrite gives a kept buffer back (never more than were made: the
+// channel holds them all).
+func recycleWrite(b []byte) { writeBufs.free <- b[:0] }
 
 // sender carries one write to the pod and tells done its answer, once.
 type sender func(data []byte, off int64, done func(error))
