@@ -126,3 +126,58 @@ func writeOverlapping(t *testing.T, dir, remoteDir, name string, skip int) {
 		t.Errorf("the last write is not the one the pod kept: %q...", got[:min(8, len(got))])
 	}
 }
+
+// A big write's buffer is kept for later writes only once its sender is
+// done with it: many writes through few buffers, each checked by its
+// sender after a while (as a stream sends it), arrive as written; one
+// that failed keeps its buffer out of the reuse.
+func TestWriteBuffersReusedOnlyWhenSent(t *testing.T) {
+	var p pending
+	var bad atomic.Int32
+	check := func(data []byte, off int64, done func(error)) {
+		time.Sleep(5 * time.Millisecond) // longer than the writer takes to come round the buffers
+		for _, b := range data {
+			if b != byte(off/bigWrite) {
+				bad.Add(1)
+				break
+			}
+		}
+		done(nil)
+	}
+	data := make([]byte, bigWrite)
+	if b, kept := copyWrite(data); kept { // the buffers made
+		recycleWrite(b)
+	}
+	free := len(writeBufs.free) // all of them, unless a failed write of another test kept one
+	for i := range 4 * maxBehind / bigWrite {
+		for j := range data {
+			data[j] = byte(i)
+		}
+		if err := p.write(check, data, int64(i)*bigWrite); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.settle(); err != nil {
+		t.Fatal(err)
+	}
+	if n := bad.Load(); n != 0 {
+		t.Fatalf("%d writes reached their sender changed", n)
+	}
+	if n := len(writeBufs.free); n != free {
+		t.Fatalf("%d kept buffers free after the writes, want %d", n, free)
+	}
+	fail := func(data []byte, off int64, done func(error)) { done(errors.New("no space left")) }
+	if err := p.write(fail, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.settle(); err == nil {
+		t.Fatal("the failed write's error did not reach the writer")
+	}
+	if n := len(writeBufs.free); n != free-1 {
+		t.Errorf("%d kept buffers free after a failed write, want %d (its sender may still read it)", n, free-1)
+	}
+	select { // give the pool its count back for other tests
+	case writeBufs.free <- make([]byte, 0, bigWrite):
+	default:
+	}
+}
