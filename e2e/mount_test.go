@@ -439,14 +439,15 @@ func TestMountWithoutRoot(t *testing.T) {
 	}
 }
 
-// Many readers at once (xargs -P 8 over 300 small files and a 20 MiB one,
-// racing the folder fetch; the big one read through read streams, in
-// windows) see exactly the bytes the pod has; so does a read of the big
-// one's middle and end (tail -c: a seek, read by SFTP).
+// Many readers at once (xargs -P 8 over 300 small files and two of 20 MiB,
+// racing the folder fetch; the big ones read through read streams, in
+// windows, the text one zstd-compressed) see exactly the bytes the pod has;
+// so does a read of the big one's middle and end (tail -c: a seek, read by
+// SFTP).
 func TestMountManyReadersSeeConsistentData(t *testing.T) {
 	cs := clientset(t)
 	pod := filesTarget(t, cs)
-	inPod(t, pod, "sh", "-c", `rm -rf /work/many && mkdir -p /work/many/a /work/many/b && for i in $(seq 1 150); do echo "file $i $(head -c 300 /dev/urandom | md5sum)" > /work/many/a/f$i; head -c $((i * 97)) /dev/urandom > /work/many/b/g$i; done && head -c 20971520 /dev/urandom > /work/many/big`)
+	inPod(t, pod, "sh", "-c", `rm -rf /work/many && mkdir -p /work/many/a /work/many/b && for i in $(seq 1 150); do echo "file $i $(head -c 300 /dev/urandom | md5sum)" > /work/many/a/f$i; head -c $((i * 97)) /dev/urandom > /work/many/b/g$i; done && head -c 20971520 /dev/urandom > /work/many/big && seq 1 4000000 | head -c 20971520 > /work/many/log`)
 	want := inPod(t, pod, "sh", "-c", "cd /work && find many -type f | sort | xargs md5sum")
 	dir := t.TempDir()
 	p := startInLaptopNet(t, machine(t), "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
@@ -465,6 +466,26 @@ func TestMountManyReadersSeeConsistentData(t *testing.T) {
 		if sortLines(string(out)) != sortLines(want) {
 			t.Fatalf("round %d: the mount's bytes differ from the pod's", round)
 		}
+	}
+	// The text file came compressed, the random one as it is: the file
+	// server logs each compressed range.
+	running, err := cs.CoreV1().Pods(demoNamespace).Get(context.Background(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, _ := fileServer(t, running)
+	raw, err := cs.CoreV1().Pods(demoNamespace).GetLogs(pod, &corev1.PodLogOptions{Container: server}).Do(context.Background()).Raw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain, sent int64
+	for _, m := range regexp.MustCompile(`msg="read stream compressed" bytes=([0-9]+) sent=([0-9]+)`).FindAllStringSubmatch(string(raw), -1) {
+		b, _ := strconv.ParseInt(m[1], 10, 64)
+		z, _ := strconv.ParseInt(m[2], 10, 64)
+		plain, sent = plain+b, sent+z
+	}
+	if plain < 16<<20 || sent > plain/2 {
+		t.Errorf("the 20 MiB text file's read streams compressed %d bytes into %d, want most of it in under half:\n%s", plain, sent, raw)
 	}
 	// A file changed in the pod after the tree was fetched and read: a
 	// cp -r a moment later copies the pod's new bytes, everything else

@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 
+	"github.com/klauspost/compress/zstd"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -60,28 +61,82 @@ func (t *Streams) open(ctx context.Context, magic byte, req any) (*stream, error
 // Read asks for a range of a file, and returns its bytes once the file
 // server answered; an error it answers is returned as is, and a server that
 // closes unanswered (older than the read stream) gives
-// wire.ErrReadUnsupported.
+// wire.ErrReadUnsupported. The range is asked for zstd-compressed where
+// that pays, and returned decoded.
 func (t *Streams) Read(ctx context.Context, req wire.ReadRequest) (io.ReadCloser, error) {
+	req.Zstd = true
 	s, err := t.open(ctx, wire.ReadMagic, req)
 	if err != nil {
 		return nil, fmt.Errorf("read stream: %w", err)
 	}
 	// A big read into an empty bufio.Reader goes straight to its caller's
 	// buffer: the body is not copied twice.
-	br := bufio.NewReaderSize(s.Conn, 64<<10)
-	var a wire.ReadAnswer
-	if err := answered(br, wire.ErrReadUnsupported, &a); err != nil || a.Error != "" {
+	s.r, err = readBody(bufio.NewReaderSize(s.Conn, 64<<10), req)
+	if err != nil {
 		s.Close()
-		if err == nil {
-			err = errors.New(a.Error)
-		}
 		return nil, fmt.Errorf("read stream: %w", err)
 	}
-	// The body is the range cut at the file's size as the server opened
-	// it: a stream that ends before (the port-forward or the server went
-	// away, which reads as a plain EOF) is an error, not the file's end.
-	s.r = &exactly{r: br, left: max(0, min(req.Length, a.Size-req.Offset))}
 	return s, nil
+}
+
+// readBody reads a read stream's answer and returns its body: the range
+// cut at the file's size as the server opened it, decoded if it came
+// compressed. A stream that ends before (the port-forward or the server
+// went away, which reads as a plain EOF) is an error, not the file's end.
+func readBody(br *bufio.Reader, req wire.ReadRequest) (io.Reader, error) {
+	var a wire.ReadAnswer
+	if err := answered(br, wire.ErrReadUnsupported, &a); err != nil {
+		return nil, err
+	}
+	if a.Error != "" {
+		return nil, errors.New(a.Error)
+	}
+	left := max(0, min(req.Length, a.Size-req.Offset))
+	switch a.Encoding {
+	case "":
+		return &exactly{r: br, left: left}, nil
+	case wire.ReadZstd:
+		dec, _ := readDecoders.Get().(*zstd.Decoder)
+		if dec == nil {
+			var err error
+			if dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+				zstd.WithDecoderMaxWindow(readMaxWindow)); err != nil {
+				return nil, err
+			}
+		}
+		if err := dec.Reset(br); err != nil {
+			return nil, err
+		}
+		return &decoded{exactly: exactly{r: dec, left: left}, dec: dec}, nil
+	}
+	return nil, fmt.Errorf("the file server sent the range as %q, which this plugin cannot decode", a.Encoding)
+}
+
+// readDecoders keeps decoders of whole compressed ranges for the next ones
+// (a new one is a few MiB of fresh memory per 8 MiB window). readMaxWindow
+// bounds what one may hold: the file server's encoder uses zstd's fastest
+// level, whose window is smaller.
+var readDecoders sync.Pool
+
+const readMaxWindow = 8 << 20
+
+// decoded is a compressed range's body. Its decoder goes back to the pool
+// once the whole range was read, by the reader itself: a Close from
+// another goroutine (the stream's context ending) may come while a Read
+// uses it, so a range not read to its end leaves its decoder to the
+// collector.
+type decoded struct {
+	exactly
+	dec *zstd.Decoder
+}
+
+func (d *decoded) Read(p []byte) (int, error) {
+	n, err := d.exactly.Read(p)
+	if d.left == 0 && d.dec != nil {
+		readDecoders.Put(d.dec) // exactly never reads it again
+		d.dec = nil
+	}
+	return n, err
 }
 
 // Writes opens the write stream of the existing file req names, and returns it

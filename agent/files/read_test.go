@@ -3,6 +3,7 @@ package files
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/kubectl-cz/kubectl-cz/agent/wire"
 )
@@ -29,7 +32,7 @@ func askRead(t *testing.T, line string) (wire.ReadAnswer, []byte) {
 			return
 		}
 		defer c.Close()
-		_ = ServeRead(bufio.NewReader(c), c)
+		_, _ = ServeRead(bufio.NewReader(c), c)
 	}()
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
@@ -102,5 +105,57 @@ func TestServeRead(t *testing.T) {
 	}
 	if a, _ := askRead(t, request(t, wire.ReadRequest{Path: fifo, Length: 10})); !strings.Contains(a.Error, "not a regular file") {
 		t.Errorf("a FIFO: %q", a.Error)
+	}
+}
+
+// Asked for zstd, a range that compresses comes as one zstd stream of
+// exactly its bytes (cut at the file's end); one that does not (random
+// bytes) comes as it is, as does any range not asked for zstd.
+func TestServeReadCompressesWhereItPays(t *testing.T) {
+	dir := t.TempDir()
+	text := []byte(strings.Repeat("2026-12-05T12:00:00Z GET /api/v1/pods 200 1.2ms\n", 60_000))
+	random := make([]byte, 1<<20)
+	if _, err := rand.Read(random); err != nil {
+		t.Fatal(err)
+	}
+	pt, pr := filepath.Join(dir, "log"), filepath.Join(dir, "random")
+	if err := os.WriteFile(pt, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pr, random, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		req      wire.ReadRequest
+		want     []byte
+		encoding string
+	}{
+		{"text, zstd asked", wire.ReadRequest{Path: pt, Offset: 1000, Length: 1 << 20, Zstd: true}, text[1000 : 1000+1<<20], wire.ReadZstd},
+		{"text past its end", wire.ReadRequest{Path: pt, Offset: int64(len(text)) - 70_000, Length: 1 << 20, Zstd: true}, text[len(text)-70_000:], wire.ReadZstd},
+		{"text, zstd not asked", wire.ReadRequest{Path: pt, Offset: 0, Length: 1 << 20}, text[:1<<20], ""},
+		{"random, zstd asked", wire.ReadRequest{Path: pr, Offset: 0, Length: 1 << 20, Zstd: true}, random, ""},
+	} {
+		a, body := askRead(t, request(t, c.req))
+		if a.Error != "" || a.Encoding != c.encoding {
+			t.Fatalf("%s: answer %+v, want encoding %q", c.name, a, c.encoding)
+		}
+		if a.Encoding == wire.ReadZstd {
+			if len(body) > len(c.want)/4 {
+				t.Errorf("%s: %d bytes on the wire for %d", c.name, len(body), len(c.want))
+			}
+			dec, err := zstd.NewReader(bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err = io.ReadAll(dec)
+			dec.Close()
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+		}
+		if !bytes.Equal(body, c.want) {
+			t.Errorf("%s: %d bytes differ from the file's %d", c.name, len(body), len(c.want))
+		}
 	}
 }

@@ -120,8 +120,10 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 				return
 			case err == nil && first[0] == wire.ReadMagic:
 				_, _ = br.ReadByte()
-				if err := ServeRead(br, c); err != nil {
+				if z, err := ServeRead(br, c); err != nil {
 					s.Log.Warn("read stream ended", "err", err)
+				} else if z.Bytes > 0 {
+					s.Log.Info("read stream compressed", "bytes", z.Bytes, "sent", z.Sent)
 				}
 				c.Close()
 				return
