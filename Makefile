@@ -107,7 +107,7 @@ PKG_cz-demo := demo/cz-demo
 PKG_cz-agent := cmd/cz-agent
 
 MKIMAGE = $(CZBIN)/mkimage
-BUSYBOX_APPLETS := sh tar find nc cat ls stat du mkdir rm cp mv head tail wc dd md5sum sha256sum grep sed touch chmod env id true false sleep echo xargs sort uniq seq test [
+BUSYBOX_APPLETS := sh tar find nc cat ls stat du mkdir rm cp mv head tail wc dd md5sum sha256sum grep sed awk touch chmod env id true false sleep echo xargs sort uniq seq test [
 
 ## images: the container images the cluster runs, as archives in .cz/images
 images: $(IMAGES)/pause.tar $(IMAGES)/coredns.tar $(IMAGES)/demo.tar $(IMAGES)/toolbox.tar $(IMAGES)/cz-agent.tar

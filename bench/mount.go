@@ -17,9 +17,10 @@ import (
 var mountActive = regexp.MustCompile(`mounted after ([0-9.]+)s`)
 
 // mount measures `kubectl cz mount` of the bench pod's /data beside kubectl
-// cp and exec (the kubectl section's rows, same run): time to mounted, a
-// 100 MiB file read, copying the 2,000-file tree (cold, then warm), and
-// walking a copy of it made in the pod (cold) and it (warm).
+// cp and exec (the kubectl section's rows, same run): time to mounted,
+// reading 100 MiB files (random bytes, then a log, which compresses),
+// writes, copying the 2,000-file tree (cold, then warm), and walking a copy
+// of it made in the pod (cold) and it (warm).
 func (b *bench) mount(ctx context.Context) error {
 	fmt.Fprintln(os.Stderr, "bench: kubectl cz mount")
 	dir, err := os.MkdirTemp("", "cz-bench-mount-")
@@ -29,6 +30,7 @@ func (b *bench) mount(ctx context.Context) error {
 	defer os.Remove(dir)
 	active := &row{name: "time from start to mounted, kubectl cz mount", unit: "s"}
 	read := &row{name: "100 MiB file, kubectl cz mount (read)", unit: "MiB/s", baseline: "100 MiB file, kubectl cp"}
+	readLog := &row{name: "100 MiB log file, kubectl cz mount (read)", unit: "MiB/s", baseline: "100 MiB log file, kubectl cp"}
 	tree := &row{name: "2,000 files in 110 folders, kubectl cz mount (cp -r)", unit: "s", baseline: "2,000 files in 110 folders, kubectl cp"}
 	retree := &row{name: "2,000 files in 110 folders, kubectl cz mount (cp -r again, warm)", unit: "s", baseline: "2,000 files in 110 folders, kubectl cp"}
 	walk := &row{name: "2,000 files in 110 folders, kubectl cz mount (find, cold)", unit: "s", baseline: "2,000 files in 110 folders, kubectl exec find"}
@@ -69,6 +71,15 @@ func (b *bench) mount(ctx context.Context) error {
 				err = fmt.Errorf("read %d bytes of the blob again, want %d", n, blobSize)
 			}
 			reread.samples = append(reread.samples, mibps(blobSize, time.Since(t0)))
+		}
+		// A log compresses (~8x): its read streams come zstd-compressed.
+		if err == nil {
+			t0 = time.Now()
+			var n int64
+			if n, err = readFile(filepath.Join(data, "log")); err == nil && n != blobSize {
+				err = fmt.Errorf("read %d bytes of the log, want %d", n, blobSize)
+			}
+			readLog.samples = append(readLog.samples, mibps(blobSize, time.Since(t0)))
 		}
 		// Writes of a repeating pattern (text, source and build outputs
 		// compress too), and of random bytes, which do not.
@@ -121,7 +132,7 @@ func (b *bench) mount(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, r := range []*row{active, read, reread, write, writeRandom, writeBig, tree, retree, walk, rewalk, gitStatus} {
+	for _, r := range []*row{active, read, reread, readLog, write, writeRandom, writeBig, tree, retree, walk, rewalk, gitStatus} {
 		b.table.add(r)
 	}
 	return nil
