@@ -441,7 +441,7 @@ func TestMountWithoutRoot(t *testing.T) {
 
 // Many readers at once (xargs -P 8 over 300 small files and two of 20 MiB,
 // racing the folder fetch; the big ones read through read streams, in
-// windows, the text one zstd-compressed) see exactly the bytes the pod has;
+// windows, the text one zstd-compressed: --compress) see exactly the bytes the pod has;
 // so does a read of the big one's middle and end (tail -c: a seek, read by
 // SFTP).
 func TestMountManyReadersSeeConsistentData(t *testing.T) {
@@ -450,7 +450,7 @@ func TestMountManyReadersSeeConsistentData(t *testing.T) {
 	inPod(t, pod, "sh", "-c", `rm -rf /work/many && mkdir -p /work/many/a /work/many/b && for i in $(seq 1 150); do echo "file $i $(head -c 300 /dev/urandom | md5sum)" > /work/many/a/f$i; head -c $((i * 97)) /dev/urandom > /work/many/b/g$i; done && head -c 20971520 /dev/urandom > /work/many/big && seq 1 4000000 | head -c 20971520 > /work/many/log`)
 	want := inPod(t, pod, "sh", "-c", "cd /work && find many -type f | sort | xargs md5sum")
 	dir := t.TempDir()
-	p := startInLaptopNet(t, machine(t), "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never")
+	p := startInLaptopNet(t, machine(t), "kubectl-cz", "-n", demoNamespace, "mount", "pod", pod, dir, "--agent-pull-policy", "Never", "--compress")
 	p.waitFor("mounted after", 90*time.Second)
 	// The big file's end first, cold: a read that seeks.
 	wantTail := inPod(t, pod, "sh", "-c", "tail -c 3000000 /work/many/big | md5sum")

@@ -86,6 +86,8 @@ type Mount struct {
 	Container string `yaml:"container"`
 	Dir       string `yaml:"dir"`
 	ReadOnly  bool   `yaml:"readOnly"`
+	// Compress asks for big files' reads zstd-compressed (mount --compress).
+	Compress bool `yaml:"compress"`
 }
 
 // Intercept sends a Service's requests (those with a header, or all) to a

@@ -29,10 +29,12 @@ type Part struct {
 	Container string // empty: the default container
 	Dir       string
 	ReadOnly  bool
-	Image     string
-	Pull      corev1.PullPolicy
-	Out       io.Writer
-	ErrOut    io.Writer
+	// Compress asks for read streams zstd-compressed (Streams.Compress).
+	Compress bool
+	Image    string
+	Pull     corev1.PullPolicy
+	Out      io.Writer
+	ErrOut   io.Writer
 	// Start is when the command started, for the time to active.
 	Start time.Time
 
@@ -118,7 +120,7 @@ func (p *Part) Run(ctx context.Context, s *session.Session, active func()) error
 		return err
 	}
 	defer remote.Close()
-	streams := &Streams{Rest: p.Clients.Rest, Kube: p.Clients.Kube, NS: p.Namespace, Pod: p.pod.Name, Agent: agent}
+	streams := &Streams{Rest: p.Clients.Rest, Kube: p.Clients.Kube, NS: p.Namespace, Pod: p.pod.Name, Agent: agent, Compress: p.Compress}
 	defer streams.Close()
 	remote.Trees, remote.Reads, remote.Writes = streams.Tree, streams.Read, streams.Writes
 	var roots []string

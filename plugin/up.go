@@ -155,7 +155,7 @@ func (o *upOptions) parts(a *clusterAccess, ns, user string, f *environment.File
 	}
 	for _, m := range s.Mounts {
 		ref, _ := workload.Parse(m.Workload)
-		parts = append(parts, newMountPart(a, o.IOStreams, &mount.Part{Namespace: ns, Workload: ref, Container: m.Container, Dir: f.Path(m.Dir), ReadOnly: m.ReadOnly,
+		parts = append(parts, newMountPart(a, o.IOStreams, &mount.Part{Namespace: ns, Workload: ref, Container: m.Container, Dir: f.Path(m.Dir), ReadOnly: m.ReadOnly, Compress: m.Compress,
 			Image: o.agentImage, Pull: corev1.PullPolicy(o.pullPolicy)}))
 	}
 	for _, ic := range s.Intercepts {
