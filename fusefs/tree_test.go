@@ -428,10 +428,10 @@ func TestTreeOpenWaitsForTheListingAhead(t *testing.T) {
 // go, the files come by folder, from memory, not one by one.
 //
 // Known and not yet understood: in about one run in twenty, the kernel asks
-// again for the pages of some folders' first file (f0.txt, opened twice in
-// the cold copy: first by SFTP, then from memory), and those folders are
-// fetched again (11-101 opens seen, of 361). The bounds allow that, not a
-// warm copy that fetches the tree again.
+// again for the pages of some folders' first file (f0.txt, opened with
+// FOPEN_KEEP_CACHE at the warm copy), and those folders are fetched again
+// (11-101 opens seen, of 361). The bounds allow that, not a warm copy that
+// fetches the tree again.
 func TestTreeWarmCopyFetchesNothing(t *testing.T) {
 	remote := t.TempDir()
 	makeTree(t, remote)
