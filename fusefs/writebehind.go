@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"sync"
+	"sync/atomic"
 )
 
 // Write-behind: a write is acknowledged to the kernel once its bytes are
@@ -59,24 +60,34 @@ func (p *pending) write(send sender, data []byte, off int64) error {
 	p.ranges[s] = true
 	p.mu.Unlock()
 	buf, kept := copyWrite(data) // the FUSE server reuses data
-	go send(buf, off, func(err error) {
-		p.mu.Lock()
-		p.bytes -= len(buf)
-		delete(p.ranges, s)
-		if err != nil && p.err == nil {
-			p.err = err
+	// A kept buffer goes back once its answer came and its sender returned
+	// (a broken stream answers its frames while one may still be sending).
+	var users atomic.Int32
+	users.Store(2)
+	release := func() {
+		if kept && users.Add(-1) == 0 {
+			recycleWrite(buf)
 		}
-		p.cond.Broadcast()
-		p.mu.Unlock()
-		if kept && err == nil {
-			recycleWrite(buf) // all of it reached the pod: no sender reads it still
-		}
-	})
+	}
+	go func() {
+		send(buf, off, func(err error) {
+			p.mu.Lock()
+			p.bytes -= len(buf)
+			delete(p.ranges, s)
+			if err != nil && p.err == nil {
+				p.err = err
+			}
+			p.cond.Broadcast()
+			p.mu.Unlock()
+			release()
+		})
+		release()
+	}()
 	return nil
 }
 
 // writeBufs are the buffers of big writes behind, made once and kept for
-// the next writes: a fresh MiB of heap is 256 page faults, and a 100 MiB
+// the next writes (each given back when its write is done, failed or not): a fresh MiB of heap is 256 page faults, and a 100 MiB
 // write faulted 15,000 pages copying its writes (93% of the mount's faults
 // while writing). They are one mapping (mapBuffer: huge pages), as many
 // as one file may have in flight (maxBehind); past them, writes are copied

@@ -129,8 +129,8 @@ func writeOverlapping(t *testing.T, dir, remoteDir, name string, skip int) {
 
 // A big write's buffer is kept for later writes only once its sender is
 // done with it: many writes through few buffers, each checked by its
-// sender after a while (as a stream sends it), arrive as written; one
-// that failed keeps its buffer out of the reuse.
+// sender after a while (as a stream sends it), arrive as written; a failed
+// write's buffer comes back too, once its sender returned.
 func TestWriteBuffersReusedOnlyWhenSent(t *testing.T) {
 	var p pending
 	var bad atomic.Int32
@@ -148,7 +148,15 @@ func TestWriteBuffersReusedOnlyWhenSent(t *testing.T) {
 	if b, kept := copyWrite(data); kept { // the buffers made
 		recycleWrite(b)
 	}
-	free := len(writeBufs.free) // all of them, unless a failed write of another test kept one
+	free := len(writeBufs.free) // all of them
+	refilled := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Second); len(writeBufs.free) != free; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d kept buffers free after %s, want %d", len(writeBufs.free), what, free)
+			}
+		}
+	}
 	for i := range 4 * maxBehind / bigWrite {
 		for j := range data {
 			data[j] = byte(i)
@@ -163,21 +171,24 @@ func TestWriteBuffersReusedOnlyWhenSent(t *testing.T) {
 	if n := bad.Load(); n != 0 {
 		t.Fatalf("%d writes reached their sender changed", n)
 	}
-	if n := len(writeBufs.free); n != free {
-		t.Fatalf("%d kept buffers free after the writes, want %d", n, free)
+	refilled("the writes")
+	// A broken stream answers a frame while its sender may still send it:
+	// the buffer waits for both.
+	sent := make(chan struct{})
+	fail := func(data []byte, off int64, done func(error)) {
+		done(errors.New("write stream: the file server hung up"))
+		<-sent
 	}
-	fail := func(data []byte, off int64, done func(error)) { done(errors.New("no space left")) }
 	if err := p.write(fail, data, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.settle(); err == nil {
 		t.Fatal("the failed write's error did not reach the writer")
 	}
+	time.Sleep(10 * time.Millisecond)
 	if n := len(writeBufs.free); n != free-1 {
-		t.Errorf("%d kept buffers free after a failed write, want %d (its sender may still read it)", n, free-1)
+		t.Fatalf("%d kept buffers free while a failed write's sender still runs, want %d", n, free-1)
 	}
-	select { // give the pool its count back for other tests
-	case writeBufs.free <- make([]byte, 0, bigWrite):
-	default:
-	}
+	close(sent)
+	refilled("a failed write")
 }

@@ -168,7 +168,7 @@ func servicesMissingEndpoints(ctx context.Context, cs kubernetes.Interface, ns s
 		ready := map[string]bool{}
 		for _, sl := range slices.Items {
 			for _, ep := range sl.Endpoints {
-				if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
+				if ep.Conditions.Ready == nil || *ep.Conditions.Ready { // nil: ready, by the API's contract
 					for _, a := range ep.Addresses {
 						ready[a] = true
 					}
@@ -176,7 +176,7 @@ func servicesMissingEndpoints(ctx context.Context, cs kubernetes.Interface, ns s
 			}
 		}
 		for i := range pods.Items {
-			if p := &pods.Items[i]; !podReadySince(p, since) || !ready[p.Status.PodIP] {
+			if p := &pods.Items[i]; podReadySince(p, since) && !ready[p.Status.PodIP] {
 				missing = append(missing, svc.Name)
 				break
 			}
