@@ -107,7 +107,7 @@ func TestDemoGraphRequestPath(t *testing.T) {
 	}
 	var root hop
 	if err := json.NewDecoder(resp.Body).Decode(&root); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d, decode %v", resp.StatusCode, err)
+		t.Fatalf("status %d, decode %v, path %+v", resp.StatusCode, err, root)
 	}
 	var walk func(h hop, want string)
 	seen := map[string]bool{}
