@@ -595,7 +595,7 @@ func (h *handle) sender(n int) sender {
 	}
 	if !h.wsTried && h.written > streamWritesAfter {
 		h.wsTried = true
-		if sw := writerOf(h.node.remote); sw != nil && !h.node.shared.writesUnsupported() && streamable(h.node.path()) {
+		if sw := behind[StreamWriter](h.node.remote); sw != nil && !h.node.shared.writesUnsupported() && streamable(h.node.path()) {
 			h.ws = h.openWrites(sw)
 		}
 	}
@@ -691,6 +691,19 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		return errno(err)
 	}
 	return errno(werr)
+}
+
+// behind finds what a remote also is (a RangeReader, a StreamWriter), under
+// its owner mapping; the zero value when it is not.
+func behind[T any](r Remote) T {
+	switch r := r.(type) {
+	case T:
+		return r
+	case ownedRemote:
+		return behind[T](r.Remote)
+	}
+	var zero T
+	return zero
 }
 
 // ownedRemote shows the remote user's files as the local user's.

@@ -77,22 +77,11 @@ type sequential struct {
 }
 
 func newSequential(r Remote, path string, size int64) *sequential {
-	rr := rangeOf(r)
+	rr := behind[RangeReader](r)
 	if rr == nil || size < streamMin {
 		return nil
 	}
 	return &sequential{remote: rr, path: path, size: size}
-}
-
-// rangeOf finds the read streams behind a remote (under its owner mapping).
-func rangeOf(r Remote) RangeReader {
-	switch r := r.(type) {
-	case RangeReader:
-		return r
-	case ownedRemote:
-		return rangeOf(r.Remote)
-	}
-	return nil
 }
 
 // read answers size bytes at off from the windows, opening the windows it

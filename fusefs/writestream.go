@@ -27,16 +27,6 @@ type StreamWriter interface {
 	OpenWrites(ctx context.Context, req wire.WriteRequest) (io.ReadWriteCloser, error)
 }
 
-func writerOf(r Remote) StreamWriter {
-	switch r := r.(type) {
-	case StreamWriter:
-		return r
-	case ownedRemote:
-		return writerOf(r.Remote)
-	}
-	return nil
-}
-
 // writeStream sends one open file's writes as frames and tells each its
 // answer. Frames go one at a time (send); the answers come in the order
 // the frames went, so each is matched with the oldest waiting (queue).
@@ -145,25 +135,21 @@ func streamable(p string) bool { return len(p) <= 3<<10 && utf8.ValidString(p) }
 var compressor, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
 	zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true))
 
-// encodeWrite is a frame's bytes: zstd when that saves an eighth or more
-// (text, source, build outputs), else as they are. A sample is tried
-// first: random or already compressed data costs zstd's fastest level
-// 4.5 ms of CPU per MiB here for nothing (a repeating pattern 0.8 ms).
+// encodeWrite is a frame's bytes: zstd where that pays (text, source,
+// build outputs: wire.Shrinks, after a sample for a big frame), else as
+// they are.
 func encodeWrite(data []byte) ([]byte, byte) {
 	if len(data) < 512 {
 		return data, wire.WriteRaw
 	}
-	if len(data) > 4*compressSample {
-		sample := data[:compressSample]
-		if z := compressor.EncodeAll(sample, make([]byte, 0, len(sample))); len(z) >= len(sample)-len(sample)/8 {
+	if len(data) > 4*wire.ZstdSample {
+		sample := data[:wire.ZstdSample]
+		if z := compressor.EncodeAll(sample, make([]byte, 0, len(sample))); !wire.Shrinks(len(sample), len(z)) {
 			return data, wire.WriteRaw
 		}
 	}
-	if z := compressor.EncodeAll(data, make([]byte, 0, len(data)/2)); len(z) < len(data)-len(data)/8 {
+	if z := compressor.EncodeAll(data, make([]byte, 0, len(data)/2)); wire.Shrinks(len(data), len(z)) {
 		return z, wire.WriteZstd
 	}
 	return data, wire.WriteRaw
 }
-
-// compressSample is what encodeWrite tries first of a big write.
-const compressSample = 64 << 10

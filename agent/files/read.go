@@ -72,21 +72,16 @@ func (c *counter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// readSample is how much of a range compresses tells whether the rest is
-// sent compressed: random or already compressed bytes go by sendfile, and
-// cost zstd only the sample.
-const readSample = 64 << 10
-
-// compresses says the range's first readSample bytes shrink by an eighth
-// or more under zstd's fastest level.
+// compresses says the range's first wire.ZstdSample bytes shrink under
+// zstd's fastest level: random or already compressed bytes go by sendfile,
+// and cost zstd only the sample.
 func compresses(f *os.File, off, n int64) bool {
-	buf := make([]byte, min(n, readSample))
+	buf := make([]byte, min(n, wire.ZstdSample))
 	got, err := f.ReadAt(buf, off)
 	if got < 512 || (err != nil && !errors.Is(err, io.EOF)) {
 		return false
 	}
-	z := sampler.EncodeAll(buf[:got], make([]byte, 0, got))
-	return len(z) < got-got/8
+	return wire.Shrinks(got, len(sampler.EncodeAll(buf[:got], make([]byte, 0, got))))
 }
 
 var (

@@ -146,37 +146,44 @@ func waitEndpoints(ctx context.Context, cs kubernetes.Interface, ns string, sinc
 }
 
 // servicesMissingEndpoints names the Services whose EndpointSlices do not yet
-// list every ready pod of their selector as a ready endpoint.
+// list every ready pod of their selector as a ready endpoint (one list of
+// each kind per call, matched here).
 func servicesMissingEndpoints(ctx context.Context, cs kubernetes.Interface, ns string, since time.Time) ([]string, error) {
 	svcs, err := cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
+	}
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	ready := map[string]map[string]bool{} // Service -> ready endpoint addresses
+	for _, sl := range slices.Items {
+		svc := sl.Labels[discoveryv1.LabelServiceName]
+		if ready[svc] == nil {
+			ready[svc] = map[string]bool{}
+		}
+		for _, ep := range sl.Endpoints {
+			if ep.Conditions.Ready == nil || *ep.Conditions.Ready { // nil: ready, by the API's contract
+				for _, a := range ep.Addresses {
+					ready[svc][a] = true
+				}
+			}
+		}
 	}
 	var missing []string
 	for _, svc := range svcs.Items {
 		if len(svc.Spec.Selector) == 0 {
 			continue
 		}
-		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String()})
-		if err != nil {
-			return nil, err
-		}
-		slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc.Name})
-		if err != nil {
-			return nil, err
-		}
-		ready := map[string]bool{}
-		for _, sl := range slices.Items {
-			for _, ep := range sl.Endpoints {
-				if ep.Conditions.Ready == nil || *ep.Conditions.Ready { // nil: ready, by the API's contract
-					for _, a := range ep.Addresses {
-						ready[a] = true
-					}
-				}
-			}
-		}
+		sel := labels.SelectorFromSet(svc.Spec.Selector)
 		for i := range pods.Items {
-			if p := &pods.Items[i]; podReadySince(p, since) && !ready[p.Status.PodIP] {
+			p := &pods.Items[i]
+			if sel.Matches(labels.Set(p.Labels)) && podReadySince(p, since) && !ready[svc.Name][p.Status.PodIP] {
 				missing = append(missing, svc.Name)
 				break
 			}
